@@ -1,0 +1,31 @@
+"""circuits: ACDC-style circuit discovery on any model that declares its graph (``circuit_graph()``)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from circuits.circuit import Circuit, model_identity
+from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
+
+# Algorithms and consumers load on first use (one file each; see STYLE.md).
+_LAZY = {
+    "acdc": "circuits.acdc",
+    "threshold_sweep": "circuits.sweep",
+    "run_circuit": "circuits.patching",
+    "node_patching": "circuits.node_patching",
+    "evaluate": "circuits.evaluate",
+    "eap": "circuits.attribution",
+    "circuit_from_scores": "circuits.attribution",
+}
+_SUBMODULES = {"metrics", "viz", "tasks", "planted"}
+
+__all__ = ["Circuit", "Connection", "Edge", "Graph", "Nodes", "graph_of", "model_identity", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"circuits.{name}")
+    raise AttributeError(f"module 'circuits' has no attribute {name!r}")

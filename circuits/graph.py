@@ -1,0 +1,189 @@
+"""The computational graph that circuit discovery works on, declared by the model.
+
+A model that supports circuit discovery has a method ``circuit_graph() -> Graph``. The graph says,
+for every *receiver* hook point, which *sender* hook points feed it and how: the receiver's input is
+
+    z_R = (constant) + sum over connections S -> R of  contribute_{S->R}(a_S)
+
+with each ``contribute`` linear in the sender activation ``a_S``. Hooks are split into *nodes* along
+one axis (neurons on the last axis, attention heads on the head axis, or the whole hook as one node).
+An edge is (sender hook, sender node) -> (receiver hook, receiver node); its contribution is the
+receiver-node slice of ``contribute(a_S restricted to the sender node)``.
+
+Every receiver hook other than the output belongs to a node whose *output* is a sender hook
+(``Graph.node_output``): ``blocks.0.hook_pre[j]`` is the input of the neuron whose output is
+``blocks.0.hook_post[j]``. ACDC uses it to drop the inputs of nodes that feed nothing and the
+outputs of nodes that receive nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+from torch import Tensor
+
+
+@dataclass(frozen=True, order=True)
+class Edge:
+    """(sender, sender_index) -> (receiver, receiver_index), named by hook names and node indices."""
+
+    sender: str
+    sender_index: int
+    receiver: str
+    receiver_index: int
+
+    def __str__(self) -> str:
+        return f"{self.sender}[{self.sender_index}] -> {self.receiver}[{self.receiver_index}]"
+
+    def to_list(self) -> list[Any]:
+        return [self.sender, self.sender_index, self.receiver, self.receiver_index]
+
+    @classmethod
+    def from_list(cls, item: list[Any]) -> "Edge":
+        sender, si, receiver, ri = item
+        return cls(str(sender), int(si), str(receiver), int(ri))
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """How the activation at ``hook`` (shape ``(batch, ...)``) splits into ``count`` nodes.
+
+    ``axis`` is an axis of the full activation tensor (batch included; negative counts from the end)
+    whose index is the node; ``None`` makes the whole activation one node (``count`` must be 1).
+    """
+
+    hook: str
+    count: int
+    axis: Optional[int] = -1
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"{self.hook}: a hook needs at least one node, got {self.count}")
+        if self.axis is None and self.count != 1:
+            raise ValueError(f"{self.hook}: axis=None means one node, got count={self.count}")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Sender hook -> receiver hook, with the linear map giving the sender's share of the receiver input.
+
+    ``contribute(a)`` maps a sender activation ``(batch, *sender_shape)`` to its additive contribution
+    ``(batch, *receiver_shape)`` and must be linear (no bias). ``weight``, when given, returns the dense
+    ``(n_receiver_nodes, n_sender_nodes)`` matrix with ``contribute(a) == a @ weight().T`` (both sides
+    neurons on the last axis): engines may then use matrix products; ``contribute`` stays the definition.
+    """
+
+    sender: str
+    receiver: str
+    contribute: Callable[[Tensor], Tensor]
+    weight: Optional[Callable[[], Tensor]] = None
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A model's declaration: its nodes, its connections (receivers in forward order), its output hook."""
+
+    nodes: dict[str, Nodes]
+    connections: tuple[Connection, ...]
+    output: str
+    node_output: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for c in self.connections:
+            for hook in (c.sender, c.receiver):
+                if hook not in self.nodes:
+                    raise ValueError(f"connection {c.sender} -> {c.receiver} names {hook!r}, which has no Nodes entry")
+        if self.output not in self.receivers():
+            raise ValueError(f"output hook {self.output!r} receives no connection")
+        for receiver, sender in self.node_output.items():
+            if receiver not in self.nodes or sender not in self.nodes:
+                raise ValueError(f"node_output {receiver!r} -> {sender!r} names an undeclared hook")
+            if self.nodes[receiver].count != self.nodes[sender].count:
+                raise ValueError(f"node_output {receiver!r} -> {sender!r}: node counts differ")
+
+    def receivers(self) -> list[str]:
+        """Receiver hooks in forward order (the order of first appearance in ``connections``)."""
+        return list(dict.fromkeys(c.receiver for c in self.connections))
+
+    def senders(self) -> list[str]:
+        return list(dict.fromkeys(c.sender for c in self.connections))
+
+    def connections_into(self, receiver: str) -> list[Connection]:
+        return [c for c in self.connections if c.receiver == receiver]
+
+    def hooks(self) -> set[str]:
+        return set(self.nodes)
+
+    def edges(self) -> Iterator[Edge]:
+        """Every edge, receivers in forward order, then receiver node, then sender hook, then sender node."""
+        for receiver in self.receivers():
+            conns = self.connections_into(receiver)
+            for r in range(self.nodes[receiver].count):
+                for c in conns:
+                    for s in range(self.nodes[c.sender].count):
+                        yield Edge(c.sender, s, receiver, r)
+
+    @property
+    def n_edges(self) -> int:
+        return sum(self.nodes[c.sender].count * self.nodes[c.receiver].count for c in self.connections)
+
+    def check_edge(self, edge: Edge) -> None:
+        """Raise ``ValueError`` naming the problem if ``edge`` is not an edge of this graph."""
+        if not any(c.sender == edge.sender and c.receiver == edge.receiver for c in self.connections):
+            raise ValueError(f"edge {edge}: the model has no connection {edge.sender} -> {edge.receiver}")
+        for hook, idx in ((edge.sender, edge.sender_index), (edge.receiver, edge.receiver_index)):
+            if not 0 <= idx < self.nodes[hook].count:
+                raise ValueError(f"edge {edge}: node index {idx} out of range for {hook} ({self.nodes[hook].count} nodes)")
+
+
+def graph_of(model: Any) -> Graph:
+    """The graph a model declares through ``model.circuit_graph()``; a clear error if it declares none."""
+    declare = getattr(model, "circuit_graph", None)
+    if declare is None:
+        raise TypeError(
+            f"{type(model).__name__} declares no circuit graph: give it a method circuit_graph() -> circuits.Graph "
+            "(see circuits/graph.py and the README's 'Your own model' section)"
+        )
+    graph = declare()
+    if not isinstance(graph, Graph):
+        raise TypeError(f"{type(model).__name__}.circuit_graph() returned {type(graph).__name__}, not circuits.Graph")
+    hook_dict = getattr(model, "hook_dict", None)
+    if hook_dict is not None:
+        missing = sorted(h for h in graph.hooks() if h not in hook_dict)
+        if missing:
+            raise ValueError(f"{type(model).__name__}'s graph names hook points the model does not have: {missing}")
+    return graph
+
+
+def mlp_graph(model: Any) -> Graph:
+    """The declaration of a ``HookedMLP``-shaped model: neuron -> neuron edges through ``linears[k]``."""
+    widths = model.widths
+    L = len(widths) - 1
+
+    def hook(layer: int, role: str) -> str:
+        if layer == 0:
+            return "hook_in"
+        if layer == L:
+            return "hook_logits"
+        return f"blocks.{layer - 1}.hook_{role}"
+
+    nodes: dict[str, Nodes] = {"hook_in": Nodes("hook_in", widths[0]), "hook_logits": Nodes("hook_logits", widths[-1])}
+    node_output: dict[str, str] = {}
+    for layer in range(1, L):
+        pre, post = hook(layer, "pre"), hook(layer, "post")
+        nodes[pre] = Nodes(pre, widths[layer])
+        nodes[post] = Nodes(post, widths[layer])
+        node_output[pre] = post
+    conns = []
+    for k in range(L):
+        lin = model.linears[k]
+        conns.append(
+            Connection(
+                sender=hook(k, "post"),
+                receiver=hook(k + 1, "pre"),
+                contribute=lambda a, lin=lin: a @ lin.weight.T,
+                weight=lambda lin=lin: lin.weight,
+            )
+        )
+    return Graph(nodes=nodes, connections=tuple(conns), output="hook_logits", node_output=node_output)

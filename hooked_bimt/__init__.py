@@ -1,0 +1,28 @@
+"""hooked-bimt: Brain-Inspired Modular Training as TransformerLens hooked models."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from hooked_bimt.data import MNISTError, MNISTSplit, load_mnist
+from hooked_bimt.model import HookedMLP
+
+# Imported on first use, so the package stays importable while a heavier module loads lazily.
+_LAZY = {
+    "connection_cost": "hooked_bimt.cost",
+    "relocate": "hooked_bimt.swaps",
+    "REGIMES": "hooked_bimt.regimes",
+    "Regime": "hooked_bimt.regimes",
+    "TrainConfig": "hooked_bimt.train",
+    "TrainResult": "hooked_bimt.train",
+    "train": "hooked_bimt.train",
+}
+
+__all__ = ["HookedMLP", "load_mnist", "MNISTSplit", "MNISTError", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hooked_bimt' has no attribute {name!r}")
