@@ -18,7 +18,7 @@ _LAZY = {
     "eap": "circuits.attribution",
     "circuit_from_scores": "circuits.attribution",
 }
-_SUBMODULES = {"metrics", "viz", "tasks", "planted"}
+_SUBMODULES = {"metrics", "viz", "planted", "attribution"}
 
 __all__ = ["Circuit", "Connection", "Edge", "Graph", "Nodes", "graph_of", "model_identity", *_LAZY]
 
