@@ -75,8 +75,10 @@ class _AttnBlock(nn.Module):
         self.hook_attn_out = HookPoint()
 
     def forward(self, resid: Tensor, n_heads: int) -> Tensor:
-        per_head = resid.unsqueeze(2).expand(-1, -1, n_heads, -1)
-        out = self.attn(self.hook_q_input(per_head), self.hook_k_input(per_head), self.hook_v_input(per_head))
+        def per_head() -> Tensor:  # a fresh view for each input, so each hook sees its own tensor
+            return resid.unsqueeze(2).expand(-1, -1, n_heads, -1)
+
+        out = self.attn(self.hook_q_input(per_head()), self.hook_k_input(per_head()), self.hook_v_input(per_head()))
         return resid + self.hook_attn_out(out)
 
 
