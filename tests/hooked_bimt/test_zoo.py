@@ -13,6 +13,15 @@ from hooked_bimt.zoo import HookedAttnOnly, HookedResidualMLP
 from hooked_bimt.zoo.toy import first_token, fit, sign_xor
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is much faster on a shared, loaded CPU (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_residual_mlp_computes_the_documented_sum():
     torch.manual_seed(0)
     m = HookedResidualMLP(5, 4, 3, 2, d_model=6).double()
@@ -120,22 +129,13 @@ def test_float32_protocol_check_with_looser_tolerance():
     check_graph(m, example_input=torch.randint(0, 5, (4, 4)), rtol=1e-4)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train faster on one thread on a shared machine (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_residual_mlp_learns_sign_xor(one_thread):
+def test_residual_mlp_learns_sign_xor():
     torch.manual_seed(0)
     m = HookedResidualMLP(4, 16, 2, 2)
     assert fit(m, sign_xor(4), steps=150, batch=128, lr=2e-2) > 0.9
 
 
-def test_attn_only_learns_first_token(one_thread):
+def test_attn_only_learns_first_token():
     torch.manual_seed(0)
     m = HookedAttnOnly(1, 2, 16, 8, 4, 5)
     assert fit(m, first_token(4, 5), steps=100, batch=128, lr=2e-2) > 0.95
