@@ -146,3 +146,15 @@ def test_empty_and_full_circuits_reproduce_corrupted_and_clean_runs(kind, seed):
     with torch.no_grad():
         torch.testing.assert_close(full, model(clean), rtol=1e-9, atol=1e-10)
         torch.testing.assert_close(empty, model(corrupted), rtol=1e-9, atol=1e-10)
+
+
+def test_the_worked_example_in_the_docs_runs_and_passes():
+    """docs/your_model.md's declaration example is real code that passes the check."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "your_model.md").read_text()
+    declare, check = re.findall(r"```python\n(.*?)```", doc, re.S)[:2]
+    namespace: dict = {}
+    exec(declare + "\n" + check, namespace)
+    assert graph_of(namespace["model"]).n_edges == 4 * 5 + 4 * 2 + 5 * 2
