@@ -46,7 +46,8 @@ def kl_metric(logits: Float[Tensor, "batch d_out"], full_logits: Float[Tensor, "
     return (log_p.exp() * (log_p - logits.log_softmax(-1))).sum(-1).mean()
 
 
-def _resolve(metric: Union[str, Metric], point: str, steps: Optional[int]) -> tuple[Metric, str]:
+def resolve_metric(metric: Union[str, Metric], point: str, steps: Optional[int]) -> tuple[Metric, str]:
+    """Validate the arguments; return the metric callable and the concrete gradient point."""
     if isinstance(metric, str):
         if metric != "kl":
             raise ValueError(f"unknown metric {metric!r}: use 'kl' or a callable metric(logits, full_logits)")
@@ -115,7 +116,8 @@ def _input_hooks(graph: Graph) -> list[str]:
     return [s for s in graph.senders() if s not in outputs]
 
 
-def _select(delta: Tensor, nodes: Nodes, index: int) -> Tensor:
+def node_slice(delta: Tensor, nodes: Nodes, index: int) -> Tensor:
+    """``delta`` with every node but ``index`` zeroed (along ``nodes.axis``; the whole tensor if one node)."""
     if nodes.axis is None:
         return delta
     shape = [1] * delta.dim()
@@ -143,7 +145,7 @@ def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta:
             and delta.shape[:-1] == grad.shape[:-1]):
         G, D = grad.reshape(-1, receivers.count), delta.reshape(-1, senders.count)
         return conn.weight().to(G.dtype) * (G.T @ D)
-    cols = [_per_receiver_node(conn.contribute(_select(delta, senders, s)) * grad, receivers)
+    cols = [_per_receiver_node(conn.contribute(node_slice(delta, senders, s)) * grad, receivers)
             for s in range(senders.count)]
     return torch.stack(cols, dim=1)
 
@@ -170,7 +172,7 @@ def eap(
     Returns:
         ``{edge: score}`` for every edge in ``graph.edges()`` order; rank by ``abs(score)``.
     """
-    fn, point = _resolve(metric, point, steps)
+    fn, point = resolve_metric(metric, point, steps)
     _check_batches(clean, corrupted)
     graph = graph_of(model)
     senders = graph.senders()

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-from circuits.attribution import Metric, _resolve, _select
+from circuits.attribution import Metric, resolve_metric, node_slice
 from circuits.graph import Edge, graph_of
 from hooked_bimt.model import HookedMLP
 from hooked_bimt.zoo import HookedAttnOnly, HookedResidualMLP
@@ -209,7 +209,7 @@ def removal_effects(model: Any, clean: Tensor, corrupted: Tensor, metric: Union[
     contribution of ``a'_s - a_s`` (SPEC 4 patching), restricted to receiver node r. ``M`` compares with
     the clean logits, as in ACDC.
     """
-    fn, _ = _resolve(metric, "auto", None)
+    fn, _ = resolve_metric(metric, "auto", None)
     graph = graph_of(model)
     edges = list(graph.edges()) if edges is None else list(edges)
     for e in edges:
@@ -230,8 +230,8 @@ def removal_effects(model: Any, clean: Tensor, corrupted: Tensor, metric: Union[
         out: dict[Edge, float] = {}
         for e in edges:
             delta = cache["bad"][e.sender] - cache["clean"][e.sender]
-            shift = conns[(e.sender, e.receiver)].contribute(_select(delta, graph.nodes[e.sender], e.sender_index))
-            shift = _select(shift, graph.nodes[e.receiver], e.receiver_index)
+            shift = conns[(e.sender, e.receiver)].contribute(node_slice(delta, graph.nodes[e.sender], e.sender_index))
+            shift = node_slice(shift, graph.nodes[e.receiver], e.receiver_index)
             logits = model.run_with_hooks(clean, fwd_hooks=[(e.receiver, lambda t, hook, s=shift: t + s)])
             out[e] = float(fn(logits, full)) - base
     return out

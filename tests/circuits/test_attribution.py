@@ -68,14 +68,14 @@ def test_eap_is_the_directional_derivative_on_the_attention_model():
 
 def _scaled_removal(model, clean, corrupted, edge, t):
     """M after adding t times the edge's removal shift (t=1: exact removal)."""
-    from circuits.attribution import _select
+    from circuits.attribution import node_slice
 
     graph = graph_of(model)
     conn = next(c for c in graph.connections if (c.sender, c.receiver) == (edge.sender, edge.receiver))
     _, ca = model.run_with_cache(clean)
     _, cb = model.run_with_cache(corrupted)
     delta = cb[edge.sender] - ca[edge.sender]
-    shift = _select(conn.contribute(_select(delta, graph.nodes[edge.sender], edge.sender_index)),
+    shift = node_slice(conn.contribute(node_slice(delta, graph.nodes[edge.sender], edge.sender_index)),
                     graph.nodes[edge.receiver], edge.receiver_index)
     with torch.no_grad():
         full = model(clean)
