@@ -147,3 +147,40 @@ def test_zoo_runs_on_gpu():
     assert m(torch.randint(0, 5, (3, 4)).cuda()).device.type == "cuda"
     r = HookedResidualMLP(4, 8, 2, 2).cuda()
     check_graph(r, example_input=torch.randn(4, 4, device="cuda"), rtol=1e-4)
+
+
+def _constant_parts(model, inputs):
+    """receiver -> z_R - sum_S contribute(a_S), computed directly from one cached run."""
+    _, cache = model.run_with_cache(inputs)
+    g = graph_of(model)
+    return {r: cache[r] - sum(c.contribute(cache[c.sender]) for c in g.connections_into(r)) for r in g.receivers()}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10**6))
+def test_residual_receiver_input_is_contributions_plus_its_bias(seed):
+    torch.manual_seed(seed)
+    m = HookedResidualMLP(3, 4, 3, 2, activation="gelu").double()
+    rest = _constant_parts(m, torch.randn(5, 3, dtype=torch.float64))
+    for k, block in enumerate(m.blocks):
+        torch.testing.assert_close(rest[f"blocks.{k}.hook_pre"], block.W_in.bias.expand(5, -1))
+    torch.testing.assert_close(rest["hook_logits"], m.W_U.bias.expand(5, -1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10**6))
+def test_attn_receiver_input_is_contributions_plus_earlier_output_biases(seed):
+    torch.manual_seed(seed)
+    m = HookedAttnOnly(3, 2, 6, 3, 4, 5).double()
+    with torch.no_grad():
+        for block in m.blocks:
+            block.attn.b_O.normal_()
+            block.attn.b_Q.normal_()
+        m.b_U.normal_()
+    rest = _constant_parts(m, torch.randint(0, 5, (3, 4)))
+    for l in range(3):
+        expected = sum((m.blocks[j].attn.b_O for j in range(l)), torch.zeros(6, dtype=torch.float64))
+        for kind in "qkv":
+            torch.testing.assert_close(rest[f"blocks.{l}.hook_{kind}_input"], expected.expand(3, 4, 2, 6))
+    b_O_total = sum(b.attn.b_O for b in m.blocks)
+    torch.testing.assert_close(rest["hook_logits"], (b_O_total @ m.W_U + m.b_U).expand(3, -1))
