@@ -21,8 +21,9 @@ Where the gradient is taken (``point``):
 ``steps=k`` (EAP-IG) ignores ``point``: it averages the gradient over k points on the straight line from the
 corrupted to the clean activations of the graph's *input* hooks (senders that are no node's output, e.g.
 ``hook_in`` or ``hook_embed``), at the midpoints ``alpha = (i - 1/2) / k``, i = 1..k (a midpoint Riemann sum of
-the path integral; Hanna et al. use the same path). Cost: 2 forward passes + 1 (EAP) or k (EAP-IG)
-forward+backward passes, independent of the number of edges.
+the path integral; Hanna et al. use the same path). Cost, independent of the number of edges: EAP at the
+clean point is one corrupted forward pass plus one clean forward+backward pass; at the corrupted point
+add one clean forward pass; EAP-IG is two forward passes plus k forward+backward passes.
 """
 
 from __future__ import annotations
@@ -86,9 +87,13 @@ def _cache(model: Any, x: Any, hooks: list[str]) -> tuple[Tensor, dict[str, Tens
 
 
 def _gradients(model: Any, x: Any, graph: Graph, metric: Callable[[Tensor], Tensor],
-               sources: dict[str, Tensor]) -> dict[str, Tensor]:
-    """One forward + backward pass: dM/dz at every receiver hook; ``sources`` replace input-hook values."""
+               sources: dict[str, Tensor], record: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+    """One forward + backward pass: dM/dz at every receiver hook; ``sources`` replace input-hook values;
+    sender activations are saved into ``record`` when given."""
     captured: dict[str, Tensor] = {}
+
+    def keep(t: Tensor, hook: Any) -> None:
+        record[hook.name] = t.detach()
 
     def leaf(t: Tensor, hook: Any) -> Tensor:
         return sources.get(hook.name, t).detach().clone().requires_grad_(True)
@@ -100,6 +105,8 @@ def _gradients(model: Any, x: Any, graph: Graph, metric: Callable[[Tensor], Tens
 
     receivers = graph.receivers()
     hooks = [(h, leaf) for h in _input_hooks(graph)] + [(h, grab) for h in receivers]
+    if record is not None:
+        hooks += [(h, keep) for h in graph.senders()]
     with torch.enable_grad():
         logits = model.run_with_hooks(x, fwd_hooks=hooks)
         value = metric(logits)
@@ -176,14 +183,18 @@ def eap(
     _check_batches(clean, corrupted)
     graph = graph_of(model)
     senders = graph.senders()
-    full_logits, a = _cache(model, clean, senders)
     _, a_bad = _cache(model, corrupted, senders)
+    if steps is None and point == "clean":  # one forward+backward on the clean batch gives a and dM/dz
+        a: dict[str, Tensor] = {}
+        grads = _gradients(model, clean, graph, lambda logits: fn(logits, logits.detach()), {}, record=a)
+        return _scores(graph, a, a_bad, grads)
+    full_logits, a = _cache(model, clean, senders)
 
     def objective(logits: Tensor) -> Tensor:
         return fn(logits, full_logits)
 
     if steps is None:
-        grads = _gradients(model, clean if point == "clean" else corrupted, graph, objective, {})
+        grads = _gradients(model, corrupted, graph, objective, {})
     else:
         grads = {}
         for i in range(steps):
