@@ -206,14 +206,14 @@ def eap(
 
 
 def _scores(graph: Graph, a: dict, a_bad: dict, grads: dict) -> EdgeScores:
-    blocks: dict[tuple[str, str], Tensor] = {}
+    blocks: dict[tuple[str, str], list[list[float]]] = {}
     with torch.no_grad():
         for conn in graph.connections:
             delta = a_bad[conn.sender] - a[conn.sender]
             blocks[(conn.sender, conn.receiver)] = connection_scores(
                 conn, graph.nodes[conn.sender], graph.nodes[conn.receiver], delta, grads[conn.receiver]
-            ).cpu()
-    return {e: float(blocks[(e.sender, e.receiver)][e.receiver_index, e.sender_index]) for e in graph.edges()}
+            ).double().cpu().tolist()
+    return {e: blocks[(e.sender, e.receiver)][e.receiver_index][e.sender_index] for e in graph.edges()}
 
 
 def circuit_from_scores(
