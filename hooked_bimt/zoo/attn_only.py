@@ -11,7 +11,7 @@ Forward pass (tokens ``(batch, pos)``, causal attention, split q/k/v inputs as i
     blocks.{l}.attn.hook_pattern    softmax(q k^T / sqrt(d_head)), causal   (batch, head, q_pos, k_pos)
     blocks.{l}.attn.hook_z          pattern @ v                     (batch, pos, head, d_head)
     blocks.{l}.hook_attn_out        sum_h z_h W_O[h] + b_O          (batch, pos, d_model)
-    resid_{l+1} = resid_l + attn_out
+    blocks.{l}.hook_resid_pre / hook_resid_post    resid_l / resid_{l+1} = resid_l + attn_out
     hook_logits       resid_L[:, -1] W_U + b_U                      (batch, d_vocab)  (LAST position only)
 
 Circuit graph: heads are nodes (axis 2 of ``hook_z`` and of the q/k/v inputs); ``hook_embed``,
@@ -73,13 +73,16 @@ class _AttnBlock(nn.Module):
         self.hook_k_input = HookPoint()
         self.hook_v_input = HookPoint()
         self.hook_attn_out = HookPoint()
+        self.hook_resid_pre = HookPoint()
+        self.hook_resid_post = HookPoint()
 
     def forward(self, resid: Tensor, n_heads: int) -> Tensor:
+        resid = self.hook_resid_pre(resid)
         def per_head() -> Tensor:  # a fresh view for each input, so each hook sees its own tensor
             return resid.unsqueeze(2).expand(-1, -1, n_heads, -1)
 
         out = self.attn(self.hook_q_input(per_head()), self.hook_k_input(per_head()), self.hook_v_input(per_head()))
-        return resid + self.hook_attn_out(out)
+        return self.hook_resid_post(resid + self.hook_attn_out(out))
 
 
 class HookedAttnOnly(HookedRootModule):
