@@ -17,8 +17,12 @@ _LAZY = {
     "evaluate": "circuits.evaluate",
     "eap": "circuits.attribution",
     "circuit_from_scores": "circuits.attribution",
+    "eap_then_acdc": "circuits.attribution",
+    "check_graph": "circuits.protocol_check",
+    "pessimistic_auc": "circuits.roc",
+    "roc_curve": "circuits.roc",
 }
-_SUBMODULES = {"metrics", "viz", "planted", "attribution"}
+_SUBMODULES = {"metrics", "viz", "planted", "attribution", "roc", "protocol_check"}
 
 __all__ = ["Circuit", "Connection", "Edge", "Graph", "Nodes", "graph_of", "model_identity", *_LAZY]
 

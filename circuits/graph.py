@@ -187,3 +187,11 @@ def mlp_graph(model: Any) -> Graph:
             )
         )
     return Graph(nodes=nodes, connections=tuple(conns), output="hook_logits", node_output=node_output)
+
+
+def check_graph(model: Any, graph: Optional[Graph] = None, example_input: Any = None, **kwargs: Any) -> dict[str, float]:
+    """Verify a declaration against the model (contributions sum to each receiver's input); see
+    ``circuits.protocol_check.check_graph``, which this forwards to."""
+    from circuits.protocol_check import check_graph as _check
+
+    return _check(model, graph, example_input, **kwargs)
