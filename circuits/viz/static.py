@@ -165,7 +165,7 @@ def network_vs_circuit(
     draw_network(model, None, a, layout=layout, title=titles[0])
     draw_network(model, circuit, b, width_by=width_by, layout=layout,
                  title=f"{titles[1]} ({circuit.n_edges} of {circuit.n_total_edges} edges)")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.02)
     if target is not None:
         fmt = target.suffix.lower().lstrip(".")
         atomic_write(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
