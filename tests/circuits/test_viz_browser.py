@@ -1,0 +1,72 @@
+"""The circuit view in a real browser: headless Chromium, file:// URL, network cut off.
+
+Skipped, with the reason, where no Chromium can be found (``make browser`` installs Debian's).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+import torch
+
+import circuits.viz as viz
+from circuits import Circuit, graph_of
+from circuits.viz import browser
+from hooked_bimt import HookedMLP
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        browser.find_chromium() is None,
+        reason="headless Chromium not found: `make browser` (or apt-get install chromium) to run the browser test",
+    ),
+]
+
+
+def attr(dom: str, name: str) -> str:
+    found = re.findall(rf'class="hb-circuit"[^>]*\s{name}="([^"]*)"', dom)
+    assert len(found) == 1, f"{name} not found on the view's root"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    model = HookedMLP((784, 100, 100, 10))
+    g = graph_of(model)
+    rng = random.Random(0)
+    edges = rng.sample(list(g.edges()), 3000)
+    circuit = Circuit.from_edges(g, edges, effects={e: rng.gauss(0, 1) for e in edges})
+    folder = tmp_path_factory.mktemp("page")
+    page = viz.circuit_graph(model, circuit).save(folder / "circuit.html")
+    return page, circuit
+
+
+def test_page_draws_every_edge_offline(saved):
+    page, circuit = saved
+    html = page.read_text()
+    assert not re.search(r"https?://|//cdn|\ssrc=", html)  # static check: nothing to fetch
+    dom = browser.dump_dom(page)
+    (svg,) = re.findall(r'<svg class="hb-svg" width=.*?</svg>', dom, re.S)  # the rendered SVG, not the script text
+    assert len(re.findall(r'<line class="edge"', svg)) == circuit.n_edges == 3000
+    assert int(attr(dom, "data-edges-drawn")) == circuit.n_edges
+    assert attr(dom, "data-resources") == "0"  # no request left the page
+    assert float(attr(dom, "data-first-render-ms")) < 1000  # a few thousand edges render in under a second
+    assert int(re.search(r'data-background-edges="(\d+)"', dom).group(1)) > 85_000  # the full network, on the canvas
+
+
+def test_resource_counter_sees_a_request(saved, tmp_path):
+    """Control: the same page with one <img> pointing outside records it, so '0' above means something."""
+    page, _ = saved
+    leaky = tmp_path / "leaky.html"
+    leaky.write_text(page.read_text().replace("<body>", '<body><img src="http://example.invalid/x.png">', 1))
+    assert attr(browser.dump_dom(leaky), "data-resources") != "0"
+
+
+def test_screenshot(saved, tmp_path):
+    page, _ = saved
+    png = browser.screenshot(page, tmp_path / "shot.png", size=(1100, 900))
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 50_000  # a drawing, not a blank page
