@@ -46,10 +46,12 @@ def _all_edges(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
 
-def _collection(segs: np.ndarray, values: np.ndarray, *, max_width: float, alpha: tuple[float, float]) -> LineCollection:
-    """Segments coloured by sign, width and alpha by ``t = |v| / max|v|`` (alpha from ``alpha[0]`` to ``alpha[1]``).
+def _collection(
+    segs: np.ndarray, values: np.ndarray, *, max_width: float, alpha: tuple[float, float], gamma: float = 1.0
+) -> LineCollection:
+    """Segments coloured by sign, width by ``t = |v| / max|v|``, opacity ``alpha[0] + (alpha[1] - alpha[0]) * t**gamma``.
 
-    Segments with ``t < 0.01`` (opacity under 1/255) are left out; above ``_RASTERIZE_ABOVE`` segments
+    Segments with ``t < 0.01`` (nearly invisible) are left out; above ``_RASTERIZE_ABOVE`` segments
     the collection is rasterized inside vector files (SVG, PDF).
     """
     mag = np.abs(values)
@@ -57,7 +59,7 @@ def _collection(segs: np.ndarray, values: np.ndarray, *, max_width: float, alpha
     keep = t >= 0.01 if len(segs) > _RASTERIZE_ABOVE else np.ones(len(t), dtype=bool)
     segs, t, sign = segs[keep], t[keep], (values[keep] < 0).astype(int)
     colors = np.array([to_rgba(POS), to_rgba(NEG)])[sign]
-    colors[:, 3] = alpha[0] + (alpha[1] - alpha[0]) * t
+    colors[:, 3] = alpha[0] + (alpha[1] - alpha[0]) * t**gamma
     order = np.argsort(t)  # strong edges on top
     lc = LineCollection(segs[order], colors=colors[order], linewidths=0.15 + max_width * t[order], capstyle="round")
     lc.set_rasterized(len(segs) > _RASTERIZE_ABOVE)
@@ -109,8 +111,8 @@ def draw_network(
     pos = [np.stack([p[:, 0], H - p[:, 1]], axis=1) for p in lay.positions]  # y up for matplotlib
     if circuit is None or background:
         layer, s, r, w = _all_edges(model)
-        faint = (0.01, 0.5) if circuit is None else (0.0, 0.08)
-        ax.add_collection(_collection(_segments(pos, layer, s, r), w, max_width=max_width * 0.6, alpha=faint))
+        faint = (0.0, 0.7) if circuit is None else (0.0, 0.12)
+        ax.add_collection(_collection(_segments(pos, layer, s, r), w, max_width=max_width * 0.5, alpha=faint, gamma=2.0))
     masks = None
     if circuit is not None:
         ce = vd.circuit_edges(model, circuit)

@@ -80,7 +80,8 @@ function hbCircuitGraph(root) {
     }
     for (var p2 = 0; p2 < 2 * NB; p2++) {
       ctx.strokeStyle = p2 < NB ? POS : NEG;
-      ctx.globalAlpha = 0.015 + 0.10 * ((p2 % NB) + 1) / NB;
+      var lv = ((p2 % NB) + 1) / NB;
+      ctx.globalAlpha = 0.004 + 0.12 * lv * lv;
       ctx.stroke(paths[p2]);
     }
     c.setAttribute("data-background-edges", drawn);
