@@ -73,12 +73,12 @@ def strongest_circuit(model: HookedMLP, clean: torch.Tensor, classes=(8, 3), per
     return Circuit.from_edges(graph, edges, effects=effects, settings={"method": "strongest |weight| walk-back"})
 
 
-def shrink_png(path: Path, colors: int = 256) -> None:
+def shrink_png(path: Path, colors: int = 64) -> None:
     """Palette-quantise a screenshot so the gallery stays a few hundred KB."""
     from PIL import Image
 
     img = Image.open(path).convert("RGB")
-    img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    img.quantize(colors=colors, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             shrink_png(browser.screenshot(page, args.out / name, size=size))
             print(f"{name}: {(args.out / name).stat().st_size // 1024} KB")
     t1 = time.time()
-    fig = viz.network_vs_circuit(model, circuit, args.out / "network_vs_circuit.png", titles=("Full network", "Circuit"))
+    fig = viz.network_vs_circuit(model, circuit, args.out / "network_vs_circuit.png", titles=("Full network", "Circuit"), dpi=110)
     seconds = time.time() - t1
     shrink_png(args.out / "network_vs_circuit.png")
     print(f"network_vs_circuit.png: {(args.out / 'network_vs_circuit.png').stat().st_size // 1024} KB, drawn in {seconds:.1f} s")

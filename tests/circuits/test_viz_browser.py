@@ -70,3 +70,43 @@ def test_screenshot(saved, tmp_path):
     png = browser.screenshot(page, tmp_path / "shot.png", size=(1100, 900))
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 50_000  # a drawing, not a blank page
+
+
+INTERACT = """<script>
+(function () {
+  var root = document.querySelector(".hb-circuit");
+  var node = root.querySelector('circle.node[data-l="1"]:not(.hb-out)');
+  node.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+  root.setAttribute("data-test-clicked", node.dataset.i);
+  root.setAttribute("data-test-hl-lines", root.querySelectorAll("line.edge.hb-hl").length);
+  root.querySelector('button[data-layout="layered"]').click();
+  root.setAttribute("data-test-after-toggle", root.querySelectorAll("line.edge").length);
+})();
+</script></body>"""
+
+
+def downstream_edges(circuit, layer_hook: str, index: int) -> int:
+    """Edges of the circuit reachable from (hook, index) going towards the output."""
+    frontier, seen = {(layer_hook, index)}, set()
+    while frontier:
+        nxt = set()
+        for e in circuit.edges:
+            if (e.sender, e.sender_index) in frontier and e not in seen:
+                seen.add(e)
+                nxt.add((e.receiver.replace("hook_pre", "hook_post"), e.receiver_index))
+        frontier = nxt
+    return len(seen)
+
+
+def test_click_highlights_downstream_paths_and_toggles_layout(saved, tmp_path):
+    page, circuit = saved
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(page.read_text().replace("</body>", INTERACT, 1))
+    dom = browser.dump_dom(clicked)
+    i = int(attr(dom, "data-test-clicked"))
+    expected = downstream_edges(circuit, "blocks.0.hook_post", i)
+    assert expected > 0
+    assert int(attr(dom, "data-test-hl-lines")) == int(attr(dom, "data-highlighted-edges")) == expected
+    assert attr(dom, "data-layout") == "layered"
+    assert int(attr(dom, "data-test-after-toggle")) == circuit.n_edges
+    assert int(attr(dom, "data-highlighted-edges")) == expected  # the highlight survives the toggle
