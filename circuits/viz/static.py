@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from circuits.circuit import Circuit
 from circuits.viz import data as vd
-from circuits.viz.layout import node_layout
+from circuits.viz.layout import check_layout, node_layout
 from hooked_bimt.atomic import atomic_write
 
 POS, NEG = "#2166ac", "#b2182b"
@@ -100,11 +100,12 @@ def draw_network(
         ValueError: a circuit from another model, unknown ``layout`` / ``width_by``, bad ``output_labels``.
     """
     vd.check_width_by(width_by)
-    lay = node_layout(model, layout, None)  # validates layout before any work
+    check_layout(layout)
     vd.check_model(model)
     if circuit is not None:
         vd.check_circuit(model, circuit)
     labels = vd.check_output_labels(model, output_labels)
+    lay = node_layout(model, layout, None)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 7))
     H = lay.size[1]
@@ -161,6 +162,7 @@ def network_vs_circuit(
     if len(titles) != 2:
         raise ValueError(f"titles needs two strings (network, circuit), got {len(titles)}")
     vd.check_width_by(width_by)
+    check_layout(layout)
     vd.check_model(model)
     vd.check_circuit(model, circuit)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 7))

@@ -109,3 +109,8 @@ def test_bad_input(mnist_model, circuit, tmp_path):
         viz.draw_network(mnist_model, layout="circle")
     with pytest.raises(ValueError, match="unknown width_by"):
         viz.draw_network(mnist_model, circuit, width_by="size")
+    with pytest.raises(ValueError, match="unknown layout"):
+        viz.network_vs_circuit(mnist_model, circuit, tmp_path / "f.png", layout="circle")
+    with pytest.raises(TypeError, match="HookedMLP"):
+        viz.draw_network(torch.nn.Linear(2, 2))
+    assert not list(tmp_path.iterdir())
