@@ -75,6 +75,9 @@ def test_screenshot(saved, tmp_path):
 INTERACT = """<script>
 (function () {
   var root = document.querySelector(".hb-circuit");
+  var line = root.querySelector('line.edge[data-k="0"]');
+  line.dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 10, clientY: 10 }));
+  root.setAttribute("data-test-tip", root.querySelector(".hb-tip").textContent.split(String.fromCharCode(10)).join(" | "));
   var node = root.querySelector('circle.node[data-l="1"]:not(.hb-out)');
   node.dispatchEvent(new MouseEvent("click", { bubbles: true }));
   root.setAttribute("data-test-clicked", node.dataset.i);
@@ -103,6 +106,10 @@ def test_click_highlights_downstream_paths_and_toggles_layout(saved, tmp_path):
     clicked = tmp_path / "clicked.html"
     clicked.write_text(page.read_text().replace("</body>", INTERACT, 1))
     dom = browser.dump_dom(clicked)
+    first = sorted(circuit.edges)[0]  # data-k indexes the circuit's edges in sorted order
+    tip = attr(dom, "data-test-tip")
+    assert tip.startswith(f"{first.sender}[{first.sender_index}] \u2192 {first.receiver}[{first.receiver_index}] | weight: ")
+    assert float(re.search(r"effect: (\S+)", tip).group(1)) == pytest.approx(circuit.effects[first], rel=1e-3)
     i = int(attr(dom, "data-test-clicked"))
     expected = downstream_edges(circuit, "blocks.0.hook_post", i)
     assert expected > 0
