@@ -43,7 +43,7 @@ def _plain(v: Any) -> Any:
 
 def train_unit(regime: str, config: Any, seed: int, device: str, data: Any) -> tuple[Any, dict[str, Any]]:
     """Train one model; returns the TrainResult and its training measures (TRAIN_COLUMNS)."""
-    from hooked_bimt import train
+    from hooked_bimt.train import train  # not `from hooked_bimt import train`: the submodule shadows it
 
     result = train(regime, config, seed=seed, device=device, data=data, progress=False)
     metrics = {k: _plain(result.metrics.get(k)) for k in TRAIN_COLUMNS}
@@ -57,18 +57,21 @@ def discovery_model(model: torch.nn.Module, device: str) -> torch.nn.Module:
 
 def discover_unit(model64: torch.nn.Module, task: Any, batch: Any, threshold: float) -> tuple[Any, dict, dict]:
     """ACDC + evaluation + node patching on one batch; returns (circuit, measures row, node patching lists)."""
-    import circuits
+    # Import the functions from their modules: ``circuits.acdc`` the attribute is shadowed by the submodule.
+    from circuits.acdc import acdc
+    from circuits.evaluate import evaluate
+    from circuits.node_patching import node_patching
 
-    circuit = circuits.acdc(
+    circuit = acdc(
         model64, batch.clean, batch.corrupted, threshold=threshold, metric="kl", ablation="resample",
         engine="fast", progress=False,
     )
-    ev = circuits.evaluate(
+    ev = evaluate(
         model64, circuit, batch.clean, batch.corrupted, clean_labels=batch.clean_labels,
         corrupt_labels=batch.corrupt_labels, logit_diff=task.logit_diff, ablation="resample",
     )
     t0 = time.perf_counter()
-    restored = circuits.node_patching(model64, batch.clean, batch.corrupted, task.logit_diff)
+    restored = node_patching(model64, batch.clean, batch.corrupted, task.logit_diff)
     np_seconds = time.perf_counter() - t0
     flat = torch.cat([v.detach().flatten().double().cpu() for v in restored.values()])
     row = {k: _plain(ev.get(k)) for k in EVAL_COLUMNS}

@@ -63,10 +63,9 @@ def _validate(preset: str, seeds: int | None, device: str, threshold: float | No
     return p, n_seeds, _check_device(device), float(thr), task_objs
 
 
-def _training_data(preset: Preset) -> tuple[Any, Any]:
-    from hooked_bimt import MNISTSplit, load_mnist
+def _training_data(preset: Preset, train_split: Any, test_split: Any) -> tuple[Any, Any]:
+    from hooked_bimt import MNISTSplit
 
-    train_split, test_split = load_mnist()
     if preset.train_subset is None:
         return train_split, test_split
     n_tr, n_te = preset.train_subset
@@ -92,9 +91,9 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     store = RunStore(out, log=lambda msg: tqdm.write(msg, file=sys.stderr))
     config = study_config(p, n_seeds, device, thr, names)
     resumed = store.claim(config)
-    _, test_split = load_mnist()
+    train_split, test_split = load_mnist()
     pipe = Pipeline(store, p, p.train_config(), list(range(n_seeds)), task_objs, thr, device,
-                    _training_data(p), test_split)
+                    _training_data(p, train_split, test_split), test_split)
     total = len(p.regimes) * n_seeds * (1 + len(task_objs) * p.n_batches)
     with tqdm(total=total, desc="study", unit="unit", disable=not progress, file=sys.stderr) as bar:
         rows = pipe.run(bar)

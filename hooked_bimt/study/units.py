@@ -87,7 +87,7 @@ class RunStore:
         if not marker.exists():
             return None
         try:
-            from hooked_bimt import TrainResult
+            from hooked_bimt.train import TrainResult
 
             info = json.loads(marker.read_text())
             result = TrainResult.load(d)
