@@ -69,3 +69,20 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     return PRESETS[name]
+
+
+def demo_training(quick: bool) -> tuple[Any, tuple[Any, Any], int]:
+    """(TrainConfig, (train, test) data, pairs per batch) for the demos.
+
+    ``quick=True`` is the test-suite form (the ``smoke`` preset: seconds, meaningless numbers);
+    otherwise the ``quick`` preset's training (minutes on a CPU) on all of MNIST.
+    """
+    from hooked_bimt import MNISTSplit, load_mnist
+
+    train_split, test_split = load_mnist()
+    p = PRESETS["smoke" if quick else "quick"]
+    if p.train_subset is not None:
+        n_tr, n_te = p.train_subset
+        train_split = MNISTSplit(images=train_split.images[:n_tr], labels=train_split.labels[:n_tr])
+        test_split = MNISTSplit(images=test_split.images[:n_te], labels=test_split.labels[:n_te])
+    return p.train_config(), (train_split, test_split), p.batch_size

@@ -64,13 +64,14 @@ def _validate(preset: str, seeds: int | None, device: str, threshold: float | No
 
 
 def _training_data(preset: Preset, train_split: Any, test_split: Any) -> tuple[Any, Any]:
+    """The splits ``train()`` sees: all of MNIST, or the preset's leading subset (smoke)."""
     from hooked_bimt import MNISTSplit
 
     if preset.train_subset is None:
         return train_split, test_split
     n_tr, n_te = preset.train_subset
-    sub = lambda s, n: MNISTSplit(images=s.images[:n], labels=s.labels[:n])  # noqa: E731
-    return sub(train_split, n_tr), sub(test_split, n_te)
+    return (MNISTSplit(images=train_split.images[:n_tr], labels=train_split.labels[:n_tr]),
+            MNISTSplit(images=test_split.images[:n_te], labels=test_split.labels[:n_te]))
 
 
 def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None = None, device: str = "cpu", *,
