@@ -90,6 +90,20 @@ def _memory_claim(summary: Summary, regimes: Sequence[str]) -> tuple[str, str]:
     return verdict, f"swap / no-swap peak memory ratio {ratio:.3f} (paper: ~1.5); {nums}"
 
 
+def _cost_lines(summary: Summary, regimes: Sequence[str]) -> list[str]:
+    """Descriptive comparison (no verdict): seconds per training step and inference latency per regime."""
+    lines = []
+    for measure, label in (("seconds_per_step", "training s / step"), ("inference_ms_per_batch", "inference ms / batch")):
+        per = []
+        for r in regimes:
+            iv = next((ivs.get(measure) for (rr, _), ivs in sorted(summary.items()) if rr == r and measure in ivs), None)
+            if iv is not None:
+                per.append(f"{r} {_fmt(iv)}")
+        if per:
+            lines.append(f"{label} (compared, no verdict): " + ", ".join(per))
+    return lines
+
+
 def verdicts(summary: Summary, tasks: Sequence[str], regimes: Sequence[str]) -> list[dict[str, Any]]:
     """The four claims with their verdict and the numbers behind it."""
     out = []
@@ -99,7 +113,7 @@ def verdicts(summary: Summary, tasks: Sequence[str], regimes: Sequence[str]) -> 
                     "verdict": _combine([v for v, _ in per_task]), "evidence": [e for _, e in per_task]})
     v, e = _memory_claim(summary, regimes)
     out.append({"claim": "4", "text": "BIMT's swaps cost training memory (~1.5x); training time and inference compared",
-                "measure": "peak_memory_bytes", "verdict": v, "evidence": [e]})
+                "measure": "peak_memory_bytes", "verdict": v, "evidence": [e, *_cost_lines(summary, regimes)]})
     return out
 
 

@@ -44,7 +44,7 @@ class RunStore:
 
         Raises ``ConfigMismatchError`` (a ``ValueError``) if DIR holds another configuration's results.
         """
-        config = json.loads(json.dumps(config))  # normalise tuples etc. to their JSON form
+        config = json.loads(json.dumps(config, default=str))  # normalise tuples, dtypes... to their JSON form
         run_json = self.out / "run.json"
         if run_json.exists():
             try:

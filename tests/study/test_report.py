@@ -47,6 +47,7 @@ def test_claim4_memory_ratio():
     gap = {r: (1.0, 0.9, 1.1) for r in REGIMES}
     v = _claim(verdicts(_summary(gap, mem=mem), ["circle"], REGIMES), "4")
     assert v["verdict"] == "reproduced" and "ratio 1.500" in v["evidence"][0]
+    assert len(v["evidence"]) == 1  # no timing measures in this summary: no comparison lines
     same = {r: (100.0, 95.0, 105.0, 3) for r in REGIMES}
     assert _claim(verdicts(_summary(gap, mem=same), ["circle"], REGIMES), "4")["verdict"] == "not reproduced"
     missing = _claim(verdicts(_summary(gap), ["circle"], REGIMES), "4")
@@ -93,3 +94,9 @@ def test_every_summary_figure_is_written_and_report_lists_them(tmp_path):
     assert text.count("](figures/") == 5 and "| bimt | circle | 4 |" in text
     # in this synthetic table vanilla has the lowest gap, bimt the highest: claim 1 not reproduced
     assert "lower circuit logit gap — **not reproduced**" in text
+
+
+def test_claim4_lists_training_and_inference_cost():
+    v = _claim(verdicts(summarize(_rows()), ["circle"], REGIMES), "4")
+    assert v["evidence"][1].startswith("training s / step (compared, no verdict): vanilla 0.01")
+    assert v["evidence"][2].startswith("inference ms / batch (compared, no verdict): vanilla 0.205")
