@@ -19,7 +19,7 @@ from hooked_bimt.train import TrainResult, train
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--load", default=None, help="a directory written by TrainResult.save")
 parser.add_argument("--regime", default="bimt")
-parser.add_argument("--threshold", type=float, default=0.01, help="ACDC KL threshold")
+parser.add_argument("--threshold", type=float, default=0.001, help="ACDC KL threshold")
 parser.add_argument("--out", default=None, help="save the circuit as JSON here")
 parser.add_argument("--quick", action="store_true", default=os.environ.get("HOOKED_BIMT_QUICK") == "1")
 args = parser.parse_args()
