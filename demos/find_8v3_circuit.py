@@ -1,6 +1,6 @@
 """Find the circuit a BIMT model uses to tell an 8 from a 3 (the paper's Figure 1 task), and print it.
 
-    python demos/find_8v3_circuit.py [--load runs/one] [--regime bimt] [--threshold 0.01] [--quick]
+    python demos/find_8v3_circuit.py [--load runs/one] [--regime bimt] [--threshold 0.001] [--quick]
 
 Trains a model unless ``--load`` points at a saved one (``demos/train_one.py --out``).
 """

@@ -117,17 +117,24 @@ def verdicts(summary: Summary, tasks: Sequence[str], regimes: Sequence[str]) -> 
     return out
 
 
-def _table(rows: list[dict[str, Any]], measures: Sequence[tuple[str, str, float]]) -> str:
-    head = "| regime | task | n | " + " | ".join(label for _, label, _ in measures) + " |"
-    lines = [head, "|" + "---|" * (3 + len(measures))]
+def _table(rows: list[dict[str, Any]], measures: Sequence[tuple[str, str, float]], per_task: bool = True) -> str:
+    """Markdown table of ``mean [low, high]``; ``per_task=False``: one row per regime (training measures)."""
+    keys = ("regime", "task", "n") if per_task else ("regime", "seeds")
+    lines = ["| " + " | ".join(keys) + " | " + " | ".join(label for _, label, _ in measures) + " |",
+             "|" + "---|" * (len(keys) + len(measures))]
+    seen = set()
     for r in rows:
+        if not per_task and r["regime"] in seen:
+            continue
+        seen.add(r["regime"])
         cells = []
         for m, _, scale in measures:
             if f"{m}_mean" in r:
                 cells.append(_fmt(Interval(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"], 0), scale))
             else:
                 cells.append("n/a")
-        lines.append(f"| {r['regime']} | {r['task']} | {r['n']} | " + " | ".join(cells) + " |")
+        head = [r["regime"], r["task"], str(r["n"])] if per_task else [r["regime"], str(r.get("n_seeds", "?"))]
+        lines.append("| " + " | ".join(head + cells) + " |")
     return "\n".join(lines)
 
 
@@ -158,6 +165,6 @@ def write_report(path: str | Path, *, setup: dict[str, Any], summary: Summary, r
     parts += ["## Figures", ""]
     parts += [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
     parts += ["## Circuits (mean [95% interval] over seeds x example batches)", "", _table(rows, CIRCUIT_TABLE), ""]
-    parts += ["## Training cost (mean [95% interval] over seeds)", "", _table(rows, TRAIN_TABLE), "",
+    parts += ["## Training cost (mean [95% interval] over seeds)", "", _table(rows, TRAIN_TABLE, per_task=False), "",
               "Per-unit numbers: `results.csv`; these tables: `summary.csv`.", ""]
     return atomic_write_text(path, "\n".join(parts))

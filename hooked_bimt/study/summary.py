@@ -67,6 +67,7 @@ def summary_rows(summary: Summary, regimes: Sequence[str]) -> list[dict[str, Any
     for (regime, task), ivs in sorted(summary.items(), key=lambda kv: (kv[0][1], order.get(kv[0][0], 99))):
         row: dict[str, Any] = {"regime": regime, "task": task}
         row["n"] = max((iv.n for m, iv in ivs.items() if m in CIRCUIT_MEASURES), default=0)
+        row["n_seeds"] = max((iv.n for m, iv in ivs.items() if m in TRAIN_MEASURES), default=0)
         for m in MEASURES:
             if m in ivs:
                 row.update({f"{m}_mean": ivs[m].mean, f"{m}_low": ivs[m].low, f"{m}_high": ivs[m].high})
@@ -75,4 +76,4 @@ def summary_rows(summary: Summary, regimes: Sequence[str]) -> list[dict[str, Any
 
 
 def summary_columns() -> list[str]:
-    return ["regime", "task", "n"] + [f"{m}_{s}" for m in MEASURES for s in ("mean", "low", "high")]
+    return ["regime", "task", "n", "n_seeds"] + [f"{m}_{s}" for m in MEASURES for s in ("mean", "low", "high")]

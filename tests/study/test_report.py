@@ -100,3 +100,11 @@ def test_claim4_lists_training_and_inference_cost():
     v = _claim(verdicts(summarize(_rows()), ["circle"], REGIMES), "4")
     assert v["evidence"][1].startswith("training s / step (compared, no verdict): vanilla 0.01")
     assert v["evidence"][2].startswith("inference ms / batch (compared, no verdict): vanilla 0.205")
+
+
+def test_training_table_has_one_row_per_regime(tmp_path):
+    s = summarize(_rows())
+    text = write_report(tmp_path / "r.md", setup={}, summary=s, rows=summary_rows(s, REGIMES), figures=[],
+                        tasks=["digit_pair:8:3", "circle"], regimes=REGIMES).read_text()
+    training = text.split("## Training cost")[1]
+    assert training.count("| bimt | 2 |") == 1 and "| vanilla | 2 | 0.9 [0.9, 0.9] | 10.5 [" in training
