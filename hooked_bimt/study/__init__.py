@@ -1,30 +1,17 @@
 """The paper's study: MNIST tasks, the ``reproduce`` pipeline and its report.
 
-The only subpackage that imports both ``hooked_bimt`` (training) and ``circuits`` (discovery).
-Names load lazily so ``import hooked_bimt.study`` stays cheap.
+The only subpackage that imports both ``hooked_bimt`` (training) and ``circuits`` (discovery); those
+heavier imports happen inside the functions that need them, so importing this package is cheap.
+The names are bound eagerly on purpose: a lazy ``reproduce`` would be shadowed by the submodule
+``hooked_bimt.study.reproduce`` once that is imported.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hooked_bimt.study.bootstrap import Interval, bootstrap_ci
+from hooked_bimt.study.presets import PRESETS, Preset, get_preset
+from hooked_bimt.study.reproduce import reproduce
+from hooked_bimt.study.tasks import TaskBatch, circle, digit_pair, get_task
 
-_LAZY = {
-    "digit_pair": "hooked_bimt.study.tasks",
-    "circle": "hooked_bimt.study.tasks",
-    "get_task": "hooked_bimt.study.tasks",
-    "TaskBatch": "hooked_bimt.study.tasks",
-    "bootstrap_ci": "hooked_bimt.study.bootstrap",
-    "Interval": "hooked_bimt.study.bootstrap",
-    "PRESETS": "hooked_bimt.study.presets",
-    "Preset": "hooked_bimt.study.presets",
-    "reproduce": "hooked_bimt.study.reproduce",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'hooked_bimt.study' has no attribute {name!r}")
+__all__ = ["digit_pair", "circle", "get_task", "TaskBatch", "bootstrap_ci", "Interval", "PRESETS", "Preset",
+           "get_preset", "reproduce"]

@@ -1,6 +1,7 @@
 """``hooked-bimt reproduce``: train every regime x seed, discover and measure circuits, write the report.
 
     hooked-bimt reproduce --preset quick|paper|smoke --out DIR [--seeds N] [--device cpu|cuda]
+    python -m hooked_bimt.study ...        (the same, without the main CLI)
 
 Resumable: each trained model and each discovery unit is written atomically under DIR as soon as it
 is finished (``units``); running the same command again redoes only what is missing, reusing stored
@@ -136,6 +137,3 @@ def machine() -> dict[str, Any]:
     return {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform()}
 
-
-if __name__ == "__main__":
-    sys.exit(main())

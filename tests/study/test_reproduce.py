@@ -39,7 +39,7 @@ def _command(out: Path) -> list[str]:
     if (ROOT / "hooked_bimt" / "__main__.py").exists() and (ROOT / "hooked_bimt" / "cli.py").exists():
         head = [sys.executable, "-m", "hooked_bimt", "reproduce"]
     else:
-        head = [sys.executable, "-m", "hooked_bimt.study.reproduce"]
+        head = [sys.executable, "-m", "hooked_bimt.study"]
     return head + ["--preset", "smoke", "--out", str(out), "--no-progress"]
 
 

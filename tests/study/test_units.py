@@ -75,3 +75,14 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert "unknown preset 'huge'" in capsys.readouterr().err
     assert main(["--preset", "smoke", "--tasks", "8v3,square", "--out", str(tmp_path / "o")]) == 2
     assert "unknown task 'square'" in capsys.readouterr().err
+
+
+def test_public_names_are_the_functions():
+    import importlib
+
+    import hooked_bimt.study as study
+
+    importlib.import_module("hooked_bimt.study.reproduce")  # what the CLI does
+    assert callable(study.reproduce) and study.reproduce.__name__ == "reproduce"
+    assert hasattr(importlib.import_module("hooked_bimt.study.reproduce"), "add_arguments")
+    assert study.get_task("8v3") == study.digit_pair(8, 3)
