@@ -14,6 +14,7 @@ for _mod in ("hooked_bimt.train", "circuits.acdc", "circuits.evaluate", "circuit
     pytest.importorskip(_mod, reason=f"{_mod} not available yet (lands with the training / engine branches)")
 
 DEMOS = Path(__file__).resolve().parents[1] / "demos"
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import copy
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 # Columns of results.csv, in order. Wall-clock columns differ between two runs of the same configuration.
@@ -36,8 +37,11 @@ DISCOVERY_DTYPE = torch.float64
 
 
 def _plain(v: Any) -> Any:
+    """JSON-ready value: tensors and numpy scalars become Python numbers (or lists)."""
     if isinstance(v, torch.Tensor):
         return v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
     return v
 
 

@@ -26,7 +26,7 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, Any]], columns: Sequenc
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in rows:
-        w.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
+        w.writerow({k: repr(float(v)) if isinstance(v, float) else v for k, v in row.items()})
     return atomic_write_text(path, buf.getvalue())
 
 

@@ -108,3 +108,16 @@ def test_training_table_has_one_row_per_regime(tmp_path):
                         tasks=["digit_pair:8:3", "circle"], regimes=REGIMES).read_text()
     training = text.split("## Training cost")[1]
     assert training.count("| bimt | 2 |") == 1 and "| vanilla | 2 | 0.9 [0.9, 0.9] | 10.5 [" in training
+
+
+def test_csv_round_trips_floats_exactly(tmp_path):
+    import numpy as np
+
+    from hooked_bimt.study.measure import _plain
+    from hooked_bimt.study.summary import read_csv, write_csv
+
+    rows = [{"a": 0.1 + 0.2, "b": np.float64(1 / 3), "c": _plain(np.int64(7)), "d": "x"}]
+    write_csv(tmp_path / "r.csv", rows, ["a", "b", "c", "d"])
+    back = read_csv(tmp_path / "r.csv")[0]
+    assert float(back["a"]) == 0.1 + 0.2 and float(back["b"]) == 1 / 3 and back["c"] == "7" and back["d"] == "x"
+    assert type(_plain(np.float32(0.5))) is float

@@ -31,6 +31,7 @@ from hooked_bimt.study.reproduce import reproduce  # noqa: E402
 from hooked_bimt.study.summary import read_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 FIRST_UNIT = ("models", "l1", "seed0", "study.json")  # smoke: regimes (l1, bimt), 1 seed
 
 
