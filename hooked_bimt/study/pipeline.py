@@ -29,6 +29,7 @@ class Pipeline:
         self.seeds, self.tasks, self.threshold, self.device = list(seeds), list(tasks), threshold, device
         self.train_data, self.test_split = train_data, test_split
         self.models: dict[tuple[str, int], Any] = {}
+        self.skipped: list[str] = []
 
     def _model(self, regime: str, seed: int) -> tuple[Any, dict[str, Any]]:
         loaded = self.store.load_model(regime, seed, _fingerprint)
@@ -40,12 +41,17 @@ class Pipeline:
         self.store.save_model(result, info)
         return result.model, info
 
-    def _discover(self, regime: str, seed: int, model64: Any, fp: str, task: Any, b: int) -> dict[str, Any]:
+    def _discover(self, regime: str, seed: int, model64: Any, fp: str, task: Any, b: int) -> dict[str, Any] | None:
         slug = task_slug(task)
         done = self.store.load_unit(regime, seed, slug, b, fp)
         if done is not None:
             return done["row"]
-        batch = task.pairs(self.test_split, model64, self.preset.batch_size, seed, b)
+        try:
+            batch = task.pairs(self.test_split, model64, self.preset.batch_size, seed, b)
+        except ValueError as err:  # too few correctly classified pairs: a badly trained model, not a crash
+            self.skipped.append(f"{regime} seed{seed} {task.name} batch{b}: {err}")
+            self.store.log(f"warning: skipping {self.skipped[-1]}")
+            return None
         circuit, row, restored = measure.discover_unit(model64, task, batch, self.threshold)
         self.store.save_unit(regime, seed, slug, b, circuit,
                              {"row": row, "node_patching": restored, "model_fingerprint": fp})
@@ -65,8 +71,9 @@ class Pipeline:
                     for b in range(self.preset.n_batches):
                         bar.set_postfix_str(f"{regime} seed{seed} {task.name} batch{b}")
                         row = self._discover(regime, seed, model64, info["fingerprint"], task, b)
-                        rows.append({"regime": regime, "seed": seed, "task": task.name, "batch": b,
-                                     **row, **info["metrics"]})
+                        if row is not None:
+                            rows.append({"regime": regime, "seed": seed, "task": task.name, "batch": b,
+                                         **row, **info["metrics"]})
                         bar.update(1)
         return rows
 
@@ -93,6 +100,7 @@ class Pipeline:
                          "(training measures: over seeds)",
             "machine": ", ".join(f"{k} {v}" for k, v in machine().items()) + f", device {self.device}",
             "peak memory method": ", ".join(methods),
+            "skipped units": "; ".join(self.skipped) or "none",
         }
 
     def write_outputs(self, rows: list[dict[str, Any]], setup_extra: dict[str, Any]) -> Path:
@@ -114,9 +122,10 @@ class Pipeline:
         paths = []
         task, seed = self.tasks[0], self.seeds[0]
         for regime in FIGURE_A_REGIMES:
-            if (regime, seed) not in self.models:
+            path = self.store.circuit_path(regime, seed, task_slug(task), 0)
+            if (regime, seed) not in self.models or not path.exists():
                 continue
-            circuit = Circuit.load(self.store.circuit_path(regime, seed, task_slug(task), 0))
+            circuit = Circuit.load(path)
             paths.append(network_figure(self.models[(regime, seed)], circuit,
                                         fig_dir / f"a_network_vs_circuit_{regime}.png", regime))
         return paths

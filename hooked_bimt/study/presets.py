@@ -4,7 +4,7 @@
   4 batches of 64 pairs per task.
 - ``quick``: ``TrainConfig.quick()`` (far fewer steps), 1 seed, 2 batches of 32 pairs per task: meant
   to finish in <= 10 minutes on a 2-core CPU, MNIST load included. Its numbers are indicative only.
-- ``smoke``: for tests only: a few dozen steps, two regimes, small hidden layers when the training
+- ``smoke``: for tests only: 150 steps, two regimes, small hidden layers when the training
   config allows it, one batch of 8 pairs, a training subset. Finishes in seconds; means nothing.
 
 ACDC threshold (KL, nats): 0.001. Models trained with MSE on one-hot targets have small logits, so
@@ -62,9 +62,9 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke", base_config="quick", n_seeds=1, n_batches=1, batch_size=8, threshold=0.001,
         regimes=("l1", "bimt"),
-        train_overrides={"steps": 40, "eval_every": 20, "widths": (784, 12, 12, 10)},
+        train_overrides={"steps": 150, "eval_every": 50, "widths": (784, 12, 12, 10)},
         train_subset=(2000, 500),
-        note="For tests only: a few dozen training steps, two regimes, one batch of 8 pairs. Numbers mean nothing.",
+        note="For tests only: 150 training steps, two regimes, one batch of 8 pairs. Numbers mean nothing.",
     ),
 }
 
