@@ -8,7 +8,6 @@ import os
 
 from circuits.acdc import acdc
 from circuits.evaluate import evaluate
-from hooked_bimt import load_mnist
 from hooked_bimt.study.measure import discovery_model
 from hooked_bimt.study.presets import demo_training
 from hooked_bimt.study.tasks import digit_pair
@@ -20,14 +19,14 @@ parser.add_argument("--threshold", type=float, default=0.001)
 parser.add_argument("--quick", action="store_true", default=os.environ.get("HOOKED_BIMT_QUICK") == "1")
 args = parser.parse_args()
 
-config, data, n_pairs = demo_training(args.quick)
-test = load_mnist()[1]
+setup = demo_training(args.quick)
+test = setup.test
 task = digit_pair(8, 3)
 table = {}
 for regime in args.regimes:
-    result = train(regime, config, seed=0, data=data, progress=False)
+    result = train(regime, setup.config, seed=0, data=setup.data, progress=False)
     model64 = discovery_model(result.model, device=str(result.model.device))
-    batch = task.pairs(test, model64, n=n_pairs, seed=0)
+    batch = task.pairs(test, model64, n=setup.n_pairs, seed=0)
     circuit = acdc(model64, batch.clean, batch.corrupted, threshold=args.threshold, metric="kl")
     scores = evaluate(model64, circuit, batch.clean, batch.corrupted, clean_labels=batch.clean_labels,
                       corrupt_labels=batch.corrupt_labels, logit_diff=task.logit_diff)

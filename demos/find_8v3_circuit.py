@@ -10,7 +10,6 @@ import os
 
 from circuits.acdc import acdc
 from circuits.evaluate import evaluate
-from hooked_bimt import load_mnist
 from hooked_bimt.study.measure import discovery_model
 from hooked_bimt.study.presets import demo_training
 from hooked_bimt.study.tasks import digit_pair
@@ -24,13 +23,16 @@ parser.add_argument("--out", default=None, help="save the circuit as JSON here")
 parser.add_argument("--quick", action="store_true", default=os.environ.get("HOOKED_BIMT_QUICK") == "1")
 args = parser.parse_args()
 
-config, data, n_pairs = demo_training(args.quick)
-model = TrainResult.load(args.load).model if args.load else train(args.regime, config, data=data).model
+setup = demo_training(args.quick)
+if args.load:
+    model = TrainResult.load(args.load).model
+else:
+    model = train(args.regime, setup.config, data=setup.data).model
 
 # Exact (float64) discovery on 8-vs-3 pairs that the model classifies correctly.
 model64 = discovery_model(model, device=str(model.device))
 task = digit_pair(8, 3)
-batch = task.pairs(load_mnist()[1], model64, n=n_pairs, seed=0)
+batch = task.pairs(setup.test, model64, n=setup.n_pairs, seed=0)
 print(f"{batch.n_used} pairs used, {batch.n_dropped} candidates dropped (misclassified)")
 
 circuit = acdc(model64, batch.clean, batch.corrupted, threshold=args.threshold, metric="kl")

@@ -18,8 +18,8 @@ parser.add_argument("--out", default=None, help="save the trained model here (mo
 parser.add_argument("--quick", action="store_true", default=os.environ.get("HOOKED_BIMT_QUICK") == "1")
 args = parser.parse_args()
 
-config, data, _ = demo_training(args.quick)
-result = train(args.regime, config, seed=args.seed, data=data)
+setup = demo_training(args.quick)
+result = train(args.regime, setup.config, seed=args.seed, data=setup.data)
 
 model = result.model
 print(f"{args.regime}: widths {model.widths}, test accuracy {result.metrics['test_accuracy']:.4f}")
@@ -29,7 +29,7 @@ for row in result.history[-3:]:
     print({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
 
 # Every hook point is a TransformerLens HookPoint: cache the activations of a few test images.
-_, test = data
+test = setup.test
 logits, cache = model.run_with_cache(test.flat()[:4].to(model.dtype))
 print("predicted", logits.argmax(-1).tolist(), "true", test.labels[:4].tolist())
 print({name: tuple(act.shape) for name, act in cache.items()})

@@ -16,6 +16,7 @@ and 60 at 0.001. Override with ``--threshold``; the threshold is recorded in run
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,18 +77,35 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def demo_training(quick: bool) -> tuple[Any, tuple[Any, Any], int]:
-    """(TrainConfig, (train, test) data, pairs per batch) for the demos.
+@functools.lru_cache(maxsize=1)
+def _mnist() -> tuple[Any, Any]:
+    from hooked_bimt import load_mnist
 
-    ``quick=True`` is the test-suite form (the ``smoke`` preset: seconds, meaningless numbers);
-    otherwise the ``quick`` preset's training (minutes on a CPU) on all of MNIST.
-    """
-    from hooked_bimt import MNISTSplit, load_mnist
+    return load_mnist()
 
-    train_split, test_split = load_mnist()
+
+@dataclass(frozen=True)
+class DemoSetup:
+    """What a demo trains with: ``config``, ``data`` = (train, test) for ``train()``, the full MNIST
+    ``test`` split for task pairs, and ``n_pairs`` per batch."""
+
+    config: Any
+    data: tuple[Any, Any]
+    test: Any
+    n_pairs: int
+
+
+def demo_training(quick: bool) -> DemoSetup:
+    """The demos' set-up. ``quick=True`` is the test-suite form (the ``smoke`` preset: seconds, meaningless
+    numbers); otherwise the ``quick`` preset's training (minutes on a CPU) on all of MNIST. MNIST is read
+    once per process."""
+    from hooked_bimt import MNISTSplit
+
+    train_split, test_split = _mnist()
     p = PRESETS["smoke" if quick else "quick"]
+    data = (train_split, test_split)
     if p.train_subset is not None:
         n_tr, n_te = p.train_subset
-        train_split = MNISTSplit(images=train_split.images[:n_tr], labels=train_split.labels[:n_tr])
-        test_split = MNISTSplit(images=test_split.images[:n_te], labels=test_split.labels[:n_te])
-    return p.train_config(), (train_split, test_split), p.batch_size
+        data = (MNISTSplit(images=train_split.images[:n_tr], labels=train_split.labels[:n_tr]),
+                MNISTSplit(images=test_split.images[:n_te], labels=test_split.labels[:n_te]))
+    return DemoSetup(config=p.train_config(), data=data, test=test_split, n_pairs=p.batch_size)

@@ -114,7 +114,7 @@ def test_kill_midway_and_resume_gives_identical_results(smoke_run, tmp_path):
         assert float(r["train_seconds"]) == stored["train_seconds"]
 
     before = (out / "results.csv").read_bytes()
-    _run(out)
+    reproduce(out, "smoke", progress=False)  # in-process: saves an interpreter start
     assert (out / "results.csv").read_bytes() == before
 
 
