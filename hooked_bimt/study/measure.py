@@ -1,0 +1,89 @@
+"""One unit of work each: train a model, or discover and measure one circuit (SPEC 5).
+
+Per discovery unit (regime x seed x task x example batch), in float64:
+
+- ACDC (``circuits.acdc``, fast engine, KL metric, resample ablation, the preset's threshold);
+- ``circuits.evaluate``: circuit logit gap ``mean |logits_full - logits_circuit|``, KL, logit-difference
+  recovery ``mean circuit logit diff / mean full logit diff``, edge and node sparsity, accuracies;
+- ``circuits.node_patching``: fraction of the clean logit difference each hidden neuron restores,
+  summarised by its maximum and the count of neurons restoring >= 10%.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+# Columns of results.csv, in order. Wall-clock columns differ between two runs of the same configuration.
+KEY_COLUMNS = ("regime", "seed", "task", "batch")
+PAIR_COLUMNS = ("threshold", "n_candidates", "n_used", "n_dropped")
+EVAL_COLUMNS = (
+    "logit_gap", "kl", "logit_diff_full", "logit_diff_circuit", "logit_diff_recovery", "accuracy", "full_accuracy",
+    "n_edges", "n_total_edges", "edge_sparsity", "n_nodes", "node_sparsity",
+)
+DISCOVERY_COLUMNS = ("discovery_seconds", "node_patching_seconds", "node_patch_max", "node_patch_n_above_10pct")
+TRAIN_COLUMNS = (
+    "test_accuracy", "train_seconds", "seconds_per_step", "peak_memory_bytes", "memory_method",
+    "inference_ms_per_batch", "steps", "swaps",
+)
+COLUMNS = KEY_COLUMNS + PAIR_COLUMNS + EVAL_COLUMNS + DISCOVERY_COLUMNS + TRAIN_COLUMNS
+WALL_CLOCK_COLUMNS = ("discovery_seconds", "node_patching_seconds", "train_seconds", "seconds_per_step",
+                      "inference_ms_per_batch")
+DISCOVERY_DTYPE = torch.float64
+
+
+def _plain(v: Any) -> Any:
+    """JSON-ready value: tensors and numpy scalars become Python numbers (or lists)."""
+    if isinstance(v, torch.Tensor):
+        return v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def train_unit(regime: str, config: Any, seed: int, device: str, data: Any) -> tuple[Any, dict[str, Any]]:
+    """Train one model; returns the TrainResult and its training measures (TRAIN_COLUMNS)."""
+    from hooked_bimt.train import train  # not `from hooked_bimt import train`: the submodule shadows it
+
+    result = train(regime, config, seed=seed, device=device, data=data, progress=False)
+    metrics = {k: _plain(result.metrics.get(k)) for k in TRAIN_COLUMNS}
+    return result, metrics
+
+
+def discovery_model(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """A float64 copy of ``model`` on ``device`` for exact discovery; the trained model is left as is."""
+    return copy.deepcopy(model).to(device=device, dtype=DISCOVERY_DTYPE).eval()
+
+
+def discover_unit(model64: torch.nn.Module, task: Any, batch: Any, threshold: float) -> tuple[Any, dict, dict]:
+    """ACDC + evaluation + node patching on one batch; returns (circuit, measures row, node patching lists)."""
+    # Import the functions from their modules: ``circuits.acdc`` the attribute is shadowed by the submodule.
+    from circuits.acdc import acdc
+    from circuits.evaluate import evaluate
+    from circuits.node_patching import node_patching
+
+    circuit = acdc(
+        model64, batch.clean, batch.corrupted, threshold=threshold, metric="kl", ablation="resample",
+        engine="fast", progress=False,
+    )
+    ev = evaluate(
+        model64, circuit, batch.clean, batch.corrupted, clean_labels=batch.clean_labels,
+        corrupt_labels=batch.corrupt_labels, logit_diff=task.logit_diff, ablation="resample",
+    )
+    t0 = time.perf_counter()
+    restored = node_patching(model64, batch.clean, batch.corrupted, task.logit_diff)
+    np_seconds = time.perf_counter() - t0
+    flat = torch.cat([v.detach().flatten().double().cpu() for v in restored.values()])
+    row = {k: _plain(ev.get(k)) for k in EVAL_COLUMNS}
+    row["n_total_edges"] = circuit.n_total_edges
+    row.update(
+        threshold=threshold, n_candidates=batch.n_candidates, n_used=batch.n_used, n_dropped=batch.n_dropped,
+        discovery_seconds=float(circuit.seconds), node_patching_seconds=np_seconds,
+        node_patch_max=float(flat.max()) if flat.numel() else 0.0,
+        node_patch_n_above_10pct=int((flat >= 0.1).sum()),
+    )
+    return circuit, row, {k: _plain(v.detach().cpu()) for k, v in restored.items()}

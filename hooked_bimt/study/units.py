@@ -1,0 +1,134 @@
+"""The run directory: configuration guard and resumable, atomically written units.
+
+Layout of ``DIR``::
+
+    run.json                                     the study configuration (a DIR holds one configuration)
+    models/{regime}/seed{seed}/                  TrainResult.save() + study.json (metrics; written last)
+    units/{regime}/seed{seed}/{task}/batch{b}/   circuit.json + measures.json (written last)
+
+A unit is finished when its last file exists and reads back; a unit that fails to read back is
+reported, moved aside to ``<dir>.corrupt-N`` (kept, never deleted) and recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from hooked_bimt.atomic import atomic_write_json
+
+RUN_FORMAT = "hooked-bimt-study"
+
+
+class ConfigMismatchError(ValueError):
+    """``DIR`` already holds the results of another study configuration."""
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} (in DIR) vs {new.get(k)!r} (now)" for k in keys if old.get(k) != new.get(k)]
+
+
+class RunStore:
+    """Paths, configuration guard and unit persistence for one study directory."""
+
+    def __init__(self, out: str | os.PathLike, log: Callable[[str], None] = print) -> None:
+        self.out = Path(out)
+        self.log = log
+
+    # ------------------------------------------------------------------ configuration
+    def claim(self, config: dict[str, Any]) -> bool:
+        """Record ``config`` in ``run.json``, or check it matches the one there. Returns True when resuming.
+
+        Raises ``ConfigMismatchError`` (a ``ValueError``) if DIR holds another configuration's results.
+        """
+        config = json.loads(json.dumps(config, default=str))  # normalise tuples, dtypes... to their JSON form
+        run_json = self.out / "run.json"
+        if run_json.exists():
+            try:
+                old = json.loads(run_json.read_text())
+            except json.JSONDecodeError as err:
+                raise ConfigMismatchError(f"{run_json} is not valid JSON ({err}); use a fresh --out directory") from err
+            if old.get("config") != config:
+                lines = "; ".join(_diff(old.get("config") or {}, config)) or "unreadable configuration"
+                raise ConfigMismatchError(
+                    f"{self.out} holds results of another configuration ({lines}); refusing to mix them. "
+                    "Use a fresh --out directory or the original settings."
+                )
+            return True
+        if any((self.out / d).exists() for d in ("models", "units", "results.csv")):
+            raise ConfigMismatchError(f"{self.out} holds study results but no run.json; refusing to mix. Use a fresh --out")
+        atomic_write_json(run_json, {"format": RUN_FORMAT, "version": 1, "config": config})
+        return False
+
+    # ------------------------------------------------------------------ paths
+    def model_dir(self, regime: str, seed: int) -> Path:
+        return self.out / "models" / regime / f"seed{seed}"
+
+    def unit_dir(self, regime: str, seed: int, task_slug: str, batch: int) -> Path:
+        return self.out / "units" / regime / f"seed{seed}" / task_slug / f"batch{batch}"
+
+    def move_aside(self, path: Path, why: str) -> Path:
+        """Rename a bad unit to ``<name>.corrupt-N`` (first free N) and report it."""
+        n = 1
+        while (dest := path.with_name(f"{path.name}.corrupt-{n}")).exists():
+            n += 1
+        os.replace(path, dest)
+        self.log(f"warning: {path} is corrupt ({why}); moved aside to {dest.name}, recomputing this unit")
+        return dest
+
+    # ------------------------------------------------------------------ trained models
+    def load_model(self, regime: str, seed: int, fingerprint: Callable[[Any], str]) -> tuple[Any, dict] | None:
+        """(TrainResult, study info) of a finished model unit, None if unfinished; corrupt ones are moved aside."""
+        d = self.model_dir(regime, seed)
+        marker = d / "study.json"
+        if not marker.exists():
+            return None
+        try:
+            from hooked_bimt.train import TrainResult
+
+            info = json.loads(marker.read_text())
+            result = TrainResult.load(d)
+            if fingerprint(result.model) != info["fingerprint"]:
+                raise ValueError("the weights do not match the fingerprint recorded when the unit was written")
+        except Exception as err:  # any unreadable checkpoint: CheckpointError, JSON, safetensors, KeyError...
+            self.move_aside(d, f"{type(err).__name__}: {err}")
+            return None
+        return result, info
+
+    def save_model(self, result: Any, info: dict[str, Any]) -> None:
+        d = self.model_dir(result.regime, result.seed)
+        result.save(d)
+        atomic_write_json(d / "study.json", {**info, "finished": True})
+
+    # ------------------------------------------------------------------ discovery units
+    def load_unit(self, regime: str, seed: int, slug: str, batch: int, fingerprint: str) -> dict | None:
+        """Measures of a finished discovery unit for the model ``fingerprint``; None if it must be (re)computed."""
+        d = self.unit_dir(regime, seed, slug, batch)
+        marker = d / "measures.json"
+        if not marker.exists():
+            return None
+        try:
+            from circuits import Circuit
+
+            measures = json.loads(marker.read_text())
+            Circuit.load(d / "circuit.json")
+            if not measures.get("finished") or "row" not in measures:
+                raise ValueError("measures.json is incomplete")
+        except Exception as err:
+            self.move_aside(d, f"{type(err).__name__}: {err}")
+            return None
+        if measures.get("model_fingerprint") != fingerprint:
+            self.log(f"note: {d} was computed for another model (retrained); recomputing it")
+            return None
+        return measures
+
+    def save_unit(self, regime: str, seed: int, slug: str, batch: int, circuit: Any, measures: dict) -> None:
+        d = self.unit_dir(regime, seed, slug, batch)
+        circuit.save(d / "circuit.json")
+        atomic_write_json(d / "measures.json", {**measures, "finished": True})
+
+    def circuit_path(self, regime: str, seed: int, slug: str, batch: int) -> Path:
+        return self.unit_dir(regime, seed, slug, batch) / "circuit.json"
