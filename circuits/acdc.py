@@ -172,5 +172,7 @@ def acdc(
     seconds = time.perf_counter() - t0
     settings = {"algorithm": "acdc", "threshold": threshold, "metric": metric_obj.name, "ablation": ablation,
                 "engine": engine, "engine_used": used, "n_tested": n_tested, "restricted": edges is not None}
+    if hasattr(problem, "flops"):
+        settings["downstream_flops"] = int(problem.flops)
     return Circuit(edges=edges_of_mask(mask), n_total_edges=graph.n_edges, seconds=seconds, effects=effects,
                    settings=settings, model=model_identity(model))
