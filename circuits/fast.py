@@ -64,8 +64,29 @@ class _State:
         """Recompute sender activations A[k] and receiver inputs Z[k+1] of the current circuit."""
         hooks = tuple({c.sender for c in self.conns} | {c.receiver for c in self.conns})
         _, cache = run_with_mask(self.p.model, self.p.clean, self.p.a_prime, self.p.mask, self.p.graph, hooks)
-        self.A = [cache[c.sender] for c in self.conns]
-        self.Z = [None] + [cache[c.receiver] for c in self.conns]
+        self.A = [cache[c.sender].clone() for c in self.conns]
+        self.Z = [None] + [cache[c.receiver].clone() for c in self.conns]
+
+    def commit(self, k: int, j: int, zj: Tensor) -> None:
+        """Set ``z_{k+1}[j] = zj`` and update what lies downstream through edges still in the circuit."""
+        self.Z[k + 1][:, j] = zj
+        if k + 1 == self.L:
+            return
+        new = self.act(zj)
+        d_act = (new - self.A[k + 1][:, j]).unsqueeze(-1)
+        self.A[k + 1][:, j] = new
+        idx = torch.tensor([j], device=zj.device)
+        for m in range(k + 1, self.L):
+            sub = (self.W[m] * self.M[m])[:, idx]
+            rows = torch.nonzero(sub.any(dim=1)).flatten()
+            z = self.Z[m + 1][:, rows] + d_act @ sub[rows].T
+            self.Z[m + 1][:, rows] = z
+            if m + 1 == self.L:
+                return
+            new = self.act(z)
+            d_act = new - self.A[m + 1][:, rows]
+            self.A[m + 1][:, rows] = new
+            idx = rows
 
     def scores(self, k: int, j: int, zj: Tensor) -> Tensor:
         """Metric of the circuit with ``z_{k+1}[j]`` replaced by each row of ``zj`` (n, batch)."""
@@ -130,7 +151,7 @@ def _receiver(st: _State, k: int, j: int, cand: Tensor, diff: Tensor, current: T
             current = T[: m + 1][took][-1]
         pos += m + 1
         pred = outcome[m + 1 :]
-    return effects, removed, current
+    return effects, removed, current, z0
 
 
 def fast_engine(p: Problem) -> tuple[dict, dict[Edge, float], int]:
@@ -161,11 +182,11 @@ def fast_engine(p: Problem) -> tuple[dict, dict[Edge, float], int]:
             cand = torch.nonzero(present & nonzero).flatten()
             if not len(cand):
                 continue
-            effects, removed, current = _receiver(st, k, j, cand, diff, current)
+            effects, removed, current, zj = _receiver(st, k, j, cand, diff, current)
             records.append((k, j, cand, effects))
             if bool(removed.any()):
                 st.M[k][j, cand[removed]] = False
-                st.refresh()
+                st.commit(k, j, zj)
     clean_up(p.graph, p.mask)
     p.flops = st.flops
     effects_out: dict[Edge, float] = {}

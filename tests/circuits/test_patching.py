@@ -45,7 +45,7 @@ def direct_spec(model, edges, clean, corrupted, ablation):
     return a
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000), ablation=st.sampled_from(ABLATIONS), frac=st.floats(0, 1))
 def test_hook_patching_equals_the_spec_formula(seed, ablation, frac):
     model = make_mlp(seed % 7, widths=(4, 3, 3, 2), activation=["silu", "tanh", "relu"][seed % 3])
