@@ -70,18 +70,18 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     t0 = time.perf_counter()
+    source = f"trained {args.steps} steps, lam={args.lam}"
     if args.checkpoint:
-        model = HookedMLP.load(args.checkpoint)
+        model, source = HookedMLP.load(args.checkpoint), f"checkpoint {args.checkpoint}"
     elif args.cache and Path(args.cache).exists():
-        model = HookedMLP((784, 100, 100, 10))
+        model, source = HookedMLP((784, 100, 100, 10)), f"cached {args.cache}"
         model.load_state_dict(load_file(args.cache))
     else:
         model = train(args.steps, args.lam, args.seed)
         if args.cache:
             atomic_write(args.cache, lambda tmp: save_file(model.state_dict(), str(tmp)))
     model = model.double().eval()
-    print(f"model: {'checkpoint ' + args.checkpoint if args.checkpoint else f'trained {args.steps} steps, lam={args.lam}'}"
-          f" ({time.perf_counter() - t0:.1f}s); test accuracy {accuracy(model):.4f}")
+    print(f"model: {source} ({time.perf_counter() - t0:.1f}s); test accuracy {accuracy(model):.4f}")
     clean, corrupted = pairs(args.pairs, args.seed)
     print(f"pairs: {len(clean)} of 8 (clean) vs 3 (corrupted), float64, metric kl, threshold {args.threshold}")
 

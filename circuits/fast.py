@@ -9,8 +9,8 @@ activation (``model.activation`` in ``hooked_bimt.model.ACTIVATIONS``). Why it i
   output-first) and the change travels downstream only through edges still in the circuit, since
   absent edges carry ``a'``: ``dz_{m+1} = (a_m^new - a_m) @ (W_m * present_m).T`` over the neurons
   that changed. Senders with ``a'_i == a_i`` on every example have effect exactly 0.
-* Speculate and verify: predict each remaining sender's decision (first from its effect alone at
-  the current state, later from the last verified pass), build the chain of states the sequential
+* Speculate and verify: predict each remaining sender's decision (first: removed, as most are;
+  later: its outcome in the last verified pass), build the chain of states the sequential
   loop would visit under those predictions (exclusive prefix sums of the removed ``d_i``), score
   all of them in one batched pass, and accept decisions up to the first that differs from its
   prediction. Every accepted decision was scored at exactly the state the sequential loop has.
@@ -135,9 +135,8 @@ def _receiver(st: _State, k: int, j: int, cand: Tensor, diff: Tensor, current: T
     pos, pred = 0, None
     while pos < len(cand):
         dd = d[:, pos:]
-        if pred is None:
-            alone = st.scores(k, j, (z0.unsqueeze(1) + dd).T)
-            pred = (alone - current) < thr
+        if pred is None:  # first guess: every edge goes (most do); later rounds reuse the last verified pass
+            pred = torch.ones(dd.shape[1], dtype=torch.bool, device=dd.device)
         T, before = _chain(st, k, j, z0, dd, pred, current)
         eff = T - before
         outcome = eff < thr

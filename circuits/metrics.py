@@ -34,9 +34,11 @@ class Metric:
 
 
 def _kl(logits: Tensor, full_logits: Tensor) -> Tensor:
+    # sum_c p_full (log p_full - logits) + logsumexp(logits): one exp pass over the (many) circuit logits
     logp_full = torch.log_softmax(full_logits, dim=-1)
-    logp = torch.log_softmax(logits, dim=-1)
-    return (logp_full.exp() * (logp_full - logp)).sum(dim=-1).mean(dim=-1)
+    p_full = logp_full.exp()
+    const = (p_full * logp_full).sum(dim=-1)
+    return (const - (p_full * logits).sum(dim=-1) + torch.logsumexp(logits, dim=-1)).mean(dim=-1)
 
 
 def kl() -> Metric:
