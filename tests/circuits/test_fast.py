@@ -45,8 +45,9 @@ def test_fast_equals_reference_kl(seed, log_thr, ablation, activation, subset):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), thr=st.floats(0.0, 0.5), ablation=st.sampled_from(["resample", "zero", "mean"]))
+@given(seed=st.integers(0, 10_000), thr=st.floats(1e-4, 0.5), ablation=st.sampled_from(["resample", "zero", "mean"]))
 def test_fast_equals_reference_logit_diff(seed, thr, ablation):
+    # threshold > 0: at exactly 0, edges whose true effect is 0 are decided by the reference's rounding noise
     model = make_mlp(seed, widths=(5, 4, 3, 3))
     clean, corrupted = make_batches(seed, batch=4)
     metric = logit_diff(torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2, 0, 2]))

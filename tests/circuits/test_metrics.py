@@ -8,6 +8,7 @@ import torch
 from circuits import metrics
 
 
+@torch.no_grad()
 def test_kl_formula_and_zero_at_full():
     g = torch.Generator().manual_seed(0)
     logits, full = torch.randn(4, 5, generator=g, dtype=torch.float64), torch.randn(4, 5, generator=g, dtype=torch.float64)
