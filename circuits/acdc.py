@@ -174,5 +174,6 @@ def acdc(
                 "engine": engine, "engine_used": used, "n_tested": n_tested, "restricted": edges is not None}
     if hasattr(problem, "flops"):
         settings["downstream_flops"] = int(problem.flops)
+        settings["verify_passes"] = int(problem.passes)
     return Circuit(edges=edges_of_mask(mask), n_total_edges=graph.n_edges, seconds=seconds, effects=effects,
                    settings=settings, model=model_identity(model))

@@ -58,6 +58,7 @@ class _State:
         self.M = [p.mask[(c.sender, c.receiver)] for c in self.conns]
         self.P = [p.a_prime[c.sender] for c in self.conns]
         self.flops = 0
+        self.passes = 0  # batched verification passes (speculation rounds)
         self.refresh()
 
     def refresh(self) -> None:
@@ -138,6 +139,7 @@ def _receiver(st: _State, k: int, j: int, cand: Tensor, diff: Tensor, current: T
         if pred is None:  # first guess: every edge goes (most do); later rounds reuse the last verified pass
             pred = torch.ones(dd.shape[1], dtype=torch.bool, device=dd.device)
         T, before = _chain(st, k, j, z0, dd, pred, current)
+        st.passes += 1
         eff = T - before
         outcome = eff < thr
         wrong = torch.nonzero(outcome != pred).flatten()
@@ -187,7 +189,7 @@ def fast_engine(p: Problem) -> tuple[dict, dict[Edge, float], int]:
                 st.M[k][j, cand[removed]] = False
                 st.commit(k, j, zj)
     clean_up(p.graph, p.mask)
-    p.flops = st.flops
+    p.flops, p.passes = st.flops, st.passes
     effects_out: dict[Edge, float] = {}
     for k, j, idx, eff in records:
         c = st.conns[k]

@@ -9,6 +9,7 @@ from conftest import make_batches, make_mlp
 from circuits import Circuit, Edge, evaluate, graph_of, run_circuit
 
 
+@torch.no_grad()
 def test_measures_match_direct_computation():
     model = make_mlp(1)
     clean, corrupted = make_batches(1)

@@ -24,7 +24,7 @@ def assert_same(ref, fast):
     assert fast.settings["n_tested"] == ref.settings["n_tested"]
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
     log_thr=st.floats(-4.5, -1.0),
@@ -74,8 +74,10 @@ def test_wider_layer_exercises_speculation_rounds():
     clean, corrupted = make_batches(3, batch=6, d_in=24)
     effects = acdc(model, clean, corrupted, threshold=0.0, engine="fast").effects
     thr = float(torch.tensor(list(effects.values())).abs().median())
-    assert_same(acdc(model, clean, corrupted, threshold=thr, engine="reference"),
-                acdc(model, clean, corrupted, threshold=thr, engine="fast"))
+    fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
+    receivers_tested = len({(e.receiver, e.receiver_index) for e in fast.effects})
+    assert fast.settings["verify_passes"] > receivers_tested  # some predictions failed and were re-verified
+    assert_same(acdc(model, clean, corrupted, threshold=thr, engine="reference"), fast)
 
 
 def test_supports_only_mlp_chains(mlp):
