@@ -27,6 +27,8 @@ from circuits.acdc import Problem, clean_up
 from circuits.graph import Edge, Graph
 from circuits.patching import run_with_mask
 
+_BLOCK = 192  # candidate states scored per verification pass
+
 
 def supports(model: Any, graph: Graph) -> bool:
     """Whether ``graph`` is a plain MLP chain this engine handles (otherwise use the reference)."""
@@ -133,17 +135,19 @@ def _receiver(st: _State, k: int, j: int, cand: Tensor, diff: Tensor, current: T
     z0 = st.Z[k + 1][:, j].clone()
     effects = torch.empty(len(cand), dtype=d.dtype, device=d.device)
     removed = torch.zeros(len(cand), dtype=torch.bool, device=d.device)
-    pos, pred = 0, None
+    # first guess: every edge goes (most do); after a failed prediction, the outcomes of the last pass
+    guess = torch.ones(len(cand), dtype=torch.bool, device=d.device)
+    pos = 0
     while pos < len(cand):
-        dd = d[:, pos:]
-        if pred is None:  # first guess: every edge goes (most do); later rounds reuse the last verified pass
-            pred = torch.ones(dd.shape[1], dtype=torch.bool, device=dd.device)
+        end = min(len(cand), pos + _BLOCK)  # bounded chains: a failed prediction wastes at most one block
+        dd, pred = d[:, pos:end], guess[pos:end]
         T, before = _chain(st, k, j, z0, dd, pred, current)
         st.passes += 1
         eff = T - before
         outcome = eff < thr
         wrong = torch.nonzero(outcome != pred).flatten()
         m = int(wrong[0]) if len(wrong) else len(pred) - 1
+        guess[pos + m + 1 : end] = outcome[m + 1 :]
         effects[pos : pos + m + 1] = eff[: m + 1]
         removed[pos : pos + m + 1] = outcome[: m + 1]
         took = outcome[: m + 1]
@@ -151,7 +155,6 @@ def _receiver(st: _State, k: int, j: int, cand: Tensor, diff: Tensor, current: T
             z0 = z0 + dd[:, : m + 1][:, took].sum(dim=1)
             current = T[: m + 1][took][-1]
         pos += m + 1
-        pred = outcome[m + 1 :]
     return effects, removed, current, z0
 
 
