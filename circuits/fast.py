@@ -193,9 +193,20 @@ def fast_engine(p: Problem) -> tuple[dict, dict[Edge, float], int]:
                 st.commit(k, j, zj)
     clean_up(p.graph, p.mask)
     p.flops, p.passes = st.flops, st.passes
-    effects_out: dict[Edge, float] = {}
+    return p.mask, _effects_in_test_order(st, records), sum(len(r[2]) for r in records)
+
+
+def _effects_in_test_order(st: _State, records: list[tuple[int, int, Tensor, Tensor]]) -> dict[Edge, float]:
+    """Effects keyed by edge, inserted in the order the sequential loop tests them (as the reference does)."""
+    grouped: dict[tuple[int, int], list[tuple[Tensor, Tensor]]] = {}
     for k, j, idx, eff in records:
+        grouped.setdefault((k, j), []).append((idx, eff))
+    effects_out: dict[Edge, float] = {}
+    for (k, j), parts in grouped.items():
+        idx = torch.cat([a for a, _ in parts])
+        eff = torch.cat([b for _, b in parts])
+        order = torch.argsort(idx)
         c = st.conns[k]
-        for i, e in zip(idx.tolist(), eff.tolist()):
+        for i, e in zip(idx[order].tolist(), eff[order].tolist()):
             effects_out[Edge(c.sender, i, c.receiver, j)] = e
-    return p.mask, effects_out, len(effects_out)
+    return effects_out

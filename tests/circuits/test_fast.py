@@ -18,7 +18,7 @@ from circuits.metrics import logit_diff
 def assert_same(ref, fast):
     assert fast.settings["engine_used"] == "fast"
     assert fast.edges == ref.edges
-    assert set(fast.effects) == set(ref.effects)
+    assert list(fast.effects) == list(ref.effects)  # same test order
     for e, v in ref.effects.items():
         assert math.isclose(fast.effects[e], v, rel_tol=0, abs_tol=1e-10), (e, v, fast.effects[e])
     assert fast.settings["n_tested"] == ref.settings["n_tested"]
