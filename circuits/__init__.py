@@ -8,6 +8,12 @@ from typing import Any
 from circuits.circuit import Circuit, model_identity
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
 
+# These functions share their module's name: import them eagerly, so ``circuits.acdc`` is the function
+# even after ``circuits.acdc`` the module has been imported (a lazy lookup would return the module then).
+from circuits.acdc import acdc  # noqa: E402
+from circuits.evaluate import evaluate  # noqa: E402
+from circuits.node_patching import node_patching  # noqa: E402
+
 # Algorithms and consumers load on first use (one file each; see STYLE.md).
 _LAZY = {
     "acdc": "circuits.acdc",

@@ -1,0 +1,93 @@
+"""Measures of a discovered circuit (SPEC 5), computed against the full model on the clean batch.
+
+- ``logit_gap``: ``mean_{b,c} |logits_full[b,c] - logits_circuit[b,c]|``
+- ``kl``: ``KL(softmax(full) || softmax(circuit))`` averaged over the batch
+- ``logit_diff_full`` / ``logit_diff_circuit``: mean task logit difference ``LD(logits) -> (batch,)``
+  (default ``logits[clean_label] - logits[corrupt_label]``); ``logit_diff_recovery`` = circuit / full
+- ``accuracy`` (circuit argmax == clean label) and ``full_accuracy``
+- ``n_edges``, ``edge_sparsity = 1 - n_edges / n_total_edges``
+- ``n_nodes``, ``node_sparsity = 1 - n_nodes / n_hidden``: a hidden node is in the circuit when an
+  edge of the circuit touches it (as receiver input or as sender output)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from circuits.circuit import Circuit
+from circuits.graph import Graph, graph_of
+from circuits.metrics import kl
+from circuits.patching import check_batches, run_circuit
+
+
+def hidden_nodes(graph: Graph, circuit: Circuit) -> tuple[int, int]:
+    """(hidden nodes the circuit touches, hidden nodes of the graph)."""
+    touched: set[tuple[str, int]] = set()
+    total = 0
+    for receiver, out in graph.node_output.items():
+        total += graph.nodes[receiver].count
+        for e in circuit.edges:
+            if e.receiver == receiver:
+                touched.add((receiver, e.receiver_index))
+            if e.sender == out:
+                touched.add((receiver, e.sender_index))
+    return len(touched), total
+
+
+def _labels(labels: Any, batch: int, name: str, device: torch.device) -> Tensor:
+    labels = torch.as_tensor(labels, device=device)
+    if labels.shape != (batch,) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be {batch} integer class labels, got {labels.dtype} {tuple(labels.shape)}")
+    return labels
+
+
+@torch.no_grad()
+def evaluate(
+    model: Any,
+    circuit: Circuit,
+    clean: Float[Tensor, "batch ..."],
+    corrupted: Float[Tensor, "batch ..."],
+    *,
+    clean_labels: Optional[Int[Tensor, " batch"]] = None,
+    corrupt_labels: Optional[Int[Tensor, " batch"]] = None,
+    logit_diff: Optional[Callable[[Tensor], Tensor]] = None,
+    ablation: str = "resample",
+) -> dict[str, float]:
+    """The SPEC 5 measures of ``circuit`` (module docstring). Logit-difference measures need
+    ``logit_diff`` or both label tensors; accuracies need ``clean_labels``; those keys are left out otherwise."""
+    graph = graph_of(model)
+    clean, corrupted = check_batches(model, clean, corrupted)
+    b, device = clean.shape[0], clean.device
+    cl = None if clean_labels is None else _labels(clean_labels, b, "clean_labels", device)
+    dl = None if corrupt_labels is None else _labels(corrupt_labels, b, "corrupt_labels", device)
+    if logit_diff is None and cl is not None and dl is not None:
+        rows = torch.arange(b, device=device)
+
+        def logit_diff(logits: Tensor) -> Tensor:
+            return logits[rows, cl] - logits[rows, dl]
+
+    if logit_diff is not None and not callable(logit_diff):
+        raise TypeError(f"logit_diff must be a callable (logits) -> (batch,), got {type(logit_diff).__name__}")
+    full = model(clean)
+    circ = run_circuit(model, circuit, clean, corrupted, ablation=ablation)
+    n_nodes, n_hidden = hidden_nodes(graph, circuit)
+    out: dict[str, float] = {
+        "logit_gap": float((full - circ).abs().mean()),
+        "kl": float(kl()(circ, full)),
+        "n_edges": float(circuit.n_edges),
+        "edge_sparsity": float(circuit.sparsity),
+        "n_nodes": float(n_nodes),
+        "node_sparsity": 1.0 - n_nodes / n_hidden if n_hidden else 0.0,
+    }
+    if logit_diff is not None:
+        ld_full, ld_circ = float(logit_diff(full).mean()), float(logit_diff(circ).mean())
+        out.update(logit_diff_full=ld_full, logit_diff_circuit=ld_circ,
+                   logit_diff_recovery=ld_circ / ld_full if ld_full != 0 else float("nan"))
+    if cl is not None:
+        out["accuracy"] = float((circ.argmax(-1) == cl).double().mean())
+        out["full_accuracy"] = float((full.argmax(-1) == cl).double().mean())
+    return out

@@ -1,0 +1,212 @@
+"""The fast ACDC engine for MLP-shaped graphs: the reference's decisions, without a forward pass per edge.
+
+Applies when every connection has a dense ``weight``, connection k feeds only connection k+1 (via
+``Graph.node_output``), nodes are neurons on the last axis and the model names its elementwise
+activation (``model.activation`` in ``hooked_bimt.model.ACTIVATIONS``). Why it is exact:
+
+* Removing edge i->j while testing receiver layer k+1 changes only ``z_{k+1}[j]``, by
+  ``d_i = W[j,i] (a'_k[i] - a_k[i])`` (a vector over the batch). Layers <= k are fixed (ACDC goes
+  output-first) and the change travels downstream only through edges still in the circuit, since
+  absent edges carry ``a'``: ``dz_{m+1} = (a_m^new - a_m) @ (W_m * present_m).T`` over the neurons
+  that changed. Senders with ``a'_i == a_i`` on every example have effect exactly 0.
+* Speculate and verify: predict each remaining sender's decision (first: removed, as most are;
+  later: its outcome in the last verified pass), build the chain of states the sequential
+  loop would visit under those predictions (exclusive prefix sums of the removed ``d_i``), score
+  all of them in one batched pass, and accept decisions up to the first that differs from its
+  prediction. Every accepted decision was scored at exactly the state the sequential loop has.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from circuits.acdc import Problem, clean_up
+from circuits.graph import Edge, Graph
+from circuits.patching import run_with_mask
+
+_BLOCK = 192  # candidate states scored per verification pass
+
+
+def supports(model: Any, graph: Graph) -> bool:
+    """Whether ``graph`` is a plain MLP chain this engine handles (otherwise use the reference)."""
+    from hooked_bimt.model import ACTIVATIONS
+
+    conns = graph.connections
+    if not isinstance(getattr(model, "activation", None), str) or model.activation not in ACTIVATIONS:
+        return False
+    if any(c.weight is None for c in conns) or conns[-1].receiver != graph.output:
+        return False
+    if len({c.sender for c in conns}) != len(conns) or len({c.receiver for c in conns}) != len(conns):
+        return False
+    if any(graph.nodes[h].axis != -1 for h in graph.nodes):
+        return False
+    return all(graph.node_output.get(a.receiver) == b.sender for a, b in zip(conns[:-1], conns[1:]))
+
+
+class _State:
+    """The current circuit's activations and the per-layer data the engine reads."""
+
+    def __init__(self, p: Problem) -> None:
+        from hooked_bimt.model import ACTIVATIONS
+
+        self.p = p
+        self.conns = p.graph.connections
+        self.L = len(self.conns)
+        self.act = ACTIVATIONS[p.model.activation]
+        self.W = [c.weight().detach() for c in self.conns]
+        self.M = [p.mask[(c.sender, c.receiver)] for c in self.conns]
+        self.P = [p.a_prime[c.sender] for c in self.conns]
+        self.flops = 0
+        self.passes = 0  # batched verification passes (speculation rounds)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute sender activations A[k] and receiver inputs Z[k+1] of the current circuit."""
+        hooks = tuple({c.sender for c in self.conns} | {c.receiver for c in self.conns})
+        _, cache = run_with_mask(self.p.model, self.p.clean, self.p.a_prime, self.p.mask, self.p.graph, hooks)
+        self.A = [cache[c.sender].clone() for c in self.conns]
+        self.Z = [None] + [cache[c.receiver].clone() for c in self.conns]
+
+    def commit(self, k: int, j: int, zj: Tensor) -> None:
+        """Set ``z_{k+1}[j] = zj`` and update what lies downstream through edges still in the circuit."""
+        self.Z[k + 1][:, j] = zj
+        if k + 1 == self.L:
+            return
+        new = self.act(zj)
+        d_act = (new - self.A[k + 1][:, j]).unsqueeze(-1)
+        self.A[k + 1][:, j] = new
+        idx = torch.tensor([j], device=zj.device)
+        for m in range(k + 1, self.L):
+            sub = (self.W[m] * self.M[m])[:, idx]
+            rows = torch.nonzero(sub.any(dim=1)).flatten()
+            z = self.Z[m + 1][:, rows] + d_act @ sub[rows].T
+            self.Z[m + 1][:, rows] = z
+            if m + 1 == self.L:
+                return
+            new = self.act(z)
+            d_act = new - self.A[m + 1][:, rows]
+            self.A[m + 1][:, rows] = new
+            idx = rows
+
+    def scores(self, k: int, j: int, zj: Tensor) -> Tensor:
+        """Metric of the circuit with ``z_{k+1}[j]`` replaced by each row of ``zj`` (n, batch)."""
+        n, b = zj.shape
+        if k + 1 == self.L:
+            logits = self.Z[self.L].unsqueeze(0).repeat(n, 1, 1)
+            logits[:, :, j] = zj
+            return self.p.metric.many(logits, self.p.full_logits)
+        d_act = (self.act(zj) - self.A[k + 1][:, j]).unsqueeze(-1)  # (n, b, 1)
+        idx = torch.tensor([j], device=zj.device)
+        for m in range(k + 1, self.L):
+            sub = (self.W[m] * self.M[m])[:, idx]  # present weights out of the changed neurons
+            if m + 1 == self.L:
+                self.flops += 2 * n * b * sub.shape[0] * sub.shape[1]
+                logits = self.Z[self.L] + d_act @ sub.T
+                return self.p.metric.many(logits, self.p.full_logits)
+            rows = torch.nonzero(sub.any(dim=1)).flatten()
+            sub = sub[rows]
+            self.flops += 2 * n * b * sub.shape[0] * sub.shape[1]
+            z = self.Z[m + 1][:, rows] + d_act @ sub.T
+            d_act = self.act(z) - self.A[m + 1][:, rows]
+            idx = rows
+        raise AssertionError("unreachable")
+
+
+def _chain(st: _State, k: int, j: int, z0: Tensor, d: Tensor, pred: Tensor, current: Tensor):
+    """Score the states the sequential loop visits if the decisions are ``pred``; returns (T, before)."""
+    taken = d * pred.to(d.dtype)  # (b, n)
+    excl = torch.cumsum(taken, dim=1) - taken
+    T = st.scores(k, j, (z0.unsqueeze(1) + excl + d).T)
+    n = len(pred)
+    pos = torch.where(pred, torch.arange(n, device=pred.device), torch.full_like(pred, -1, dtype=torch.long))
+    last = torch.cummax(pos, dim=0).values
+    last_before = torch.cat([torch.full((1,), -1, dtype=torch.long, device=pred.device), last[:-1]])
+    before = torch.where(last_before >= 0, T[last_before.clamp(min=0)], current)
+    return T, before
+
+
+def _receiver(st: _State, k: int, j: int, cand: Tensor, diff: Tensor, current: Tensor):
+    """Decide the candidate senders ``cand`` (ascending, nonzero diff) of receiver j of layer k+1."""
+    thr = st.p.threshold
+    d = diff[:, cand] * st.W[k][j, cand]  # (b, n): change of z_j when each edge is removed
+    z0 = st.Z[k + 1][:, j].clone()
+    effects = torch.empty(len(cand), dtype=d.dtype, device=d.device)
+    removed = torch.zeros(len(cand), dtype=torch.bool, device=d.device)
+    # first guess: every edge goes (most do); after a failed prediction, the outcomes of the last pass
+    guess = torch.ones(len(cand), dtype=torch.bool, device=d.device)
+    pos = 0
+    while pos < len(cand):
+        end = min(len(cand), pos + _BLOCK)  # bounded chains: a failed prediction wastes at most one block
+        dd, pred = d[:, pos:end], guess[pos:end]
+        T, before = _chain(st, k, j, z0, dd, pred, current)
+        st.passes += 1
+        eff = T - before
+        outcome = eff < thr
+        wrong = torch.nonzero(outcome != pred).flatten()
+        m = int(wrong[0]) if len(wrong) else len(pred) - 1
+        guess[pos + m + 1 : end] = outcome[m + 1 :]
+        effects[pos : pos + m + 1] = eff[: m + 1]
+        removed[pos : pos + m + 1] = outcome[: m + 1]
+        took = outcome[: m + 1]
+        if bool(took.any()):
+            z0 = z0 + dd[:, : m + 1][:, took].sum(dim=1)
+            current = T[: m + 1][took][-1]
+        pos += m + 1
+    return effects, removed, current, z0
+
+
+def fast_engine(p: Problem) -> tuple[dict, dict[Edge, float], int]:
+    """Same contract as ``circuits.acdc.reference_engine``; ``p.flops`` gets the downstream FLOP count."""
+    st = _State(p)
+    logits = st.Z[st.L]
+    current = p.metric(logits, p.full_logits).detach().reshape(())
+    records: list[tuple[int, int, Tensor, Tensor]] = []
+    thr = p.threshold
+    ks = range(st.L - 1, -1, -1)
+    if p.progress:
+        from tqdm.auto import tqdm
+
+        ks = tqdm(ks, desc="acdc layers (fast)")
+    for k in ks:
+        diff = st.P[k] - st.A[k]
+        nonzero = (diff != 0).any(dim=0)
+        for j in range(st.M[k].shape[0]):
+            if k + 1 < st.L and not bool(st.M[k + 1][:, j].any()):
+                st.M[k][j, :] = False
+                continue
+            present = st.M[k][j]
+            zero_c = torch.nonzero(present & ~nonzero).flatten()
+            if len(zero_c):  # effect exactly 0: removed iff 0 < threshold; the state does not change
+                records.append((k, j, zero_c, torch.zeros(len(zero_c), dtype=diff.dtype, device=diff.device)))
+                if 0.0 < thr:
+                    st.M[k][j, zero_c] = False
+            cand = torch.nonzero(present & nonzero).flatten()
+            if not len(cand):
+                continue
+            effects, removed, current, zj = _receiver(st, k, j, cand, diff, current)
+            records.append((k, j, cand, effects))
+            if bool(removed.any()):
+                st.M[k][j, cand[removed]] = False
+                st.commit(k, j, zj)
+    clean_up(p.graph, p.mask)
+    p.flops, p.passes = st.flops, st.passes
+    return p.mask, _effects_in_test_order(st, records), sum(len(r[2]) for r in records)
+
+
+def _effects_in_test_order(st: _State, records: list[tuple[int, int, Tensor, Tensor]]) -> dict[Edge, float]:
+    """Effects keyed by edge, inserted in the order the sequential loop tests them (as the reference does)."""
+    grouped: dict[tuple[int, int], list[tuple[Tensor, Tensor]]] = {}
+    for k, j, idx, eff in records:
+        grouped.setdefault((k, j), []).append((idx, eff))
+    effects_out: dict[Edge, float] = {}
+    for (k, j), parts in grouped.items():
+        idx = torch.cat([a for a, _ in parts])
+        eff = torch.cat([b for _, b in parts])
+        order = torch.argsort(idx)
+        c = st.conns[k]
+        for i, e in zip(idx[order].tolist(), eff[order].tolist()):
+            effects_out[Edge(c.sender, i, c.receiver, j)] = e
+    return effects_out

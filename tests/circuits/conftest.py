@@ -1,0 +1,114 @@
+"""Small float64 models for the circuit-discovery tests: a HookedMLP and two non-MLP graphs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from circuits.graph import Connection, Graph, Nodes
+from hooked_bimt._compat import HookedRootModule, HookPoint
+from hooked_bimt.model import HookedMLP
+
+
+def make_mlp(seed: int, widths=(5, 4, 3, 3), activation: str = "silu") -> HookedMLP:
+    torch.manual_seed(seed)
+    model = HookedMLP(widths, activation=activation).double()
+    with torch.no_grad():
+        for lin in model.linears:
+            lin.weight.mul_(2.0)
+    return model
+
+
+def make_batches(seed: int, batch: int = 6, d_in: int = 5, shape: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 + seed)
+    dims = shape or (d_in,)
+    clean = torch.randn(batch, *dims, generator=g, dtype=torch.float64)
+    corrupted = torch.randn(batch, *dims, generator=g, dtype=torch.float64)
+    if not shape:
+        corrupted[:, 0] = clean[:, 0]  # a sender identical in both runs (effect exactly 0)
+    return clean, corrupted
+
+
+class ResidualMLP(HookedRootModule):
+    """in -> pre -> tanh -> post -> logits, plus a skip in -> logits: the output has two sender hooks.
+
+    ``with_weight=False`` declares the connections by ``contribute`` only (the generic patching path).
+    """
+
+    def __init__(self, d_in: int = 4, d_hidden: int = 3, d_out: int = 3, with_weight: bool = True, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.lin1 = nn.Linear(d_in, d_hidden).double()
+        self.lin2 = nn.Linear(d_hidden, d_out).double()
+        self.skip = nn.Linear(d_in, d_out, bias=False).double()
+        self.with_weight = with_weight
+        self.hook_in, self.hook_pre, self.hook_post, self.hook_logits = HookPoint(), HookPoint(), HookPoint(), HookPoint()
+        self.setup()
+
+    def forward(self, x):
+        x = self.hook_in(x)
+        h = self.hook_post(torch.tanh(self.hook_pre(self.lin1(x))))
+        return self.hook_logits(self.lin2(h) + self.skip(x))
+
+    def circuit_graph(self) -> Graph:
+        def conn(s, r, lin):
+            w = (lambda: lin.weight) if self.with_weight else None
+            return Connection(s, r, lambda a: a @ lin.weight.T, w)
+
+        nodes = {h: Nodes(h, n) for h, n in [("hook_in", self.lin1.in_features), ("hook_pre", self.lin1.out_features),
+                                            ("hook_post", self.lin1.out_features), ("hook_logits", self.lin2.out_features)]}
+        conns = (conn("hook_in", "hook_pre", self.lin1), conn("hook_in", "hook_logits", self.skip),
+                 conn("hook_post", "hook_logits", self.lin2))
+        return Graph(nodes, conns, "hook_logits", {"hook_pre": "hook_post"})
+
+
+class HeadMixer(HookedRootModule):
+    """Nodes on a non-last axis: input (batch, heads, d); heads mix, tanh, then one whole-hook output node."""
+
+    def __init__(self, heads: int = 3, d: int = 2, d_out: int = 3, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.mix = nn.Parameter(torch.randn(heads, heads, generator=g, dtype=torch.float64))
+        self.v = nn.Parameter(torch.randn(d, d, generator=g, dtype=torch.float64))
+        self.o = nn.Parameter(torch.randn(heads, d, d_out, generator=g, dtype=torch.float64))
+        self.bias = nn.Parameter(torch.randn(d_out, generator=g, dtype=torch.float64))
+        self.heads = heads
+        self.hook_in, self.hook_z, self.hook_post, self.hook_logits = HookPoint(), HookPoint(), HookPoint(), HookPoint()
+        self.setup()
+
+    def _mix(self, a):
+        return torch.einsum("bgd,hg,de->bhe", a, self.mix, self.v)
+
+    def _out(self, a):
+        return torch.einsum("bhd,hdc->bc", a, self.o)
+
+    def forward(self, x):
+        x = self.hook_in(x)
+        h = self.hook_post(torch.tanh(self.hook_z(self._mix(x))))
+        return self.hook_logits(self._out(h) + self.bias)
+
+    def circuit_graph(self) -> Graph:
+        nodes = {"hook_in": Nodes("hook_in", self.heads, axis=1), "hook_z": Nodes("hook_z", self.heads, axis=1),
+                 "hook_post": Nodes("hook_post", self.heads, axis=1), "hook_logits": Nodes("hook_logits", 1, axis=None)}
+        conns = (Connection("hook_in", "hook_z", self._mix), Connection("hook_post", "hook_logits", self._out))
+        return Graph(nodes, conns, "hook_logits", {"hook_z": "hook_post"})
+
+
+@pytest.fixture
+def mlp() -> HookedMLP:
+    return make_mlp(0)
+
+
+@pytest.fixture
+def batches() -> tuple[torch.Tensor, torch.Tensor]:
+    return make_batches(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors on a shared CPU: one thread avoids thread contention (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
