@@ -60,14 +60,19 @@ def drop_incoming(graph: Graph, mask: EdgeMask, receiver: str, index: int) -> No
 
 
 def clean_up(graph: Graph, mask: EdgeMask) -> None:
-    """Drop edges out of hidden nodes that receive no edge, in forward order (so the rule cascades)."""
-    for receiver in graph.receivers():
-        out = graph.node_output.get(receiver)
-        if out is None:
-            continue
-        alive = torch.zeros(graph.nodes[receiver].count, dtype=torch.bool, device=next(iter(mask.values())).device)
-        for c in graph.connections_into(receiver):
-            alive |= mask[(c.sender, receiver)].any(dim=1)
+    """Drop edges out of hidden nodes that receive no edge, in forward order (so the rule cascades).
+
+    A node may have several input hooks (an attention head's q/k/v inputs all map to its ``hook_z``):
+    it receives nothing only if none of them has an incoming edge left.
+    """
+    device = next(iter(mask.values())).device
+    outputs = list(dict.fromkeys(graph.node_output[r] for r in graph.receivers() if r in graph.node_output))
+    for out in outputs:
+        alive = torch.zeros(graph.nodes[out].count, dtype=torch.bool, device=device)
+        for receiver, node_out in graph.node_output.items():
+            if node_out == out:
+                for c in graph.connections_into(receiver):
+                    alive |= mask[(c.sender, receiver)].any(dim=1)
         for c in graph.connections:
             if c.sender == out:
                 mask[(c.sender, c.receiver)][:, ~alive] = False

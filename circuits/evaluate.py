@@ -25,16 +25,18 @@ from circuits.patching import check_batches, run_circuit
 
 
 def hidden_nodes(graph: Graph, circuit: Circuit) -> tuple[int, int]:
-    """(hidden nodes the circuit touches, hidden nodes of the graph)."""
+    """(hidden nodes the circuit touches, hidden nodes of the graph).
+
+    A hidden node is named by its output hook (several input hooks may map to it, e.g. q/k/v inputs).
+    """
+    outs = set(graph.node_output.values())
+    total = sum(graph.nodes[o].count for o in outs)
     touched: set[tuple[str, int]] = set()
-    total = 0
-    for receiver, out in graph.node_output.items():
-        total += graph.nodes[receiver].count
-        for e in circuit.edges:
-            if e.receiver == receiver:
-                touched.add((receiver, e.receiver_index))
-            if e.sender == out:
-                touched.add((receiver, e.sender_index))
+    for e in circuit.edges:
+        if e.receiver in graph.node_output:
+            touched.add((graph.node_output[e.receiver], e.receiver_index))
+        if e.sender in outs:
+            touched.add((e.sender, e.sender_index))
     return len(touched), total
 
 

@@ -45,16 +45,17 @@ def check_batches(model: torch.nn.Module, clean: Any, corrupted: Any) -> tuple[T
     """Validate a clean/corrupted pair and move both to the model's device and dtype.
 
     Raises ``TypeError`` for non-tensors and ``ValueError`` for mismatched shapes or batch sizes,
-    empty batches, non-floating inputs, or NaN.
+    empty batches, complex or boolean inputs, or NaN. Integer inputs (token ids) keep their dtype;
+    floating inputs take the model's dtype.
     """
     for name, x in (("clean", clean), ("corrupted", corrupted)):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 1 or x.shape[0] == 0:
             raise ValueError(f"{name} must be a non-empty batch, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
-        if torch.isnan(x).any():
+        if x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(f"{name} must be a real floating-point or integer (token) tensor, got {x.dtype}")
+        if x.is_floating_point() and torch.isnan(x).any():
             raise ValueError(f"{name} contains NaN")
     if clean.shape[0] != corrupted.shape[0]:
         raise ValueError(
@@ -62,7 +63,11 @@ def check_batches(model: torch.nn.Module, clean: Any, corrupted: Any) -> tuple[T
         )
     if clean.shape != corrupted.shape:
         raise ValueError(f"clean and corrupted shapes differ: {tuple(clean.shape)} vs {tuple(corrupted.shape)}")
+    if clean.is_floating_point() != corrupted.is_floating_point():
+        raise ValueError(f"clean ({clean.dtype}) and corrupted ({corrupted.dtype}) must both be floating or both integer")
     device, dtype = model_device_dtype(model)
+    if not clean.is_floating_point():
+        return clean.to(device=device), corrupted.to(device=device)
     return clean.to(device=device, dtype=dtype), corrupted.to(device=device, dtype=dtype)
 
 
