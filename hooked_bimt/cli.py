@@ -29,20 +29,26 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=["quick", "paper"], default="paper")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: a small MLP gains nothing from more)"
+    )
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import torch
+
     from hooked_bimt.train import TrainConfig, train
 
+    if args.threads < 1:
+        raise SystemExit(f"hooked-bimt train: --threads must be positive, got {args.threads}")
+    torch.set_num_threads(args.threads)
     config = TrainConfig.quick() if args.preset == "quick" else TrainConfig.paper()
     if args.steps is not None:
         if args.steps < 1:
             raise SystemExit(f"hooked-bimt train: --steps must be positive, got {args.steps}")
         config = dataclasses.replace(config, steps=args.steps, eval_every=min(config.eval_every, args.steps))
     if args.device.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_available():
             raise SystemExit("hooked-bimt train: --device cuda requested but CUDA is not available")
     result = train(args.regime, config, seed=args.seed, device=args.device, progress=not args.no_progress)
