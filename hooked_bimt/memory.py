@@ -27,16 +27,6 @@ CPU_METHOD = (
 CUDA_METHOD = "cuda: torch.cuda.max_memory_allocated over a window of training steps that includes a swap step"
 
 
-def storage_bytes(tensors: Iterable[Tensor]) -> int:
-    """Total bytes of the distinct storages behind ``tensors``."""
-    seen: dict[int, int] = {}
-    for t in tensors:
-        if isinstance(t, Tensor):
-            s = t.untyped_storage()
-            seen[s.data_ptr()] = s.nbytes()
-    return sum(seen.values())
-
-
 class PeakMemory(TorchDispatchMode):
     """Context manager: ``with PeakMemory(alive) as pm: ...`` then ``pm.peak`` (bytes).
 
