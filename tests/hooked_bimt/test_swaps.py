@@ -113,3 +113,18 @@ def test_relocate_rejects_bad_arguments():
         relocate(model, distance_factor=[1.0])
     with pytest.raises(TypeError, match="HookedMLP"):
         relocate(torch.nn.Linear(2, 2))
+
+
+def test_output_neuron_moves_on_its_ring_and_logits_keep_class_order():
+    model = small_model((4, 2, 4), seed=0, scale=0.0)  # hidden neurons on a line: (0.25, 0.5), (0.75, 0.5)
+    with torch.no_grad():
+        model.linears[0].weight[0, [0, 2]] = 10.0  # hidden 0 is pinned next to the left pixels
+        model.linears[1].weight[0, 0] = 1.0  # class 0 (ring slot (0.75, 0.5)) reads hidden 0
+    x = torch.rand(5, 4, dtype=torch.float64)
+    before = model(x)
+    # class 2's slot (0.25, 0.5) sits on hidden 0: class 0 takes it, class 2 takes class 0's
+    assert relocate(model, top_k=4, distance_factor=[2.0, 2.0]) == 1
+    assert model.out_perm.tolist() == [2, 1, 0, 3]
+    torch.testing.assert_close(model(x), before, atol=0, rtol=0)
+    model.swap_positions(2, 0, 2)
+    assert relocate(model, top_k=4, distance_factor=[2.0, 2.0], swap_outputs=False) == 0
