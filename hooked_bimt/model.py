@@ -172,9 +172,20 @@ class HookedMLP(HookedRootModule):
         n = self.widths[block + 1] if 0 <= block < len(self.blocks) else 0
         if not (0 <= j < n and 0 <= k < n):
             raise ValueError(f"neurons {j}, {k} out of range for block {block} of width {n}")
-        perm = torch.arange(n, device=self.device)
-        perm[j], perm[k] = k, j
-        self.permute_neurons(block, perm, optimizer)
+        if j == k:
+            return
+        # Exchange the two slices in place: a full permute_neurons would copy every whole tensor.
+        inc, out = self.linears[block], self.linears[block + 1]
+        idx = torch.tensor([j, k], device=self.device)
+        rev = torch.tensor([k, j], device=self.device)
+        with torch.no_grad():
+            for param, dim in [(inc.weight, 0), (inc.bias, 0), (out.weight, 1)]:
+                tensors = [param]
+                if optimizer is not None:
+                    state = optimizer.state.get(param, {}).values()
+                    tensors += [v for v in state if isinstance(v, Tensor) and v.shape == param.shape]
+                for t in tensors:
+                    t.index_copy_(dim, idx, t.index_select(dim, rev))
 
     def swap_positions(self, layer: int, j: int, k: int) -> None:
         """Swap the positions of neurons ``j`` and ``k`` of the input (0) or output (L) layer."""

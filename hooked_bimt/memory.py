@@ -1,0 +1,72 @@
+"""Peak training memory, per SPEC section 5.
+
+- CUDA: ``torch.cuda.max_memory_allocated`` over the measured window (reset at its start).
+- CPU: torch has no allocator statistics on CPU, so ``PeakMemory`` counts it itself. A
+  ``TorchDispatchMode`` sees every tensor every aten op produces (forward, backward, optimizer,
+  swaps); each new storage is added to a running total when first seen and removed when it is
+  freed (a ``weakref.finalize`` on the storage, which torch keeps alive exactly as long as the
+  C++ storage). The tensors alive when the window opens (parameters, gradients, optimizer state,
+  cached cost scales) are counted from the start. peak = max over the window of the live bytes. Tensors made outside torch ops (``torch.from_numpy``) are not seen.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+CPU_METHOD = (
+    "cpu: TorchDispatchMode tracking every storage created by an aten op (freed via weakref.finalize) "
+    "over a window of training steps that includes a swap step, plus the bytes of the tensors alive "
+    "when the window opens (parameters, gradients, optimizer state, cost scales)"
+)
+CUDA_METHOD = "cuda: torch.cuda.max_memory_allocated over a window of training steps that includes a swap step"
+
+
+class PeakMemory(TorchDispatchMode):
+    """Context manager: ``with PeakMemory(alive) as pm: ...`` then ``pm.peak`` (bytes).
+
+    ``alive``: the tensors that exist when the window opens (counted from the start, and
+    uncounted when freed, like any other).
+    """
+
+    def __init__(self, alive: Iterable[Tensor] = ()) -> None:
+        super().__init__()
+        self.live = 0
+        self._tracked: set[int] = set()
+        for t in alive:
+            if isinstance(t, Tensor):
+                self._track(t)
+        self.peak = self.live
+
+    def _free(self, key: int, nbytes: int) -> None:
+        if key in self._tracked:
+            self._tracked.discard(key)
+            self.live -= nbytes
+
+    def _track(self, t: Tensor) -> None:
+        if t.device.type != "cpu":
+            return
+        s = t.untyped_storage()
+        key = id(s)
+        if key not in self._tracked and s.nbytes() > 0:
+            self._tracked.add(key)
+            self.live += s.nbytes()
+            weakref.finalize(s, self._free, key, s.nbytes())
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, Tensor):
+                self._track(t)
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    """Every tensor in an optimizer's per-parameter state."""
+    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, Tensor)]

@@ -1,0 +1,28 @@
+"""Shared helpers for the hooked_bimt tests (a plain module: no conftest, so no name clashes)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from hooked_bimt import HookedMLP, load_mnist
+
+# Tiny matmuls: one thread is fastest, and on a shared machine more threads spin-wait badly.
+torch.set_num_threads(1)
+
+
+def small_model(widths=(16, 9, 4, 5), seed: int = 0, dtype=torch.float64, scale: float = 1.0) -> HookedMLP:
+    """A float64 HookedMLP with seeded random weights (sparse-ish, so cost differences are large)."""
+    torch.manual_seed(seed)
+    model = HookedMLP(widths).to(dtype)
+    with torch.no_grad():
+        for lin in model.linears:
+            lin.weight.mul_(scale * torch.rand_like(lin.weight) * 3)
+    return model
+
+
+@functools.lru_cache(maxsize=1)
+def mnist():
+    """The verified MNIST (train, test), read once per test process."""
+    return load_mnist()

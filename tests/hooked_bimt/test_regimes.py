@@ -1,0 +1,46 @@
+import pytest
+
+from hooked_bimt import REGIMES, Regime
+from hooked_bimt.regimes import get_regime
+from hooked_bimt.train import TrainConfig
+
+
+def test_the_five_regimes_per_spec_table():
+    assert list(REGIMES) == ["vanilla", "l1", "l1_local", "l1_swap", "bimt"]
+    cfg = TrainConfig()
+    table = {name: (r.uses_cost, cfg.loss_factors(r), r.swaps, cfg.swap_factors(r)) for name, r in REGIMES.items()}
+    zero, local = [0.0, 0.0, 0.0], [2.0, 2.0, 0.0]
+    assert table == {
+        "vanilla": (False, zero, False, zero),
+        "l1": (True, zero, False, zero),
+        "l1_local": (True, local, False, zero),
+        "l1_swap": (True, zero, True, local),
+        "bimt": (True, local, True, local),
+    }
+
+
+def test_regime_is_frozen_and_unknown_name_lists_valid_ones():
+    with pytest.raises(AttributeError):
+        REGIMES["bimt"].swaps = False  # type: ignore[misc]
+    with pytest.raises(ValueError, match="vanilla, l1, l1_local, l1_swap, bimt"):
+        get_regime("bimtt")
+    assert isinstance(get_regime("l1"), Regime)
+
+
+def test_lambda_schedule_paper_defaults():
+    cfg = TrainConfig.paper()
+    assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.swap_every, cfg.top_k, cfg.y_star) == (40_000, 100, 1e-3, 500, 30, 0.5)
+    assert [cfg.lambda_at(s) for s in (0, 9_999, 10_000, 19_999, 20_000, 39_999)] == pytest.approx(
+        [0.01, 0.01, 0.1, 0.1, 1.0, 1.0]
+    )
+
+
+def test_config_round_trips_and_rejects_bad_values():
+    cfg = TrainConfig.quick()
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="dtype"):
+        TrainConfig(dtype="float16")
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"stepz": 3})
