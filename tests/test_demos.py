@@ -35,7 +35,7 @@ def test_train_one_saves_a_loadable_model(monkeypatch, tmp_path, capsys):
     _run_script("train_one.py", ["--regime", "bimt", "--out", str(tmp_path / "m")], monkeypatch)
     out = capsys.readouterr().out
     assert "test accuracy" in out and "blocks.0.hook_post" in out
-    assert TrainResult.load(tmp_path / "m").regime == "bimt"
+    assert TrainResult.load(tmp_path / "m").regime.name == "bimt"
 
 
 def test_find_8v3_circuit_prints_and_saves_it(monkeypatch, tmp_path, capsys):

@@ -55,7 +55,7 @@ def _collection(
     the collection is rasterized inside vector files (SVG, PDF).
     """
     mag = np.abs(values)
-    t = mag / (mag.max() or 1.0)
+    t = mag / (mag.max() if mag.size and mag.max() > 0 else 1.0)  # an empty circuit draws nothing
     keep = t >= 0.01 if len(segs) > _RASTERIZE_ABOVE else np.ones(len(t), dtype=bool)
     segs, t, sign = segs[keep], t[keep], (values[keep] < 0).astype(int)
     colors = np.array([to_rgba(POS), to_rgba(NEG)])[sign]

@@ -99,7 +99,7 @@ class RunStore:
         return result, info
 
     def save_model(self, result: Any, info: dict[str, Any]) -> None:
-        d = self.model_dir(result.regime, result.seed)
+        d = self.model_dir(result.regime.name, result.seed)
         result.save(d)
         atomic_write_json(d / "study.json", {**info, "finished": True})
 

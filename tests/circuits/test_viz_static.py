@@ -114,3 +114,18 @@ def test_bad_input(mnist_model, circuit, tmp_path):
     with pytest.raises(TypeError, match="HookedMLP"):
         viz.draw_network(torch.nn.Linear(2, 2))
     assert not list(tmp_path.iterdir())
+
+
+def test_empty_circuit_draws_the_network_and_no_circuit_edge(tmp_path):
+    """ACDC can prune everything at a high threshold; the figure must still be written."""
+    torch.manual_seed(0)
+    model = HookedMLP((16, 9, 4))
+    empty = Circuit.empty(graph_of(model))
+    fig = viz.network_vs_circuit(model, empty, tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").stat().st_size > 0
+    circuit_ax = fig.axes[1]
+    drawn = sum(len(c.get_segments()) for c in circuit_ax.collections if isinstance(c, LineCollection))
+    assert drawn == 0
+    plt.close(fig)
+    page = viz.circuit_graph(model, empty, input_shape=(4, 4))
+    assert page.n_edges == 0 and "<svg" in page.page()
