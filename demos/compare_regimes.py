@@ -15,7 +15,7 @@ from hooked_bimt.train import train
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--regimes", nargs=2, default=["l1", "bimt"])
-parser.add_argument("--threshold", type=float, default=0.001)
+parser.add_argument("--threshold", type=float, default=1e-5)
 parser.add_argument("--quick", action="store_true", default=os.environ.get("HOOKED_BIMT_QUICK") == "1")
 args = parser.parse_args()
 

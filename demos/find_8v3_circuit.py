@@ -1,6 +1,6 @@
 """Find the circuit a BIMT model uses to tell an 8 from a 3 (the paper's Figure 1 task), and print it.
 
-    python demos/find_8v3_circuit.py [--load runs/one] [--regime bimt] [--threshold 0.001] [--quick]
+    python demos/find_8v3_circuit.py [--load runs/one] [--regime bimt] [--threshold 1e-5] [--quick]
 
 Trains a model unless ``--load`` points at a saved one (``demos/train_one.py --out``).
 """
@@ -18,7 +18,7 @@ from hooked_bimt.train import TrainResult, train
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--load", default=None, help="a directory written by TrainResult.save")
 parser.add_argument("--regime", default="bimt")
-parser.add_argument("--threshold", type=float, default=0.001, help="ACDC KL threshold")
+parser.add_argument("--threshold", type=float, default=1e-5, help="ACDC KL threshold")
 parser.add_argument("--out", default=None, help="save the circuit as JSON here")
 parser.add_argument("--quick", action="store_true", default=os.environ.get("HOOKED_BIMT_QUICK") == "1")
 args = parser.parse_args()

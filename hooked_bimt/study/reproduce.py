@@ -64,7 +64,7 @@ def _validate(preset: str, seeds: int | None, device: str, threshold: float | No
     return p, n_seeds, _check_device(device), float(thr), task_objs
 
 
-def _training_data(preset: Preset, train_split: Any, test_split: Any) -> tuple[Any, Any]:
+def training_data(preset: Preset, train_split: Any, test_split: Any) -> tuple[Any, Any]:
     """The splits ``train()`` sees: all of MNIST, or the preset's leading subset (smoke)."""
     from hooked_bimt import MNISTSplit
 
@@ -76,14 +76,18 @@ def _training_data(preset: Preset, train_split: Any, test_split: Any) -> tuple[A
 
 
 def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None = None, device: str = "cpu", *,
-              threshold: float | None = None, tasks: Sequence[str] | None = None, progress: bool = True) -> Path:
+              threshold: float | None = None, tasks: Sequence[str] | None = None, progress: bool = True,
+              jobs: int = 1) -> Path:
     """Run (or resume) the study into ``out``; returns the path of ``report.md``.
 
     ``seeds``: number of seeds (0..N-1), default the preset's; ``threshold``: ACDC KL threshold, default
-    the preset's; ``tasks``: task names (``get_task``), default 8 vs 3 and circle. All input is checked
+    the preset's; ``tasks``: task names (``get_task``), default 8 vs 3 and circle; ``jobs``: train the
+    models first in that many single-threaded worker processes (``parallel``). All input is checked
     (``ValueError``) before any work starts.
     """
     p, n_seeds, device, thr, task_objs = _validate(preset, seeds, device, threshold, tasks)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     from tqdm.auto import tqdm
 
     from hooked_bimt import load_mnist
@@ -93,13 +97,18 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     store = RunStore(out, log=lambda msg: tqdm.write(msg, file=sys.stderr))
     config = study_config(p, n_seeds, device, thr, names)
     resumed = store.claim(config)
+    if jobs > 1:
+        from hooked_bimt.study.parallel import train_units_in_parallel
+
+        train_units_in_parallel(store, p, p.train_config(), list(range(n_seeds)), device, jobs,
+                                on_done=lambda msg: tqdm.write(msg, file=sys.stderr))
     train_split, test_split = load_mnist()
     pipe = Pipeline(store, p, p.train_config(), list(range(n_seeds)), task_objs, thr, device,
-                    _training_data(p, train_split, test_split), test_split)
+                    training_data(p, train_split, test_split), test_split)
     total = len(p.regimes) * n_seeds * (1 + len(task_objs) * p.n_batches)
     with tqdm(total=total, desc="study", unit="unit", disable=not progress, file=sys.stderr) as bar:
         rows = pipe.run(bar)
-    report = pipe.write_outputs(rows, setup_extra={"resumed": resumed})
+    report = pipe.write_outputs(rows, setup_extra={"resumed": resumed, "training_jobs": jobs})
     return report
 
 
@@ -111,6 +120,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--threshold", type=float, default=None, help="ACDC KL threshold (default: the preset's)")
     parser.add_argument("--tasks", default=None, help="comma-separated tasks, e.g. '8v3,circle' (default both)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train the models in N single-threaded worker processes first (default 1: in-process)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the main process (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -118,8 +130,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the subcommand; prints where the report is. Returns 0, or 2 on bad input (message on stderr)."""
     tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t.strip()]
     try:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
         report = reproduce(args.out, args.preset, args.seeds, args.device, threshold=args.threshold, tasks=tasks,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, jobs=args.jobs)
     except ValueError as err:
         print(f"hooked-bimt reproduce: error: {err}", file=sys.stderr)
         return 2
