@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-for _mod in ("hooked_bimt.train", "circuits.acdc", "circuits.evaluate", "circuits.viz"):
-    pytest.importorskip(_mod, reason=f"{_mod} not available yet (lands with the training / engine branches)")
-
 DEMOS = Path(__file__).resolve().parents[1] / "demos"
 pytestmark = pytest.mark.slow
 

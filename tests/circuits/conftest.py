@@ -104,11 +104,3 @@ def mlp() -> HookedMLP:
 def batches() -> tuple[torch.Tensor, torch.Tensor]:
     return make_batches(0)
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors on a shared CPU: one thread avoids thread contention (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -15,14 +15,6 @@ from hooked_bimt.model import HookedMLP
 from hooked_bimt.zoo import HookedAttnOnly, HookedResidualMLP
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a shared, loaded CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def linear_metric(logits, full_logits):
     """Minus the mean logit difference between classes 0 and 1: linear in the logits."""

@@ -14,14 +14,6 @@ from circuits.planted import FAMILIES, planted_attn_only, planted_mlp, planted_r
 from circuits.roc import pessimistic_auc
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a shared, loaded CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def planted(request):

@@ -18,14 +18,6 @@ from hooked_bimt.model import HookedMLP
 from hooked_bimt.zoo import HookedAttnOnly, HookedResidualMLP
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a shared, loaded CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _mlp(seed=0):
     torch.manual_seed(seed)

@@ -8,9 +8,6 @@ import torch
 
 from hooked_bimt import HookedMLP, load_mnist
 
-# Tiny matmuls: one thread is fastest, and on a shared machine more threads spin-wait badly.
-torch.set_num_threads(1)
-
 
 def small_model(widths=(16, 9, 4, 5), seed: int = 0, dtype=torch.float64, scale: float = 1.0) -> HookedMLP:
     """A float64 HookedMLP with seeded random weights (sparse-ish, so cost differences are large)."""

@@ -13,14 +13,6 @@ from hooked_bimt.zoo import HookedAttnOnly, HookedResidualMLP
 from hooked_bimt.zoo.toy import first_token, fit, sign_xor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a shared, loaded CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_residual_mlp_computes_the_documented_sum():
     torch.manual_seed(0)
