@@ -47,15 +47,19 @@ def _all_edges(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 def _collection(
-    segs: np.ndarray, values: np.ndarray, *, max_width: float, alpha: tuple[float, float], gamma: float = 1.0
+    segs: np.ndarray, values: np.ndarray, *, max_width: float, alpha: tuple[float, float], gamma: float = 1.0,
+    scale: Optional[float] = None,
 ) -> LineCollection:
-    """Segments coloured by sign, width by ``t = |v| / max|v|``, opacity ``alpha[0] + (alpha[1] - alpha[0]) * t**gamma``.
+    """Segments coloured by sign, width by ``t = |v| / scale`` (default ``max|v|``; clipped to 1), opacity
+    ``alpha[0] + (alpha[1] - alpha[0]) * t**gamma``.
 
     Segments with ``t < 0.01`` (nearly invisible) are left out; above ``_RASTERIZE_ABOVE`` segments
     the collection is rasterized inside vector files (SVG, PDF).
     """
     mag = np.abs(values)
-    t = mag / (mag.max() if mag.size and mag.max() > 0 else 1.0)  # an empty circuit draws nothing
+    if scale is None:
+        scale = float(mag.max()) if mag.size else 0.0  # an empty circuit draws nothing
+    t = np.minimum(mag / (scale if scale > 0 else 1.0), 1.0)
     keep = t >= 0.01 if len(segs) > _RASTERIZE_ABOVE else np.ones(len(t), dtype=bool)
     segs, t, sign = segs[keep], t[keep], (values[keep] < 0).astype(int)
     colors = np.array([to_rgba(POS), to_rgba(NEG)])[sign]
@@ -88,6 +92,8 @@ def draw_network(
     output_labels: Optional[Sequence[Any]] = None,
     max_width: float = 2.0,
     title: Optional[str] = None,
+    weight_scale: Optional[float] = None,
+    emphasis: bool = True,
 ) -> Axes:
     """Draw ``model`` (or ``circuit`` on it) at the neurons' coordinates, layers stacked vertically.
 
@@ -95,6 +101,9 @@ def draw_network(
     only its edges are drawn (``width_by``: ``|weight|`` or ``|effect|``; "effect" falls back to weights
     for a circuit without effect sizes), neurons outside it faded, and the full network faintly
     underneath if ``background``. Large collections are rasterized inside vector files.
+    ``weight_scale``: the |value| drawn at full width (default: the largest drawn). ``emphasis=False``
+    draws circuit edges in exactly the full network's style, so with a shared ``weight_scale`` the
+    circuit is visibly a subset of the full drawing (``network_vs_circuit`` does this).
 
     Raises:
         ValueError: a circuit from another model, unknown ``layout`` / ``width_by``, bad ``output_labels``.
@@ -113,13 +122,17 @@ def draw_network(
     if circuit is None or background:
         layer, s, r, w = _all_edges(model)
         faint = (0.0, 0.7) if circuit is None else (0.0, 0.12)
-        ax.add_collection(_collection(_segments(pos, layer, s, r), w, max_width=max_width * 0.5, alpha=faint, gamma=2.0))
+        ax.add_collection(_collection(_segments(pos, layer, s, r), w, max_width=max_width * 0.5, alpha=faint, gamma=2.0,
+                                      scale=weight_scale))
     masks = None
     if circuit is not None:
         ce = vd.circuit_edges(model, circuit)
         by = vd.effective_width_by(circuit, width_by)
         vals = np.nan_to_num(ce.effect if by == "effect" else ce.weight, nan=0.0)
-        ax.add_collection(_collection(_segments(pos, ce.layer, ce.sender, ce.receiver), vals, max_width=max_width, alpha=(0.25, 1.0)))
+        style = dict(max_width=max_width, alpha=(0.25, 1.0)) if emphasis else dict(
+            max_width=max_width * 0.5, alpha=(0.0, 0.7), gamma=2.0)
+        ax.add_collection(_collection(_segments(pos, ce.layer, ce.sender, ce.receiver), vals, scale=weight_scale,
+                                      **style))
         masks = vd.node_membership(model, circuit)
     _draw_neurons(ax, model, pos, masks, labels)
     if lay.frames is not None:
@@ -156,7 +169,9 @@ def network_vs_circuit(
 ) -> Figure:
     """The paper's Figure 2: the full network (left) beside the circuit (right), saved to ``path``.
 
-    The format follows the extension (.png, .svg, .pdf); the file is written atomically.
+    With ``width_by="weight"`` both panels share one scale and one style, so every line on the right is
+    the same line as on the left: the circuit is drawn as the subset of the network it is. The format
+    follows the extension (.png, .svg, .pdf); the file is written atomically.
     """
     target = _check_path(path)
     if len(titles) != 2:
@@ -166,8 +181,10 @@ def network_vs_circuit(
     vd.check_model(model)
     vd.check_circuit(model, circuit)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 7))
-    draw_network(model, None, a, layout=layout, title=titles[0])
-    draw_network(model, circuit, b, width_by=width_by, layout=layout,
+    shared = width_by == "weight" or vd.effective_width_by(circuit, width_by) == "weight"
+    scale = float(np.abs(_all_edges(model)[3]).max()) if shared else None
+    draw_network(model, None, a, layout=layout, title=titles[0], weight_scale=scale)
+    draw_network(model, circuit, b, width_by=width_by, layout=layout, weight_scale=scale, emphasis=not shared,
                  title=f"{titles[1]} ({circuit.n_edges} of {circuit.n_total_edges} edges)")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.02)
     if target is not None:

@@ -28,7 +28,7 @@ EVAL_COLUMNS = (
 DISCOVERY_COLUMNS = ("discovery_seconds", "node_patching_seconds", "node_patch_max", "node_patch_n_above_10pct")
 TRAIN_COLUMNS = (
     "test_accuracy", "train_seconds", "seconds_per_step", "peak_memory_bytes", "memory_method",
-    "inference_ms_per_batch", "steps", "swaps",
+    "inference_ms_per_batch", "steps", "swaps", "training_jobs",
 )
 COLUMNS = KEY_COLUMNS + PAIR_COLUMNS + EVAL_COLUMNS + DISCOVERY_COLUMNS + TRAIN_COLUMNS
 WALL_CLOCK_COLUMNS = ("discovery_seconds", "node_patching_seconds", "train_seconds", "seconds_per_step",
@@ -45,12 +45,16 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def train_unit(regime: str, config: Any, seed: int, device: str, data: Any) -> tuple[Any, dict[str, Any]]:
-    """Train one model; returns the TrainResult and its training measures (TRAIN_COLUMNS)."""
+def train_unit(regime: str, config: Any, seed: int, device: str, data: Any, jobs: int = 1) -> tuple[Any, dict[str, Any]]:
+    """Train one model; returns the TrainResult and its training measures (TRAIN_COLUMNS).
+
+    ``jobs``: how many models were training at once on this machine (``reproduce --jobs``), recorded
+    because it changes the wall-clock measures."""
     from hooked_bimt.train import train  # not `from hooked_bimt import train`: the submodule shadows it
 
     result = train(regime, config, seed=seed, device=device, data=data, progress=False)
-    metrics = {k: _plain(result.metrics.get(k)) for k in TRAIN_COLUMNS}
+    metrics = {k: _plain(result.metrics.get(k)) for k in TRAIN_COLUMNS if k != "training_jobs"}
+    metrics["training_jobs"] = jobs
     return result, metrics
 
 

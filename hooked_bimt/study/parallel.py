@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
-def _train_one(out: str, preset_name: str, train_config: dict[str, Any], regime: str, seed: int, device: str) -> str:
+def _train_one(out: str, preset_name: str, train_config: dict[str, Any], regime: str, seed: int, device: str,
+               jobs: int) -> str:
     """Worker: train (regime, seed) and store it; returns a one-line summary."""
     import torch
 
@@ -30,7 +31,7 @@ def _train_one(out: str, preset_name: str, train_config: dict[str, Any], regime:
 
     store = RunStore(out, log=lambda msg: None)
     data = training_data(get_preset(preset_name), *load_mnist())
-    result, metrics = measure.train_unit(regime, TrainConfig.from_dict(train_config), seed, device, data)
+    result, metrics = measure.train_unit(regime, TrainConfig.from_dict(train_config), seed, device, data, jobs)
     store.save_model(result, {"metrics": metrics, "fingerprint": model_identity(result.model)["fingerprint"]})
     return f"trained {regime} seed{seed}: test accuracy {metrics['test_accuracy']:.4f}"
 
@@ -42,9 +43,10 @@ def train_units_in_parallel(store: Any, preset: Any, train_config: Any, seeds: S
     if not todo:
         return 0
     ctx = mp.get_context("spawn")  # a clean interpreter per worker: no forked torch thread pools
-    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
-        futures = [pool.submit(_train_one, str(Path(store.out)), preset.name, train_config.to_dict(), r, s, device)
-                   for r, s in todo]
+    workers = min(jobs, len(todo))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_train_one, str(Path(store.out)), preset.name, train_config.to_dict(), r, s, device,
+                               workers) for r, s in todo]
         for fut in as_completed(futures):
             on_done(fut.result())
     return len(todo)

@@ -86,10 +86,15 @@ class Pipeline:
             used, cand = sum(r["n_used"] for r in rs), sum(r["n_candidates"] for r in rs)
             pairs.append(f"{task.name}: {used} pairs used of {cand} candidates ({cand - used} dropped as misclassified)")
         methods = sorted({str(r.get("memory_method")) for r in rows})
+        jobs = sorted({int(r["training_jobs"]) for r in rows if r.get("training_jobs") not in (None, "")})
         return {
             "preset": f"{self.preset.name} — {self.preset.note}",
             "training": f"{getattr(self.cfg, 'steps', '?')} steps, batch {getattr(self.cfg, 'batch_size', '?')}"
-                        + (f", training subset {self.preset.train_subset}" if self.preset.train_subset else ""),
+                        + (f", training subset {self.preset.train_subset}" if self.preset.train_subset else "")
+                        + "; models trained " + " / ".join("in-process, one at a time" if j == 1 else
+                                                           f"{j} at once in single-threaded worker processes"
+                                                           for j in jobs)
+                        + " (wall-clock training measures depend on this)",
             "regimes": ", ".join(self.preset.regimes), "seeds": ", ".join(map(str, self.seeds)),
             "tasks": ", ".join(t.name for t in self.tasks),
             "example batches": f"{self.preset.n_batches} per task and seed, {self.preset.batch_size} pairs each "

@@ -7,11 +7,13 @@ Verdict rule for claims 1-3 (BIMT vs every other regime, per task, on the 95% bo
 - mixed: BIMT's mean is the best, but an interval overlaps (or there is only one sample);
 - not reproduced: another regime's mean is better.
 Over tasks: reproduced if reproduced on every task, not reproduced if not reproduced on every task,
-mixed otherwise.
+mixed otherwise. Each task's evidence also compares BIMT with every regime on its own (the paper's
+Figure 2 is BIMT vs L1): *better* / *worse* when the intervals separate, *tied* when they overlap.
 
-Claim 4 (swaps cost training memory, the paper: ~1.5x): r = mean peak memory of the swap regimes
-(l1_swap, bimt) / mean of the others. Reproduced if r >= 1.2 and every swap regime's interval lies
-above every other regime's (>= 2 seeds); not reproduced if r <= 1; mixed otherwise.
+Claim 4 (swaps cost training memory, the paper: ~1.5x): each swap regime against its no-swap twin,
+the same loss without swaps (bimt / l1_local, l1_swap / l1); r = the mean of those ratios.
+Reproduced if r >= 1.2 and each swap regime's interval lies above its twin's (>= 2 seeds); not
+reproduced if r <= 1.05 (no memory cost worth the name); mixed otherwise.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from hooked_bimt.study.bootstrap import Interval
 from hooked_bimt.study.summary import Summary
 
 TARGET = "bimt"
-SWAP_REGIMES = ("l1_swap", "bimt")
+SWAP_TWINS = {"bimt": "l1_local", "l1_swap": "l1"}  # swap regime -> the same loss without swaps
 CLAIMS = (
     ("1", "BIMT circuits have a lower circuit logit gap", "logit_gap", True),
     ("2", "BIMT circuits have a higher edge sparsity", "edge_sparsity", False),
@@ -36,6 +38,17 @@ def _fmt(iv: Interval | None, scale: float = 1.0) -> str:
     if iv is None:
         return "n/a"
     return f"{iv.mean * scale:.4g} [{iv.low * scale:.4g}, {iv.high * scale:.4g}]"
+
+
+def _pairwise(t: Interval, others: dict[str, Interval], lower: bool) -> str:
+    """'vs l1 better, vs l1_local tied, ...': separated intervals decide, overlapping ones tie."""
+    words = []
+    for r, iv in others.items():
+        if t.overlaps(iv):
+            words.append(f"vs {r} tied")
+        else:
+            words.append(f"vs {r} {'better' if (t.mean < iv.mean) == lower else 'worse'}")
+    return "bimt " + ", ".join(words)
 
 
 def _one_task(summary: Summary, task: str, measure: str, lower: bool, regimes: Sequence[str]) -> tuple[str, str]:
@@ -58,7 +71,7 @@ def _one_task(summary: Summary, task: str, measure: str, lower: bool, regimes: S
         nums += f" (bimt's interval overlaps {', '.join(overlap)})"
     else:
         verdict = "reproduced"
-    return verdict, f"{task}: {verdict}; {nums}"
+    return verdict, f"{task}: {verdict}; {nums}; {_pairwise(t, others, lower)}"
 
 
 def _combine(verdicts: list[str]) -> str:
@@ -78,16 +91,17 @@ def _memory_claim(summary: Summary, regimes: Sequence[str]) -> tuple[str, str]:
         iv = next((ivs.get("peak_memory_bytes") for (rr, _), ivs in sorted(summary.items()) if rr == r), None)
         if iv is not None:
             per[r] = iv
-    swap = {r: iv for r, iv in per.items() if r in SWAP_REGIMES}
-    rest = {r: iv for r, iv in per.items() if r not in SWAP_REGIMES}
-    if not swap or not rest or sum(iv.mean for iv in rest.values()) == 0:
-        return "not evaluated", "peak training memory missing for swap or non-swap regimes"
-    ratio = (sum(iv.mean for iv in swap.values()) / len(swap)) / (sum(iv.mean for iv in rest.values()) / len(rest))
-    separated = all(s.low > o.high for s in swap.values() for o in rest.values())
-    enough = all(iv.n >= 2 for iv in per.values())
-    verdict = "not reproduced" if ratio <= 1 else ("reproduced" if ratio >= 1.2 and separated and enough else "mixed")
+    pairs = [(s, t) for s, t in SWAP_TWINS.items() if s in per and t in per and per[t].mean > 0]
+    if not pairs:
+        return "not evaluated", "peak training memory missing for a swap regime or its no-swap twin"
+    ratios = {s: per[s].mean / per[t].mean for s, t in pairs}
+    ratio = sum(ratios.values()) / len(ratios)
+    separated = all(per[s].low > per[t].high for s, t in pairs)
+    enough = all(per[r].n >= 2 for pair in pairs for r in pair)
+    verdict = "not reproduced" if ratio <= 1.05 else ("reproduced" if ratio >= 1.2 and separated and enough else "mixed")
+    twins = ", ".join(f"{s} / {t} {ratios[s]:.3f}" for s, t in pairs)
     nums = ", ".join(f"{r} {_fmt(iv, 1 / 2**20)} MiB" for r, iv in per.items())
-    return verdict, f"swap / no-swap peak memory ratio {ratio:.3f} (paper: ~1.5); {nums}"
+    return verdict, f"swap / no-swap twin peak memory ratio {ratio:.3f} ({twins}; paper: ~1.5); {nums}"
 
 
 def _cost_lines(summary: Summary, regimes: Sequence[str]) -> list[str]:
@@ -156,9 +170,11 @@ def write_report(path: str | Path, *, setup: dict[str, Any], summary: Summary, r
               "*reproduced* if BIMT's mean is the best of all regimes, it has >= 2 samples and its interval "
               "overlaps no other regime's; *mixed* if best but overlapping (or one sample); *not reproduced* "
               "if another regime's mean is better; over tasks: reproduced/not reproduced only if so on every "
-              "task, else mixed. Claim 4: r = mean peak training memory of the swap regimes (l1_swap, bimt) / "
-              "mean of the others; reproduced if r >= 1.2 and the intervals separate (>= 2 seeds), "
-              "not reproduced if r <= 1, mixed otherwise.", ""]
+              "task, else mixed; the pairwise words compare BIMT with each regime alone (better / worse when "
+              "the intervals separate, tied when they overlap). Claim 4: r = mean over the swap regimes of "
+              "their peak training memory / their no-swap twin's (bimt / l1_local, l1_swap / l1); "
+              "reproduced if r >= 1.2 and each pair's intervals separate (>= 2 seeds), not reproduced if "
+              "r <= 1.05, mixed otherwise.", ""]
     for v in verdicts(summary, tasks, regimes):
         parts.append(f"### Claim {v['claim']}: {v['text']} — **{v['verdict']}**")
         parts += [f"- {e}" for e in v["evidence"]] + [""]

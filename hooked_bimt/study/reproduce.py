@@ -108,7 +108,7 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     total = len(p.regimes) * n_seeds * (1 + len(task_objs) * p.n_batches)
     with tqdm(total=total, desc="study", unit="unit", disable=not progress, file=sys.stderr) as bar:
         rows = pipe.run(bar)
-    report = pipe.write_outputs(rows, setup_extra={"resumed": resumed, "training_jobs": jobs})
+    report = pipe.write_outputs(rows, setup_extra={"resumed": resumed})
     return report
 
 

@@ -129,3 +129,25 @@ def test_empty_circuit_draws_the_network_and_no_circuit_edge(tmp_path):
     plt.close(fig)
     page = viz.circuit_graph(model, empty, input_shape=(4, 4))
     assert page.n_edges == 0 and "<svg" in page.page()
+
+
+def test_network_vs_circuit_draws_the_circuit_as_a_subset_of_the_network():
+    """Same scale and style in both panels: each circuit line is exactly its full-network line."""
+    torch.manual_seed(1)
+    model = HookedMLP((16, 9, 4))
+    g = graph_of(model)
+    edges = random.Random(1).sample(list(g.edges()), 30)
+    fig = viz.network_vs_circuit(model, Circuit.from_edges(g, edges))
+
+    def drawn(ax):
+        out = {}
+        for lc in line_collections(ax):
+            for seg, lw, col in zip(lc.get_segments(), lc.get_linewidths(), lc.get_colors()):
+                out[tuple(np.round(seg, 6).ravel())] = (float(lw), tuple(np.round(col, 6)))
+        return out
+
+    full, circ = drawn(fig.axes[0]), drawn(fig.axes[1])
+    assert len(full) == g.n_edges and len(circ) == 30
+    for seg, style in circ.items():
+        assert full[seg] == style
+    plt.close(fig)

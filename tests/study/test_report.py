@@ -121,3 +121,22 @@ def test_csv_round_trips_floats_exactly(tmp_path):
     back = read_csv(tmp_path / "r.csv")[0]
     assert float(back["a"]) == 0.1 + 0.2 and float(back["b"]) == 1 / 3 and back["c"] == "7" and back["d"] == "x"
     assert type(_plain(np.float32(0.5))) is float
+
+
+def test_pairwise_comparison_names_better_worse_and_tied():
+    from hooked_bimt.study.bootstrap import Interval
+    from hooked_bimt.study.report import _pairwise
+
+    bimt = Interval(mean=1.0, low=0.9, high=1.1, n=4)
+    others = {"l1": Interval(2.0, 1.9, 2.1, 4), "vanilla": Interval(0.5, 0.4, 0.6, 4), "l1_local": Interval(1.05, 0.95, 1.2, 4)}
+    assert _pairwise(bimt, others, lower=True) == "bimt vs l1 better, vs vanilla worse, vs l1_local tied"
+    assert _pairwise(bimt, others, lower=False) == "bimt vs l1 worse, vs vanilla better, vs l1_local tied"
+
+
+def test_claim4_compares_each_swap_regime_with_its_no_swap_twin():
+    """bimt and l1_local share the distance cost (and its cache): that memory is not the swaps' cost."""
+    mem = {r: (100.0, 99.0, 101.0, 3) for r in REGIMES} | {"bimt": (115.0, 114.0, 116.0, 3),
+                                                           "l1_local": (115.0, 114.0, 116.0, 3)}
+    v = _claim(verdicts(_summary({r: (1.0, 0.9, 1.1) for r in REGIMES}, mem=mem), ["circle"], REGIMES), "4")
+    assert v["verdict"] == "not reproduced"
+    assert "bimt / l1_local 1.000" in v["evidence"][0] and "l1_swap / l1 1.000" in v["evidence"][0]

@@ -141,7 +141,10 @@ def test_parallel_training_gives_the_same_results(smoke_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trained l1 seed0" in proc.stderr and "trained bimt seed0" in proc.stderr
     a, j = read_csv(smoke_run / "results.csv"), read_csv(out / "results.csv")
-    assert _without(a, WALL_CLOCK_COLUMNS) == _without(j, WALL_CLOCK_COLUMNS)
+    assert {r["training_jobs"] for r in a} == {"1"} and {r["training_jobs"] for r in j} == {"2"}
+    how = WALL_CLOCK_COLUMNS + ("training_jobs",)
+    assert _without(a, how) == _without(j, how)
+    assert "2 at once in single-threaded worker processes" in (out / "report.md").read_text()
 
 
 def test_bad_jobs_is_refused_before_any_work(tmp_path):
