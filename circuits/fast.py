@@ -25,6 +25,7 @@ from torch import Tensor
 
 from circuits.acdc import Problem, clean_up
 from circuits.graph import Edge, Graph
+from circuits.metrics import _kl
 from circuits.patching import run_with_mask
 
 _BLOCK = 192  # candidate states scored per verification pass
@@ -61,6 +62,11 @@ class _State:
         self.P = [p.a_prime[c.sender] for c in self.conns]
         self.flops = 0
         self.passes = 0  # batched verification passes (speculation rounds)
+        # KL (the default metric) is scored on the changed logits only, see _score_logits.
+        self.kl = p.metric.fn is _kl
+        logp_full = torch.log_softmax(p.full_logits.detach(), dim=-1)
+        self.p_full = logp_full.exp()
+        self.kl_const = (self.p_full * logp_full).sum(dim=-1)
         self.refresh()
 
     def refresh(self) -> None:
@@ -95,24 +101,46 @@ class _State:
         """Metric of the circuit with ``z_{k+1}[j]`` replaced by each row of ``zj`` (n, batch)."""
         n, b = zj.shape
         if k + 1 == self.L:
-            logits = self.Z[self.L].unsqueeze(0).repeat(n, 1, 1)
-            logits[:, :, j] = zj
-            return self.p.metric.many(logits, self.p.full_logits)
+            rows = torch.tensor([j], device=zj.device)
+            return self._score_logits(rows, (zj - self.Z[self.L][:, j]).unsqueeze(-1))
         d_act = (self.act(zj) - self.A[k + 1][:, j]).unsqueeze(-1)  # (n, b, 1)
         idx = torch.tensor([j], device=zj.device)
         for m in range(k + 1, self.L):
-            sub = (self.W[m] * self.M[m])[:, idx]  # present weights out of the changed neurons
-            if m + 1 == self.L:
-                self.flops += 2 * n * b * sub.shape[0] * sub.shape[1]
-                logits = self.Z[self.L] + d_act @ sub.T
-                return self.p.metric.many(logits, self.p.full_logits)
+            sub = self.W[m][:, idx] * self.M[m][:, idx]  # present weights out of the changed neurons
             rows = torch.nonzero(sub.any(dim=1)).flatten()
             sub = sub[rows]
             self.flops += 2 * n * b * sub.shape[0] * sub.shape[1]
-            z = self.Z[m + 1][:, rows] + d_act @ sub.T
+            delta = d_act @ sub.T
+            if m + 1 == self.L:
+                return self._score_logits(rows, delta)
+            z = self.Z[m + 1][:, rows] + delta
             d_act = self.act(z) - self.A[m + 1][:, rows]
             idx = rows
         raise AssertionError("unreachable")
+
+    def _score_logits(self, rows: Tensor, delta: Tensor) -> Tensor:
+        """Metric of each state whose logits are the current ones plus ``delta`` (n, b, r) on classes ``rows``.
+
+        For KL only the changed classes are touched: with x = x0 + delta on ``rows``,
+        KL = mean_b [ sum_c p log p - sum_c p x + lse(x) ], where sum_c p x = sum_c p x0 + sum_rows p delta
+        and lse(x) = s + log( sum_{c not in rows} e^{x0_c - s} + sum_rows e^{x_c - s} ), s = max_c x0_c.
+        """
+        x0 = self.Z[self.L]
+        if not self.kl:
+            logits = x0.unsqueeze(0).repeat(delta.shape[0], 1, 1)
+            logits[:, :, rows] += delta
+            return self.p.metric.many(logits, self.p.full_logits)
+        shift = x0.amax(dim=-1, keepdim=True)  # (b, 1): a constant per example, so no overflow
+        e0 = (x0 - shift).exp()
+        rest = e0.sum(dim=-1)
+        if len(rows):  # sum the unchanged classes directly: no cancellation
+            keep = torch.ones(x0.shape[-1], dtype=torch.bool, device=x0.device)
+            keep[rows] = False
+            rest = e0[:, keep].sum(dim=-1)
+        changed = (x0[:, rows] + delta - shift).exp().sum(dim=-1)  # (n, b)
+        lse = shift.squeeze(-1) + torch.log(rest + changed)
+        lin = (self.p_full * x0).sum(dim=-1) + (delta * self.p_full[:, rows]).sum(dim=-1)
+        return (self.kl_const - lin + lse).mean(dim=-1)
 
 
 def _chain(st: _State, k: int, j: int, z0: Tensor, d: Tensor, pred: Tensor, current: Tensor):
@@ -203,10 +231,9 @@ def _effects_in_test_order(st: _State, records: list[tuple[int, int, Tensor, Ten
         grouped.setdefault((k, j), []).append((idx, eff))
     effects_out: dict[Edge, float] = {}
     for (k, j), parts in grouped.items():
-        idx = torch.cat([a for a, _ in parts])
-        eff = torch.cat([b for _, b in parts])
+        idx = torch.cat([a for a, _ in parts]) if len(parts) > 1 else parts[0][0]
+        eff = torch.cat([b for _, b in parts]) if len(parts) > 1 else parts[0][1]
         order = torch.argsort(idx)
-        c = st.conns[k]
-        for i, e in zip(idx[order].tolist(), eff[order].tolist()):
-            effects_out[Edge(c.sender, i, c.receiver, j)] = e
+        sender, receiver = st.conns[k].sender, st.conns[k].receiver
+        effects_out.update(zip([Edge(sender, i, receiver, j) for i in idx[order].tolist()], eff[order].tolist()))
     return effects_out

@@ -3,7 +3,7 @@ pick a circuit, save the offline view, screenshot it with headless Chromium, dra
 
     PYTHONPATH=. python docs/make_gallery.py                      # ~400 steps of training, then figures
     PYTHONPATH=. python docs/make_gallery.py --checkpoint runs/x  # a model saved with HookedMLP.save
-    PYTHONPATH=. python docs/make_gallery.py --acdc 0.01          # the circuit from circuits.acdc (8 vs 3)
+    PYTHONPATH=. python docs/make_gallery.py --checkpoint runs/paper/models/bimt/seed0 --acdc 1e-5   # as in docs/gallery.md
 
 Until ``--acdc`` is used the circuit is hand-picked: walking back from the logits of digits 8 and 3,
 the strongest-|weight| edges into the neurons already chosen, layer by layer. Its "effects" are the
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.acdc is not None:
             from circuits import acdc
 
+            model, clean, corrupted = model.double(), clean.double(), corrupted.double()  # exact decisions
             circuit = acdc(model, clean, corrupted, threshold=args.acdc)
             source = f"circuits.acdc, threshold {args.acdc}"
         else:
