@@ -10,6 +10,7 @@ images of 8; corrupted: 100 test images of 3 (seeded pairing). float64, KL metri
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 from pathlib import Path
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--repeats", type=int, default=5, help="fast-engine runs; the median is reported")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fair and fastest on a shared 2-core CPU)")
     ap.add_argument("--cache", default=None, help="safetensors file: reuse the model trained here (written atomically)")
     args = ap.parse_args()
@@ -86,12 +88,18 @@ def main() -> None:
     clean, corrupted = pairs(args.pairs, args.seed)
     print(f"pairs: {len(clean)} of 8 (clean) vs 3 (corrupted), float64, metric kl, threshold {args.threshold}")
 
-    fast = acdc(model, clean, corrupted, threshold=args.threshold, engine="fast")
+    # The fast run takes a fraction of a second, so one run is at the mercy of a shared VM's noise:
+    # report the median of --repeats runs (all must agree). The reference runs once (a minute or more).
+    runs = [acdc(model, clean, corrupted, threshold=args.threshold, engine="fast") for _ in range(args.repeats)]
+    assert all(r.edges == runs[0].edges for r in runs), "the fast engine is not deterministic"
+    fast, fast_s = runs[0], statistics.median(r.seconds for r in runs)
     s = fast.settings
     print(f"fast:      {fast.n_edges} edges of {fast.n_total_edges} (sparsity {fast.sparsity:.5f}), "
-          f"tested {s['n_tested']}, {fast.seconds:.3f}s, {s['n_tested'] / fast.seconds:,.0f} edges tested/s")
+          f"tested {s['n_tested']}, median {fast_s:.3f}s of {args.repeats} runs "
+          f"(min {min(r.seconds for r in runs):.3f}s, max {max(r.seconds for r in runs):.3f}s), "
+          f"{s['n_tested'] / fast_s:,.0f} edges tested/s")
     flops = s["downstream_flops"]
-    print(f"fast downstream updates: {flops:,} FLOP, {flops / fast.seconds / 1e9:.3f} GFLOP/s achieved over the whole run; "
+    print(f"fast downstream updates: {flops:,} FLOP, {flops / fast_s / 1e9:.3f} GFLOP/s achieved over the whole run; "
           f"{s['verify_passes']} batched verification passes")
     if args.skip_reference:
         return
@@ -102,7 +110,7 @@ def main() -> None:
     assert set(ref.effects) == set(fast.effects)
     gap = max(abs(ref.effects[e] - fast.effects[e]) for e in ref.effects)
     print(f"identical edge sets: True; max |effect_ref - effect_fast| = {gap:.3e}")
-    print(f"speed-up: {ref.seconds / fast.seconds:.1f}x")
+    print(f"speed-up: {ref.seconds / fast_s:.1f}x (reference / median fast)")
 
 
 if __name__ == "__main__":

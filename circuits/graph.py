@@ -19,14 +19,17 @@ outputs of nodes that receive nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 from torch import Tensor
 
 
-@dataclass(frozen=True, order=True)
-class Edge:
-    """(sender, sender_index) -> (receiver, receiver_index), named by hook names and node indices."""
+class Edge(NamedTuple):
+    """(sender, sender_index) -> (receiver, receiver_index), named by hook names and node indices.
+
+    Immutable, hashable and ordered field by field; a ``NamedTuple`` because discovery builds one per
+    tested edge (tens of thousands per run) and tuples are much cheaper to create than dataclasses.
+    """
 
     sender: str
     sender_index: int
