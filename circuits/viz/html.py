@@ -109,9 +109,9 @@ def circuit_graph(
     """An interactive, self-contained view of ``circuit`` on ``model`` (a ``HookedMLP``).
 
     Neurons sit at their BIMT coordinates (``layout="bimt"``) or in columns (``"layered"``); edges are
-    blue (positive) / red (negative) by the sign of the effect size (``width_by="effect"``) or of the
-    weight ``W_l[j, i]`` (``"weight"``), with width growing with its magnitude. A circuit without effect
-    sizes is drawn by weight. The full network is a faint canvas underneath (``background``); the input
+    blue (positive) / red (negative) by the sign of the weight ``W_l[j, i]``, with width growing with
+    |effect size| (``width_by="effect"``) or |weight| (``"weight"``). A circuit without effect sizes is
+    drawn by weight. The full network is a faint canvas underneath (``background``); the input
     is a heat map ``heat[i] = sum_j |v_ij|`` over the pixel's circuit edges when ``input_shape`` is given.
 
     Raises:

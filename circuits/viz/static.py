@@ -1,8 +1,9 @@
 """Static figures for papers (matplotlib): the network at its BIMT coordinates, and network vs circuit.
 
 Edges are drawn as one ``LineCollection`` per kind (not one line each): the full 784-100-100-10
-network is 89,400 segments. Colour: blue positive, red negative (sign of the weight, or of the effect
-size with ``width_by="effect"``); line width and opacity grow with the magnitude ``|v| / max|v|``.
+network is 89,400 segments. Colour: blue positive, red negative, always the sign of the weight (ACDC
+keeps only edges whose effect exceeds the threshold, so effect signs carry no information); line width
+and opacity grow with the magnitude ``|v| / max|v|`` of the weight or, with ``width_by="effect"``, the effect.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _all_edges(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 def _collection(
     segs: np.ndarray, values: np.ndarray, *, max_width: float, alpha: tuple[float, float], gamma: float = 1.0,
-    scale: Optional[float] = None,
+    scale: Optional[float] = None, signs: Optional[np.ndarray] = None,
 ) -> LineCollection:
     """Segments coloured by sign, width by ``t = |v| / scale`` (default ``max|v|``; clipped to 1), opacity
     ``alpha[0] + (alpha[1] - alpha[0]) * t**gamma``.
@@ -61,7 +62,8 @@ def _collection(
         scale = float(mag.max()) if mag.size else 0.0  # an empty circuit draws nothing
     t = np.minimum(mag / (scale if scale > 0 else 1.0), 1.0)
     keep = t >= 0.01 if len(segs) > _RASTERIZE_ABOVE else np.ones(len(t), dtype=bool)
-    segs, t, sign = segs[keep], t[keep], (values[keep] < 0).astype(int)
+    signs = values if signs is None else signs
+    segs, t, sign = segs[keep], t[keep], (signs[keep] < 0).astype(int)
     colors = np.array([to_rgba(POS), to_rgba(NEG)])[sign]
     colors[:, 3] = alpha[0] + (alpha[1] - alpha[0]) * t**gamma
     order = np.argsort(t)  # strong edges on top
@@ -132,7 +134,7 @@ def draw_network(
         style = dict(max_width=max_width, alpha=(0.25, 1.0)) if emphasis else dict(
             max_width=max_width * 0.5, alpha=(0.0, 0.7), gamma=2.0)
         ax.add_collection(_collection(_segments(pos, ce.layer, ce.sender, ce.receiver), vals, scale=weight_scale,
-                                      **style))
+                                      signs=np.nan_to_num(ce.weight, nan=0.0), **style))
         masks = vd.node_membership(model, circuit)
     _draw_neurons(ax, model, pos, masks, labels)
     if lay.frames is not None:

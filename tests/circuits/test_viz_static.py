@@ -66,13 +66,13 @@ def test_full_network_is_one_line_collection(mnist_model):
     plt.close(fig)
 
 
-def test_circuit_edges_coloured_by_sign(mnist_model):
+def test_circuit_edges_coloured_by_the_weight_sign_whatever_sets_the_width(mnist_model):
     W = mnist_model.linears[2].weight.detach()
     pos = [(j, i) for j in range(10) for i in range(100) if W[j, i] > 0][:3]
     neg = [(j, i) for j in range(10) for i in range(100) if W[j, i] < 0][:2]
     edges = [Edge("blocks.1.hook_post", i, "hook_logits", j) for j, i in pos + neg]
     c = Circuit.from_edges(graph_of(mnist_model), edges, effects={e: -1.0 for e in edges})
-    for width_by, n_blue in (("weight", 3), ("effect", 0)):
+    for width_by, n_blue in (("weight", 3), ("effect", 3)):  # effects all negative: colour still by weight
         fig, ax = plt.subplots()
         viz.draw_network(mnist_model, c, ax, width_by=width_by)
         (lc,) = line_collections(ax)

@@ -136,7 +136,7 @@ function hbCircuitGraph(root) {
     var order = Array.from({ length: nE }, function (_, k) { return k; }).sort(function (a, b) { return mag[a] - mag[b]; });
     order.forEach(function (k) {
       var l = E.layer[k], p = P[l][E.s[k]], q = P[l + 1][E.r[k]], val = value(k), t = mag[k] / mmax;
-      var col = val === null ? "#888" : (val >= 0 ? POS : NEG);
+      var col = E.w[k] >= 0 ? POS : NEG;  /* always the weight's sign: ACDC's kept edges all have effect > 0 */
       parts.push('<line class="edge" data-k="' + k + '" x1="' + p[0] + '" y1="' + p[1] + '" x2="' + q[0] + '" y2="' + q[1] +
         '" stroke="' + col + '" stroke-width="' + (0.5 + 3.5 * Math.sqrt(t)).toFixed(2) +
         '" stroke-opacity="' + (0.25 + 0.7 * Math.sqrt(t)).toFixed(2) + '"/>');
@@ -169,7 +169,7 @@ function hbCircuitGraph(root) {
     legend.innerHTML =
       '<div><b>' + D.n_edges + '</b> of ' + D.n_total_edges + ' edges (sparsity ' + (100 * D.sparsity).toFixed(2) + '%)</div>' +
       '<div><span class="hb-sw" style="background:' + POS + '"></span>positive / <span class="hb-sw" style="background:' + NEG +
-      '"></span>negative sign of the <b>' + what + '</b></div>' +
+      '"></span>negative <b>weight</b></div>' +
       '<div>line width \u221d |' + what + '|</div>' +
       (D.has_effects ? '' : '<div class="hb-note">this circuit records no effect sizes: colours and widths use the weights</div>') +
       '<div><span class="hb-dot"></span>neuron in the circuit, <span class="hb-dot hb-out"></span>outside</div>' +
