@@ -60,3 +60,15 @@ def test_walkthrough_notebook_cells_run(tmp_path):
     assert ns["circuit"].n_total_edges > 0 and "hook_logits" in ns["cache"]
     assert (tmp_path / "out" / "circuit_8v3.html").stat().st_size > 0
     assert (tmp_path / "out" / "network_vs_circuit.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["residual_mlp.py", "attention_only.py"])
+def test_beyond_the_mlp_demos_train_and_find_a_circuit(name, monkeypatch, capsys):
+    """Issue 6's demos: train a toy model, run ACDC on its declared graph, compare with attribution."""
+    import re
+
+    _run_script(name, [], monkeypatch)
+    out = capsys.readouterr().out
+    acc = float(re.search(r"trained: accuracy ([0-9.]+)", out).group(1))
+    kept, total = map(int, re.search(r"ACDC: (\d+) of (\d+) edges", out).groups())
+    assert acc >= 0.9 and 0 < kept < total
