@@ -19,7 +19,7 @@ pass per edge) so the claim can be checked.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Iterable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
@@ -48,6 +48,19 @@ def _features(n_batch: int, n_signal: int, n_distract: int, n_const: int, gen: t
     clean = torch.cat([draw(n_signal), draw(n_distract), const], 1)
     corrupted = torch.cat([draw(n_signal), draw(n_distract), const], 1)
     return clean.to(dtype), corrupted.to(dtype)
+
+
+def _chains(first: str, paths: Iterable[int]) -> set[Edge]:
+    """The planted three-edge signal chains: first[p] -> block 0 neuron p -> block 1 neuron p -> logit p."""
+    return {e for p in paths for e in (Edge(first, p, "blocks.0.hook_pre", p),
+                                       Edge("blocks.0.hook_post", p, "blocks.1.hook_pre", p),
+                                       Edge("blocks.1.hook_post", p, "hook_logits", p))}
+
+
+def _finish(model: Any, clean: Tensor, corrupted: Tensor, true: set[Edge], device: Any, dtype: torch.dtype
+            ) -> PlantedCircuit:
+    model = model.to(device=device, dtype=dtype)
+    return PlantedCircuit(model, clean.to(device), corrupted.to(device), true, "kl")
 
 
 def planted_mlp(n_signal: int = 2, n_distract: int = 2, n_const: int = 4, hidden: int = 8, eps: float = 0.01,
@@ -89,12 +102,7 @@ def planted_mlp(n_signal: int = 2, n_distract: int = 2, n_const: int = 4, hidden
             lin.weight.copy_(W)
             lin.bias.copy_(0.5 * torch.randn(lin.bias.shape, generator=gen, dtype=torch.float64))
     clean, corrupted = _features(n_batch, S, D, n_const, gen, dtype)
-    true = set()
-    for p in sig:
-        true |= {Edge("hook_in", p, "blocks.0.hook_pre", p), Edge("blocks.0.hook_post", p, "blocks.1.hook_pre", p),
-                 Edge("blocks.1.hook_post", p, "hook_logits", p)}
-    model = model.to(device=device, dtype=dtype)
-    return PlantedCircuit(model, clean.to(device), corrupted.to(device), true, "kl")
+    return _finish(model, clean, corrupted, _chains("hook_in", sig), device, dtype)
 
 
 def planted_residual_mlp(n_signal: int = 2, n_distract: int = 1, n_const: int = 3, eps: float = 0.01,
@@ -143,12 +151,7 @@ def planted_residual_mlp(n_signal: int = 2, n_distract: int = 1, n_const: int = 
         model.W_U.weight.copy_(W_U)
         model.W_U.bias.copy_(0.5 * rnd(S + 1))
     clean, corrupted = _features(n_batch, S, D, C, gen, dtype)
-    true = set()
-    for p in range(S):
-        true |= {Edge("hook_embed", p, "blocks.0.hook_pre", p), Edge("blocks.0.hook_post", p, "blocks.1.hook_pre", p),
-                 Edge("blocks.1.hook_post", p, "hook_logits", p)}
-    model = model.to(device=device, dtype=dtype)
-    return PlantedCircuit(model, clean.to(device), corrupted.to(device), true, "kl")
+    return _finish(model, clean, corrupted, _chains("hook_embed", range(S)), device, dtype)
 
 
 def planted_attn_only(d_vocab: int = 4, n_ctx: int = 3, eps: float = 0.01, scale: float = 4.0,
