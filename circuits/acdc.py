@@ -170,10 +170,11 @@ def acdc(
 
         if fast.supports(model, graph):
             used = "fast"
-    if used == "fast":
-        mask, effects, n_tested = fast.fast_engine(problem)
-    else:
-        mask, effects, n_tested = reference_engine(problem)
+    with torch.no_grad():  # discovery needs no gradients: no autograd bookkeeping on any op, either engine
+        if used == "fast":
+            mask, effects, n_tested = fast.fast_engine(problem)
+        else:
+            mask, effects, n_tested = reference_engine(problem)
     seconds = time.perf_counter() - t0
     settings = {"algorithm": "acdc", "threshold": threshold, "metric": metric_obj.name, "ablation": ablation,
                 "engine": engine, "engine_used": used, "n_tested": n_tested, "restricted": edges is not None}

@@ -67,6 +67,12 @@ class _State:
         logp_full = torch.log_softmax(p.full_logits.detach(), dim=-1)
         self.p_full = logp_full.exp()
         self.kl_const = (self.p_full * logp_full).sum(dim=-1)
+        # Downstream of a receiver is final while it is processed (ACDC goes output-first), so the
+        # present-weight slices it propagates through are built once per receiver; the KL terms of the
+        # unchanged logits only change when a decision is committed (``version``).
+        self._down: dict[tuple[int, int], list[tuple[Tensor, Tensor]]] = {}
+        self._base: dict[tuple[int, int], tuple[int, Tensor, Tensor, Tensor]] = {}
+        self.version = 0
         self.refresh()
 
     def refresh(self) -> None:
@@ -78,6 +84,7 @@ class _State:
 
     def commit(self, k: int, j: int, zj: Tensor) -> None:
         """Set ``z_{k+1}[j] = zj`` and update what lies downstream through edges still in the circuit."""
+        self.version += 1
         self.Z[k + 1][:, j] = zj
         if k + 1 == self.L:
             return
@@ -97,28 +104,35 @@ class _State:
             self.A[m + 1][:, rows] = new
             idx = rows
 
+    def _downstream(self, k: int, j: int) -> list[tuple[Tensor, Tensor]]:
+        """(rows, present weights) per layer from neuron j of layer k+1 to the logits, through the circuit."""
+        key = (k, j)
+        if key not in self._down:
+            chain, idx = [], torch.tensor([j], device=self.W[k].device)
+            for m in range(k + 1, self.L):
+                sub = self.W[m][:, idx] * self.M[m][:, idx]  # present weights out of the changed neurons
+                rows = torch.nonzero(sub.any(dim=1)).flatten()
+                chain.append((rows, sub[rows]))
+                idx = rows
+            self._down[key] = chain
+        return self._down[key]
+
     def scores(self, k: int, j: int, zj: Tensor) -> Tensor:
         """Metric of the circuit with ``z_{k+1}[j]`` replaced by each row of ``zj`` (n, batch)."""
         n, b = zj.shape
         if k + 1 == self.L:
             rows = torch.tensor([j], device=zj.device)
-            return self._score_logits(rows, (zj - self.Z[self.L][:, j]).unsqueeze(-1))
+            return self._score_logits((k, j), rows, (zj - self.Z[self.L][:, j]).unsqueeze(-1))
         d_act = (self.act(zj) - self.A[k + 1][:, j]).unsqueeze(-1)  # (n, b, 1)
-        idx = torch.tensor([j], device=zj.device)
-        for m in range(k + 1, self.L):
-            sub = self.W[m][:, idx] * self.M[m][:, idx]  # present weights out of the changed neurons
-            rows = torch.nonzero(sub.any(dim=1)).flatten()
-            sub = sub[rows]
+        for m, (rows, sub) in enumerate(self._downstream(k, j), start=k + 1):
             self.flops += 2 * n * b * sub.shape[0] * sub.shape[1]
             delta = d_act @ sub.T
             if m + 1 == self.L:
-                return self._score_logits(rows, delta)
-            z = self.Z[m + 1][:, rows] + delta
-            d_act = self.act(z) - self.A[m + 1][:, rows]
-            idx = rows
+                return self._score_logits((k, j), rows, delta)
+            d_act = self.act(self.Z[m + 1][:, rows] + delta) - self.A[m + 1][:, rows]
         raise AssertionError("unreachable")
 
-    def _score_logits(self, rows: Tensor, delta: Tensor) -> Tensor:
+    def _score_logits(self, key: tuple[int, int], rows: Tensor, delta: Tensor) -> Tensor:
         """Metric of each state whose logits are the current ones plus ``delta`` (n, b, r) on classes ``rows``.
 
         For KL only the changed classes are touched: with x = x0 + delta on ``rows``,
@@ -130,17 +144,19 @@ class _State:
             logits = x0.unsqueeze(0).repeat(delta.shape[0], 1, 1)
             logits[:, :, rows] += delta
             return self.p.metric.many(logits, self.p.full_logits)
-        shift = x0.amax(dim=-1, keepdim=True)  # (b, 1): a constant per example, so no overflow
-        e0 = (x0 - shift).exp()
-        rest = e0.sum(dim=-1)
-        if len(rows):  # sum the unchanged classes directly: no cancellation
+        cached = self._base.get(key)
+        if cached is None or cached[0] != self.version:
+            shift = x0.amax(dim=-1, keepdim=True)  # (b, 1): a constant per example, so no overflow
             keep = torch.ones(x0.shape[-1], dtype=torch.bool, device=x0.device)
-            keep[rows] = False
-            rest = e0[:, keep].sum(dim=-1)
+            keep[rows] = False  # sum the unchanged classes directly: no cancellation
+            rest = (x0[:, keep] - shift).exp().sum(dim=-1)
+            const = self.kl_const - (self.p_full * x0).sum(dim=-1) + shift.squeeze(-1)
+            cached = (self.version, shift, rest, const)
+            self._base[key] = cached
+        _, shift, rest, const = cached
         changed = (x0[:, rows] + delta - shift).exp().sum(dim=-1)  # (n, b)
-        lse = shift.squeeze(-1) + torch.log(rest + changed)
-        lin = (self.p_full * x0).sum(dim=-1) + (delta * self.p_full[:, rows]).sum(dim=-1)
-        return (self.kl_const - lin + lse).mean(dim=-1)
+        lin = (delta * self.p_full[:, rows]).sum(dim=-1)
+        return (const - lin + torch.log(rest + changed)).mean(dim=-1)
 
 
 def _chain(st: _State, k: int, j: int, z0: Tensor, d: Tensor, pred: Tensor, current: Tensor):
