@@ -94,6 +94,12 @@ def best_swap(m: Float[Tensor, "n n"], x: int) -> tuple[int, float]:
     return y, float(delta[y])
 
 
+def _min_gain(m: Tensor) -> float:
+    """A swap must lower the cost by more than rounding noise: symmetric layouts (a 2x2 grid, a ring)
+    have exact ties that M's arithmetic turns into deltas of about -1e-17."""
+    return 64 * torch.finfo(m.dtype).eps * float(m.abs().max()) if m.numel() else 0.0
+
+
 def greedy_order(m: Float[Tensor, "n n"], score: Float[Tensor, " n"], top_k: int) -> list[tuple[int, int]]:
     """The greedy swaps for one layer: each top-``top_k`` neuron (by ``score``) in turn moves to its best
     position if that strictly lowers the cost. Returns the swaps as (position, position) pairs and
@@ -103,11 +109,11 @@ def greedy_order(m: Float[Tensor, "n n"], score: Float[Tensor, " n"], top_k: int
     order = torch.argsort(score, descending=True, stable=True)[: min(top_k, n)].tolist()
     where = list(range(n))  # where[neuron] = its current position
     at = list(range(n))  # at[position] = the neuron there
-    swaps = []
+    swaps, gain = [], _min_gain(m)
     for neuron in order:
         x = where[neuron]
         y, delta = best_swap(m, x)
-        if delta < 0:
+        if delta < -gain:
             m[[x, y]] = m[[y, x]]
             other = at[y]
             at[x], at[y] = other, neuron
@@ -119,10 +125,10 @@ def greedy_order(m: Float[Tensor, "n n"], score: Float[Tensor, " n"], top_k: int
 def _output_order(m: Float[Tensor, "n n"], score: Float[Tensor, " n"], top_k: int) -> list[tuple[int, int]]:
     """Greedy position swaps of output neurons (they keep their index; columns of M follow positions)."""
     order = torch.argsort(score, descending=True, stable=True)[: min(top_k, m.shape[0])].tolist()
-    swaps = []
+    swaps, gain = [], _min_gain(m)
     for c in order:
         d, delta = best_swap(m, c)  # the delta formula is symmetric in rows and columns
-        if delta < 0:
+        if delta < -gain:
             m[:, [c, d]] = m[:, [d, c]]
             swaps.append((c, d))
     return swaps
@@ -147,7 +153,8 @@ def relocate(
 ) -> int:
     """Move each of the ``top_k`` most important neurons of every hidden layer (highest importance
     first) to the position, itself included, that minimises the connection cost; greedily, one neuron
-    at a time, swapping only for a strictly lower cost. The function computed is unchanged.
+    at a time, swapping only for a strictly lower cost (by more than floating-point rounding, so exact
+    ties in symmetric layouts never swap). The function computed is unchanged.
 
     Args:
         model: a ``HookedMLP``.
