@@ -28,6 +28,7 @@ import math
 from typing import Any
 
 import torch
+from einops import einsum
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
@@ -53,16 +54,18 @@ class _Attention(nn.Module):
             setattr(self, f"hook_{name}", HookPoint())
 
     def forward(self, q_in: Tensor, k_in: Tensor, v_in: Tensor) -> Tensor:
-        q = self.hook_q(torch.einsum("bphm,hmd->bphd", q_in, self.W_Q) + self.b_Q)
-        k = self.hook_k(torch.einsum("bphm,hmd->bphd", k_in, self.W_K) + self.b_K)
-        v = self.hook_v(torch.einsum("bphm,hmd->bphd", v_in, self.W_V) + self.b_V)
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+        proj = "batch pos head d_model, head d_model d_head -> batch pos head d_head"
+        q = self.hook_q(einsum(q_in, self.W_Q, proj) + self.b_Q)
+        k = self.hook_k(einsum(k_in, self.W_K, proj) + self.b_K)
+        v = self.hook_v(einsum(v_in, self.W_V, proj) + self.b_V)
+        scores = einsum(q, k, "batch q_pos head d_head, batch k_pos head d_head -> batch head q_pos k_pos")
+        scores = scores / math.sqrt(q.shape[-1])
         n = scores.shape[-1]
         causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
         scores = self.hook_attn_scores(scores.masked_fill(~causal, float("-inf")))
         pattern = self.hook_pattern(scores.softmax(dim=-1))
-        z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
-        return torch.einsum("bphd,hdm->bpm", z, self.W_O) + self.b_O
+        z = self.hook_z(einsum(pattern, v, "batch head q_pos k_pos, batch k_pos head d_head -> batch q_pos head d_head"))
+        return einsum(z, self.W_O, "batch pos head d_head, head d_head d_model -> batch pos d_model") + self.b_O
 
 
 class _AttnBlock(nn.Module):
