@@ -34,45 +34,33 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits import metrics
 from circuits.circuit import Circuit, model_identity
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
+from circuits.patching import check_batches
 
 Metric = Callable[[Tensor, Tensor], Tensor]
 EdgeScores = dict[Edge, float]
 
 
-def kl_metric(logits: Float[Tensor, "batch d_out"], full_logits: Float[Tensor, "batch d_out"]) -> Tensor:
-    """KL(softmax(full_logits) || softmax(logits)), averaged over the batch (SPEC 4's ``metric="kl"``)."""
-    log_p = full_logits.log_softmax(-1)
-    return (log_p.exp() * (log_p - logits.log_softmax(-1))).sum(-1).mean()
+# The SPEC's KL, shared with ACDC (``circuits.metrics``); kept under this name for attribution users.
+kl_metric = metrics.kl()
 
 
 def resolve_metric(metric: Union[str, Metric], point: str, steps: Optional[int]) -> tuple[Metric, str]:
-    """Validate the arguments; return the metric callable and the concrete gradient point."""
-    if isinstance(metric, str):
-        if metric != "kl":
-            raise ValueError(f"unknown metric {metric!r}: use 'kl' or a callable metric(logits, full_logits)")
-        fn: Metric = kl_metric
-    elif callable(metric):
-        fn = metric
-    else:
-        raise TypeError(f"metric must be 'kl' or a callable, got {type(metric).__name__}")
+    """Validate the arguments; return the metric (``circuits.metrics.resolve``) and the gradient point.
+
+    ``point="auto"``: KL against the clean logits is stationary at the clean run (zero gradient), so the
+    built-in KL takes its gradient at the corrupted run; any other metric at the clean run.
+    """
+    resolved = metrics.resolve(metric)
     if point not in ("auto", "clean", "corrupted"):
         raise ValueError(f"point must be 'auto', 'clean' or 'corrupted', got {point!r}")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer or None, got {steps!r}")
     if point == "auto":
-        point = "corrupted" if metric == "kl" else "clean"
-    return fn, point
-
-
-def _check_batches(clean: Any, corrupted: Any) -> None:
-    if isinstance(clean, Tensor) and isinstance(corrupted, Tensor):
-        if clean.shape != corrupted.shape:
-            raise ValueError(f"clean batch has shape {tuple(clean.shape)} but corrupted has "
-                             f"{tuple(corrupted.shape)}: they must be paired row by row")
-    elif not (isinstance(clean, Tensor) and isinstance(corrupted, Tensor)):
-        raise TypeError("clean and corrupted must be tensors")
+        point = "corrupted" if resolved.fn is kl_metric.fn else "clean"
+    return resolved, point
 
 
 def _cache(model: Any, x: Any, hooks: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -180,7 +168,7 @@ def eap(
         ``{edge: score}`` for every edge in ``graph.edges()`` order; rank by ``abs(score)``.
     """
     fn, point = resolve_metric(metric, point, steps)
-    _check_batches(clean, corrupted)
+    clean, corrupted = check_batches(model, clean, corrupted)  # the same checks as ACDC: pairing, NaN, dtype
     graph = graph_of(model)
     senders = graph.senders()
     _, a_bad = _cache(model, corrupted, senders)

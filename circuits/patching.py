@@ -59,7 +59,7 @@ def check_batches(model: torch.nn.Module, clean: Any, corrupted: Any) -> tuple[T
             raise ValueError(f"{name} contains NaN")
     if clean.shape[0] != corrupted.shape[0]:
         raise ValueError(
-            f"clean and corrupted batches must pair row by row: batch sizes {clean.shape[0]} vs {corrupted.shape[0]}"
+            f"clean and corrupted batches must be paired row by row: batch sizes {clean.shape[0]} vs {corrupted.shape[0]}"
         )
     if clean.shape != corrupted.shape:
         raise ValueError(f"clean and corrupted shapes differ: {tuple(clean.shape)} vs {tuple(corrupted.shape)}")
