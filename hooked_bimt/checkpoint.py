@@ -3,12 +3,20 @@ and ``config.json`` (architecture + free-form metadata), both written atomically
 
 No pickle anywhere: safetensors holds tensors only, JSON everything else. Every failure to read a
 checkpoint is a ``CheckpointError`` naming the file and what is wrong with it.
+
+``config.json`` records ``weights_sha256``, the SHA-256 of the exact bytes of ``model.safetensors``;
+``load_model`` refuses weights whose hash differs (a flipped bit, a swapped file). Checkpoints saved
+before the hash existed (no ``weights_sha256``) still load, with a ``UserWarning`` saying to re-save.
+Loading also refuses an unknown ``format_version``, non-finite weights, and coordinate-permutation
+buffers (``in_perm``, ``out_perm``) that are not permutations.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +26,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from hooked_bimt.atomic import atomic_write_bytes, atomic_write_json
+from hooked_bimt.validate import check_output_dir
 
 if TYPE_CHECKING:
     from hooked_bimt.model import HookedMLP
@@ -31,20 +40,23 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or does not match its config; the message names the file."""
 
 
-def save_model(model: "HookedMLP", directory: str | os.PathLike, **metadata: Any) -> Path:
+def save_model(model: "HookedMLP", directory: str | os.PathLike, *, overwrite: bool = False, **metadata: Any) -> Path:
     """Write ``model`` into ``directory`` (created if needed) and return the directory.
 
     ``metadata`` (regime, step, seed, metrics, ...) goes into ``config.json`` next to the model's
-    ``config()``; it must be JSON-serialisable (checked before anything is written).
+    ``config()``; it must be JSON-serialisable (checked before anything is written). A directory that
+    already holds a checkpoint is refused (``FileExistsError``) unless ``overwrite=True``.
     """
-    directory = Path(directory)
+    directory = check_output_dir(directory, overwrite=overwrite, holds=(WEIGHTS, CONFIG))
     config = {"format_version": FORMAT_VERSION, "model": model.config(), "dtype": str(model.dtype), **metadata}
     try:
         text = json.dumps(config)
     except (TypeError, ValueError) as err:
         raise TypeError(f"checkpoint metadata is not JSON-serialisable: {err}") from err
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(directory / WEIGHTS, st_save(tensors))
+    blob = st_save(tensors)
+    text = json.dumps({**json.loads(text), "weights_sha256": hashlib.sha256(blob).hexdigest()})
+    atomic_write_bytes(directory / WEIGHTS, blob)
     atomic_write_json(directory / CONFIG, json.loads(text))
     return directory
 
@@ -60,16 +72,37 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint config {path} is not valid JSON: {err}") from err
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise CheckpointError(f"checkpoint config {path} has no 'model' section")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint config {path} has format_version {version!r}; this version of hooked-bimt "
+                              f"reads format_version {FORMAT_VERSION} (a newer hooked-bimt wrote it, or it is corrupt)")
     return config
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path, sha256: Any = None) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint weights {path} not found")
+    blob = path.read_bytes()
+    if sha256 is None:
+        warnings.warn(f"checkpoint {path.parent} was saved before content hashes (no weights_sha256 in {CONFIG}); "
+                      "its integrity cannot be checked: re-save it to add one", UserWarning, stacklevel=3)
+    elif hashlib.sha256(blob).hexdigest() != sha256:
+        raise CheckpointError(f"checkpoint weights {path} do not match the SHA-256 recorded in {CONFIG}: the file was "
+                              "modified or corrupted after saving; restore it or retrain")
     try:
-        return st_load(path.read_bytes())
+        return st_load(blob)
     except (SafetensorError, ValueError, RuntimeError, OSError) as err:
         raise CheckpointError(f"checkpoint weights {path} are corrupt (not a readable safetensors file): {err}") from err
+
+
+def _check_values(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Finite floating tensors; ``in_perm`` / ``out_perm`` permutations of ``range(n)``."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"checkpoint weights {path}: tensor {name!r} holds NaN or infinite values; "
+                                  "the model diverged or the file is damaged")
+        if name.endswith("_perm") and not torch.equal(t.sort().values, torch.arange(len(t), dtype=t.dtype)):
+            raise CheckpointError(f"checkpoint weights {path}: {name!r} is not a permutation of 0..{len(t) - 1}")
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device | None = None) -> "HookedMLP":
@@ -85,7 +118,7 @@ def load_model(directory: str | os.PathLike, device: str | torch.device | None =
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint config {directory / CONFIG} describes no valid model: {err}") from err
     path = directory / WEIGHTS
-    tensors = _read_tensors(path)
+    tensors = _read_tensors(path, config.get("weights_sha256"))
     expected = model.state_dict()
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -98,6 +131,7 @@ def load_model(directory: str | os.PathLike, device: str | torch.device | None =
             )
         if tensors[name].is_floating_point() != want.is_floating_point():
             raise CheckpointError(f"checkpoint weights {path}: tensor {name!r} has dtype {tensors[name].dtype}")
+    _check_values(path, tensors)
     model = model.to(tensors["linears.0.weight"].dtype)
     model.load_state_dict(tensors, strict=True)
     return model.to(device) if device is not None else model

@@ -4,6 +4,9 @@ Subcommands:
     train      train one model and save it (``TrainResult.save``)
     reproduce  the paper's study, registered when ``hooked_bimt.study.reproduce`` exists; that module
                defines ``add_arguments(subparser)`` and ``run(args) -> int``
+
+Nothing heavy is imported to build the parser: a plugin's module (and torch) loads only when its
+subcommand is the one being run, so ``hooked-bimt --help`` answers without importing torch.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import sys
 from typing import Sequence
 
@@ -26,7 +30,10 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="directory for model.safetensors + config.json")
-    p.add_argument("--preset", choices=["quick", "paper"], default="paper")
+    p.add_argument("--force", action="store_true", help="replace a model already saved in --out")
+    p.add_argument("--preset", choices=["quick", "paper"], default="paper",
+                   help="TrainConfig.paper() (40,000 steps) or TrainConfig.quick() (1,200 steps on 10,000 images; "
+                   "not the study's quick preset); the settings used are printed and saved in config.json")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
@@ -35,24 +42,39 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_train)
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from hooked_bimt.train import TrainConfig, train
+def _train_setup(args: argparse.Namespace):
+    """Everything checked before training: threads, steps, device, the output directory."""
+    from hooked_bimt.checkpoint import CONFIG, WEIGHTS
+    from hooked_bimt.train import TrainConfig
+    from hooked_bimt.validate import check_device, check_output_dir
 
     if args.threads < 1:
-        raise SystemExit(f"hooked-bimt train: --threads must be positive, got {args.threads}")
-    torch.set_num_threads(args.threads)
+        raise ValueError(f"--threads must be positive, got {args.threads}")
     config = TrainConfig.quick() if args.preset == "quick" else TrainConfig.paper()
     if args.steps is not None:
         if args.steps < 1:
-            raise SystemExit(f"hooked-bimt train: --steps must be positive, got {args.steps}")
+            raise ValueError(f"--steps must be positive, got {args.steps}")
         config = dataclasses.replace(config, steps=args.steps, eval_every=min(config.eval_every, args.steps))
-    if args.device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SystemExit("hooked-bimt train: --device cuda requested but CUDA is not available")
-    result = train(args.regime, config, seed=args.seed, device=args.device, progress=not args.no_progress)
-    path = result.save(args.out)
+    device = check_device(args.device)
+    check_output_dir(args.out, overwrite=args.force, holds=(WEIGHTS, CONFIG))
+    return config, device
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from hooked_bimt.train import train
+
+    try:
+        config, device = _train_setup(args)
+    except (ValueError, FileExistsError) as err:
+        print(f"hooked-bimt train: error: {err}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    print(f"settings: regime={args.regime} seed={args.seed} device={device} preset={args.preset} "
+          f"TrainConfig={config.to_dict()}", flush=True)
+    result = train(args.regime, config, seed=args.seed, device=device, progress=not args.no_progress)
+    path = result.save(args.out, overwrite=args.force)
     m = result.metrics
     print(
         f"{args.regime} seed {args.seed}: test accuracy {m['test_accuracy']:.4f} after {m['steps']} steps "
@@ -61,8 +83,12 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_plugins(subparsers: argparse._SubParsersAction) -> None:
+def _add_plugins(subparsers: argparse._SubParsersAction, command: str | None) -> None:
     for name, (module_name, help_text) in PLUGINS.items():
+        if name != command:  # listed by name only: its module loads when it is the command being run
+            if importlib.util.find_spec(module_name.rsplit(".", 1)[0]) is not None:
+                subparsers.add_parser(name, help=help_text)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
@@ -74,17 +100,20 @@ def _add_plugins(subparsers: argparse._SubParsersAction) -> None:
         p.set_defaults(func=module.run)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``command`` (the subcommand about to run) is the only plugin whose module is imported."""
     parser = argparse.ArgumentParser(prog="hooked-bimt", description="BIMT-trained hooked MLPs and circuit discovery")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
-    _add_plugins(subparsers)
+    _add_plugins(subparsers, command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hooked-bimt``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     return int(args.func(args) or 0)
 
 

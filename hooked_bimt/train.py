@@ -33,6 +33,7 @@ from hooked_bimt.memory import CPU_METHOD, CUDA_METHOD, PeakMemory, optimizer_te
 from hooked_bimt.model import HookedMLP
 from hooked_bimt.regimes import Regime, get_regime
 from hooked_bimt.swaps import relocate
+from hooked_bimt.validate import check_config_fields, check_data_fits, check_device, warn_surprising
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -70,6 +71,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(self.widths))
         object.__setattr__(self, "lambda_milestones", tuple(self.lambda_milestones))
+        check_config_fields(self)  # every field against its type (finite floats, whole ints), constants >= 0
         positive = ["lr", "batch_size", "steps", "swap_every", "top_k", "eval_every", "memory_window"]
         for name in positive:
             if not getattr(self, name) > 0:
@@ -90,7 +92,9 @@ class TrainConfig:
 
     @classmethod
     def quick(cls) -> "TrainConfig":
-        """Seconds per regime (tests, demos): 10,000 training images, 1,200 steps, swaps every 200."""
+        """Seconds per regime (tests, the README's ten lines): 10,000 training images, 1,200 steps, swaps
+        every 200. Not the study's "quick" preset, which trains this config for 6,000 steps
+        (``hooked_bimt.study.presets.PRESETS["quick"].train_config()``)."""
         return cls(steps=1_200, swap_every=200, eval_every=400, train_subset=10_000, test_subset=2_000)
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,11 +144,13 @@ class TrainResult:
     seed: int
     finished: bool = field(default=True)
 
-    def save(self, directory: str | Path) -> Path:
-        """``model.safetensors`` + ``config.json`` (regime, seed, step, metrics, train config, history)."""
+    def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """``model.safetensors`` + ``config.json`` (regime, seed, step, metrics, train config, history).
+        A directory already holding a checkpoint is refused unless ``overwrite=True``."""
         return save_model(
             self.model,
             directory,
+            overwrite=overwrite,
             regime=self.regime.name,
             seed=self.seed,
             step=self.metrics.get("steps", self.config.steps),
@@ -383,4 +389,8 @@ def train(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return _Trainer(regime, config, seed, torch.device(device), data).run(progress)
+    device = check_device(device)
+    train_split, test_split = _check_data(data)
+    check_data_fits(config.widths, train_split.images[0].numel(), 10)  # MNIST: 10 classes
+    warn_surprising(regime, config)
+    return _Trainer(regime, config, seed, torch.device(device), (train_split, test_split)).run(progress)

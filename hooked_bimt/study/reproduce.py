@@ -23,20 +23,8 @@ import torch
 from hooked_bimt.study.presets import PRESETS, Preset, get_preset
 from hooked_bimt.study.tasks import get_task
 from hooked_bimt.study.units import RunStore
-
-
-def _check_device(device: str) -> str:
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {type(device).__name__}")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda[:N]'") from err
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; expected 'cpu' or 'cuda[:N]'")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
-    return str(dev)
+from hooked_bimt.validate import check_device as _check_device
+from hooked_bimt.validate import check_output_dir
 
 
 def study_config(preset: Preset, seeds: int, device: str, threshold: float, tasks: Sequence[str]) -> dict[str, Any]:
@@ -86,6 +74,7 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     (``ValueError``) before any work starts.
     """
     p, n_seeds, device, thr, task_objs = _validate(preset, seeds, device, threshold, tasks)
+    check_output_dir(out)  # an existing file, or a path under one, is refused before any training
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     from tqdm.auto import tqdm
@@ -97,6 +86,7 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     store = RunStore(out, log=lambda msg: tqdm.write(msg, file=sys.stderr))
     config = study_config(p, n_seeds, device, thr, names)
     resumed = store.claim(config)
+    tqdm.write(f"settings (also in {Path(out) / 'run.json'}): {config}", file=sys.stderr)
     if jobs > 1:
         from hooked_bimt.study.parallel import train_units_in_parallel
 

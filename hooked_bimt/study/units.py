@@ -100,7 +100,7 @@ class RunStore:
 
     def save_model(self, result: Any, info: dict[str, Any]) -> None:
         d = self.model_dir(result.regime.name, result.seed)
-        result.save(d)
+        result.save(d, overwrite=True)  # the store redoes an unfinished unit of its own run (claim checked)
         atomic_write_json(d / "study.json", {**info, "finished": True})
 
     # ------------------------------------------------------------------ discovery units
@@ -127,7 +127,7 @@ class RunStore:
 
     def save_unit(self, regime: str, seed: int, slug: str, batch: int, circuit: Any, measures: dict) -> None:
         d = self.unit_dir(regime, seed, slug, batch)
-        circuit.save(d / "circuit.json")
+        circuit.save(d / "circuit.json", overwrite=True)  # likewise: an unfinished unit of this run
         atomic_write_json(d / "measures.json", {**measures, "finished": True})
 
     def circuit_path(self, regime: str, seed: int, slug: str, batch: int) -> Path:
