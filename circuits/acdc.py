@@ -26,6 +26,7 @@ from torch import Tensor
 from circuits.circuit import Circuit, model_identity
 from circuits.graph import Edge, Graph, graph_of
 from circuits.metrics import Metric, resolve
+from circuits.validate import check_model_and_inputs
 from circuits.patching import (
     EdgeMask,
     check_ablation,
@@ -151,6 +152,7 @@ def acdc(
         engine: "fast" (exact, MLP graphs; other graphs use the reference) or "reference".
         edges: optional subset; edges outside it start absent and are never tested.
     """
+    check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     threshold = check_threshold(threshold)
     check_ablation(ablation)
     if engine not in ENGINES:

@@ -38,6 +38,7 @@ from circuits import metrics
 from circuits.circuit import Circuit, model_identity
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
 from circuits.patching import check_batches
+from circuits.validate import check_eap_ablation, check_model_and_inputs, scalar_metric
 
 Metric = Callable[[Tensor, Tensor], Tensor]
 EdgeScores = dict[Edge, float]
@@ -167,7 +168,9 @@ def eap(
     Returns:
         ``{edge: score}`` for every edge in ``graph.edges()`` order; rank by ``abs(score)``.
     """
+    check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     fn, point = resolve_metric(metric, point, steps)
+    fn = scalar_metric(fn, "eap")  # a per-example metric is refused by name, before any backward pass
     clean, corrupted = check_batches(model, clean, corrupted)  # the same checks as ACDC: pairing, NaN, dtype
     graph = graph_of(model)
     senders = graph.senders()
@@ -237,6 +240,7 @@ def eap_then_acdc(model: Any, clean: Any, corrupted: Any, *, top_n: int, thresho
     """ACDC restricted to the ``top_n`` edges by EAP(-IG) score: the others start absent (a pre-filter)."""
     from circuits import acdc
 
+    check_eap_ablation(acdc_kwargs.get("ablation", "resample"))
     scores = eap(model, clean, corrupted, metric, steps=steps)
     candidates = circuit_from_scores(scores, model, top_n=top_n).edges
     return acdc(model, clean, corrupted, threshold=threshold, metric=metric, edges=candidates, **acdc_kwargs)

@@ -2,13 +2,20 @@
 
 A circuit is a set of edges of a model's graph (``circuits.graph``) plus how it was found: the
 algorithm and its settings, the wall-clock time, the per-edge effect sizes, and the identity of the
-model it belongs to. It round-trips through JSON (``save`` / ``load``), written atomically.
+model it belongs to. It round-trips through JSON (``save`` / ``load``), written atomically; ``save``
+refuses to replace an existing file unless ``overwrite=True``.
+
+The JSON carries ``sha256``, the SHA-256 of its own content (``circuits.validate.content_sha256``: every
+other key, serialised with sorted keys); ``load`` refuses a file whose content no longer matches it.
+Files written before the hash existed (no ``sha256``) load with a ``UserWarning`` saying to re-save them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,6 +23,7 @@ from typing import Any, Iterable
 import torch
 
 from circuits.graph import Edge, Graph
+from circuits.validate import check_circuit_dict, content_sha256
 from hooked_bimt.atomic import atomic_write_json
 
 FORMAT_VERSION = 1
@@ -61,6 +69,24 @@ class Circuit:
     def sparsity(self) -> float:
         return 1.0 - self.n_edges / self.n_total_edges if self.n_total_edges else 0.0
 
+    def __repr__(self) -> str:
+        """One short line: edges, sparsity, algorithm and model (never the edge list)."""
+        algo = self.settings.get("algorithm", "?")
+        model = self.model.get("class", "?")
+        if "widths" in self.model:
+            model += "(" + "-".join(str(w) for w in self.model["widths"]) + ")"
+        return (f"Circuit({self.n_edges}/{self.n_total_edges} edges, sparsity {self.sparsity:.3f}, "
+                f"algorithm={algo}, model={model}, {self.seconds:.2f} s)")
+
+    def _repr_html_(self) -> str:
+        """A small summary table for notebooks."""
+        rows = [("edges", f"{self.n_edges} of {self.n_total_edges}"), ("sparsity", f"{self.sparsity:.4f}"),
+                ("nodes", str(len(self.nodes()))), ("algorithm", str(self.settings.get("algorithm", "?"))),
+                ("settings", ", ".join(f"{k}={v}" for k, v in self.settings.items() if k != "algorithm")),
+                ("model", ", ".join(f"{k}={v}" for k, v in self.model.items())), ("seconds", f"{self.seconds:.3f}")]
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        return f"<table><caption>Circuit</caption>{body}</table>"
+
     def __contains__(self, edge: object) -> bool:
         return edge in self.edges
 
@@ -97,7 +123,7 @@ class Circuit:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "format": "hooked-bimt-circuit",
             "version": FORMAT_VERSION,
             "n_total_edges": self.n_total_edges,
@@ -107,9 +133,19 @@ class Circuit:
             "edges": [e.to_list() for e in sorted(self.edges)],
             "effects": [[*e.to_list(), v] for e, v in sorted(self.effects.items())],
         }
+        return {**d, "sha256": content_sha256(d)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Circuit":
+    def from_dict(cls, d: dict[str, Any], source: str = "circuit data") -> "Circuit":
+        """Inverse of ``to_dict``; every structural problem or a content-hash mismatch is a ``ValueError``
+        naming ``source``."""
+        check_circuit_dict(d, source)
+        if "sha256" not in d:
+            warnings.warn(f"{source} was saved before circuits carried a content hash (no 'sha256'); its integrity "
+                          "cannot be checked: re-save it with Circuit.save", UserWarning, stacklevel=3)
+        elif d["sha256"] != content_sha256(d):
+            raise ValueError(f"{source} does not match its recorded SHA-256: the file was modified after saving; "
+                             "restore it or rediscover the circuit")
         if d.get("format") != "hooked-bimt-circuit":
             raise ValueError("not a hooked-bimt circuit file (missing 'format': 'hooked-bimt-circuit')")
         if d.get("version") != FORMAT_VERSION:
@@ -123,13 +159,25 @@ class Circuit:
             model=dict(d.get("model", {})),
         )
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the JSON atomically; an existing ``path`` is refused (``FileExistsError``) unless ``overwrite``."""
+        path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory; give a file name such as {path / 'circuit.json'}")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another name")
         return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Circuit":
+        """Read a file written by ``save``; a missing, non-JSON, malformed or modified file is refused by name."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"circuit file {path} not found")
         try:
-            d = json.loads(Path(path).read_text())
+            d = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"circuit file {path} is not UTF-8 text (a binary file?): {err}") from err
         except json.JSONDecodeError as err:
             raise ValueError(f"circuit file {path} is not valid JSON: {err}") from err
-        return cls.from_dict(d)
+        return cls.from_dict(d, source=f"circuit file {path}")

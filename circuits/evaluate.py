@@ -22,6 +22,7 @@ from circuits.circuit import Circuit
 from circuits.graph import Graph, graph_of
 from circuits.metrics import kl
 from circuits.patching import check_batches, run_circuit
+from circuits.validate import check_labels_range, check_model_and_inputs, check_scalar_labels
 
 
 def hidden_nodes(graph: Graph, circuit: Circuit) -> tuple[int, int]:
@@ -41,6 +42,7 @@ def hidden_nodes(graph: Graph, circuit: Circuit) -> tuple[int, int]:
 
 
 def _labels(labels: Any, batch: int, name: str, device: torch.device) -> Tensor:
+    check_scalar_labels(labels, batch, name)
     labels = torch.as_tensor(labels, device=device)
     if labels.shape != (batch,) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"{name} must be {batch} integer class labels, got {labels.dtype} {tuple(labels.shape)}")
@@ -61,6 +63,7 @@ def evaluate(
 ) -> dict[str, float]:
     """The SPEC 5 measures of ``circuit`` (module docstring). Logit-difference measures need
     ``logit_diff`` or both label tensors; accuracies need ``clean_labels``; those keys are left out otherwise."""
+    check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     graph = graph_of(model)
     clean, corrupted = check_batches(model, clean, corrupted)
     b, device = clean.shape[0], clean.device
@@ -75,6 +78,9 @@ def evaluate(
     if logit_diff is not None and not callable(logit_diff):
         raise TypeError(f"logit_diff must be a callable (logits) -> (batch,), got {type(logit_diff).__name__}")
     full = model(clean)
+    for name, lab in (("clean_labels", cl), ("corrupt_labels", dl)):
+        if lab is not None:
+            check_labels_range(lab, full.shape[-1], name)
     circ = run_circuit(model, circuit, clean, corrupted, ablation=ablation)
     n_nodes, n_hidden = hidden_nodes(graph, circuit)
     out: dict[str, float] = {

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from circuits.graph import Graph, graph_of
 from circuits.patching import check_batches
+from circuits.validate import check_model_and_inputs
 
 _CHUNK_ELEMENTS = 1 << 23
 
@@ -48,6 +49,7 @@ def node_patching(
     """Per hidden hook, the fraction of the clean logit difference each node restores (module docstring)."""
     if not callable(logit_diff):
         raise TypeError(f"logit_diff must be a callable (logits) -> (batch,), got {type(logit_diff).__name__}")
+    check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     graph = graph_of(model)
     clean, corrupted = check_batches(model, clean, corrupted)
     hooks = hidden_sender_hooks(graph)

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from circuits.circuit import Circuit
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
+from circuits.validate import check_model_and_inputs
 
 ABLATIONS = ("resample", "zero", "mean")
 EdgeMask = dict[tuple[str, str], Bool[Tensor, "n_recv n_send"]]
@@ -230,6 +231,7 @@ def run_circuit(
     ``z_{k+1}[j] = b[j] + sum_i W[j,i] * (a_k[i] if (i->j) in C else a'_k[i])`` (module docstring for
     the general graph form). ``ablation``: "resample" (``a'`` from ``corrupted``), "zero" or "mean".
     """
+    check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     check_ablation(ablation)
     if not isinstance(circuit, Circuit):
         raise TypeError(f"circuit must be a circuits.Circuit, got {type(circuit).__name__}")

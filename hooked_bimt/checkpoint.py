@@ -79,24 +79,24 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def _read_tensors(path: Path, sha256: Any = None) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint weights {path} not found")
-    blob = path.read_bytes()
-    if sha256 is None:
-        warnings.warn(f"checkpoint {path.parent} was saved before content hashes (no weights_sha256 in {CONFIG}); "
-                      "its integrity cannot be checked: re-save it to add one", UserWarning, stacklevel=3)
-    elif hashlib.sha256(blob).hexdigest() != sha256:
-        raise CheckpointError(f"checkpoint weights {path} do not match the SHA-256 recorded in {CONFIG}: the file was "
-                              "modified or corrupted after saving; restore it or retrain")
     try:
-        return st_load(blob)
+        return st_load(path.read_bytes())
     except (SafetensorError, ValueError, RuntimeError, OSError) as err:
         raise CheckpointError(f"checkpoint weights {path} are corrupt (not a readable safetensors file): {err}") from err
 
 
-def _check_values(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Finite floating tensors; ``in_perm`` / ``out_perm`` permutations of ``range(n)``."""
+def _check_values(path: Path, tensors: dict[str, torch.Tensor], sha256: Any) -> None:
+    """The recorded SHA-256 of the file; finite floating tensors; ``in_perm`` / ``out_perm`` permutations.
+    (Run after the structural checks, whose messages say more about a file that is the wrong shape.)"""
+    if sha256 is None:
+        warnings.warn(f"checkpoint {path.parent} was saved before content hashes (no weights_sha256 in {CONFIG}); "
+                      "its integrity cannot be checked: re-save it to add one", UserWarning, stacklevel=3)
+    elif hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        raise CheckpointError(f"checkpoint weights {path} do not match the SHA-256 recorded in {CONFIG}: the file was "
+                              "modified or corrupted after saving; restore it or retrain")
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"checkpoint weights {path}: tensor {name!r} holds NaN or infinite values; "
@@ -118,7 +118,7 @@ def load_model(directory: str | os.PathLike, device: str | torch.device | None =
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint config {directory / CONFIG} describes no valid model: {err}") from err
     path = directory / WEIGHTS
-    tensors = _read_tensors(path, config.get("weights_sha256"))
+    tensors = _read_tensors(path)
     expected = model.state_dict()
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -131,7 +131,7 @@ def load_model(directory: str | os.PathLike, device: str | torch.device | None =
             )
         if tensors[name].is_floating_point() != want.is_floating_point():
             raise CheckpointError(f"checkpoint weights {path}: tensor {name!r} has dtype {tensors[name].dtype}")
-    _check_values(path, tensors)
+    _check_values(path, tensors, config.get("weights_sha256"))
     model = model.to(tensors["linears.0.weight"].dtype)
     model.load_state_dict(tensors, strict=True)
     return model.to(device) if device is not None else model

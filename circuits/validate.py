@@ -1,0 +1,134 @@
+"""Checks every public entry point of ``circuits`` runs before any work: each error names the problem
+and what to do. One call at the top of a function (``check_model_and_inputs``) keeps bodies unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+EAP_ABLATIONS = ("resample",)  # EAP's scores are a' - a with a' from the corrupted run: resample only
+
+
+def check_model(model: Any) -> None:
+    """A hooked model: ``run_with_hooks`` and a non-empty ``hook_dict`` (``setup()`` called)."""
+    name = type(model).__name__
+    if not callable(getattr(model, "run_with_hooks", None)):
+        graph = "" if callable(getattr(model, "circuit_graph", None)) else "declares no circuit graph and "
+        raise TypeError(
+            f"{name} {graph}has no TransformerLens hook points (no run_with_hooks): subclass transformer_lens.HookedRootModule, "
+            "put a HookPoint where each activation is read, call self.setup() at the end of __init__, and declare "
+            "circuit_graph() (docs/your_model.md)"
+        )
+    try:
+        hooks = model.hook_dict
+    except AttributeError:
+        hooks = None
+    if not hooks:
+        raise TypeError(f"{name} has no hook points registered: call self.setup() at the end of its __init__ "
+                        "(TransformerLens HookedRootModule collects its HookPoints there)")
+
+
+def check_finite_parameters(model: Any) -> None:
+    """NaN or infinite weights make every effect NaN (and ACDC keep every edge): refuse them by name."""
+    for pname, p in model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise ValueError(f"{type(model).__name__} parameter {pname!r} holds NaN or infinite values; "
+                             "circuit effects would be NaN. Check the training run or the checkpoint")
+
+
+def check_finite_inputs(**batches: Any) -> None:
+    """Floating input batches must be finite (NaN is also caught by ``check_batches``)."""
+    for name, x in batches.items():
+        if isinstance(x, Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains infinite or NaN values; the effects would be NaN and every edge kept. "
+                             "Clean the batch first (e.g. torch.nan_to_num or clamp)")
+
+
+def check_model_and_inputs(model: Any, clean: Any, corrupted: Any) -> None:
+    """All the checks above, in one line at the top of a public function."""
+    check_model(model)
+    check_finite_parameters(model)
+    check_finite_inputs(clean=clean, corrupted=corrupted)
+
+
+def scalar_metric(fn: Callable[[Tensor, Tensor], Tensor], where: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """``fn`` with its output checked to be one number (a per-example metric is refused by name)."""
+
+    def checked(logits: Tensor, full_logits: Tensor) -> Tensor:
+        out = torch.as_tensor(fn(logits, full_logits))
+        if out.numel() != 1:
+            raise ValueError(f"{where} needs a metric returning one number per batch; this one returned shape "
+                             f"{tuple(out.shape)} (a per-example metric?). Average it: lambda l, f: m(l, f).mean()")
+        return out.reshape(())
+
+    return checked
+
+
+def check_labels_range(labels: Tensor, n_classes: int, name: str) -> None:
+    """Class labels must lie in ``0 .. n_classes - 1`` (a negative label would silently count from the end)."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        bad = labels[(labels < 0) | (labels >= n_classes)][:5].tolist()
+        raise ValueError(f"{name} must be class indices in 0..{n_classes - 1}; got {bad}")
+
+
+def check_scalar_labels(labels: Any, batch: int, name: str) -> None:
+    """A single label where one per example is needed: say how to make the tensor."""
+    if isinstance(labels, (int, float)) or (isinstance(labels, Tensor) and labels.dim() == 0):
+        raise ValueError(f"{name} must be one label per example ({batch} of them), got the single value {labels!r}; "
+                         f"use torch.full(({batch},), label)")
+
+
+def check_eap_ablation(ablation: Any) -> None:
+    """``eap_then_acdc`` ranks edges with EAP, whose scores assume resample ablation; other ablations would
+    rank by the wrong quantity, so they are refused rather than silently mixed."""
+    if ablation not in EAP_ABLATIONS:
+        raise ValueError(f"eap_then_acdc ranks edges by EAP, which scores resample ablation only, but ablation="
+                         f"{ablation!r} was asked for ACDC; use ablation='resample', or run circuits.acdc(..., "
+                         f"ablation={ablation!r}) without the EAP pre-filter")
+
+
+# ---------------------------------------------------------------------------- circuit files
+def content_sha256(d: dict[str, Any]) -> str:
+    """SHA-256 of a circuit dict without its ``sha256`` key, serialised canonically (sorted keys, no spaces)."""
+    body = {k: v for k, v in d.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _check_edge_item(item: Any, where: str) -> None:
+    if not isinstance(item, list) or len(item) != 4:
+        raise ValueError(f"{where}: an edge must be a list [sender, sender_index, receiver, receiver_index], got {item!r}")
+    sender, si, receiver, ri = item
+    if not isinstance(sender, str) or not isinstance(receiver, str):
+        raise ValueError(f"{where}: edge {item!r} must name its sender and receiver hooks as strings")
+    for idx in (si, ri):
+        if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
+            raise ValueError(f"{where}: edge {item!r} has node index {idx!r}; node indices are non-negative integers")
+
+
+def check_circuit_dict(d: Any, source: str) -> None:
+    """Structure of a circuit file (``Circuit.to_dict``) before it is parsed; errors name ``source``."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{source} is not a hooked-bimt circuit: the top level is a {type(d).__name__}, not an object")
+    for key, kind in (("edges", list), ("n_total_edges", int)):
+        if key not in d:
+            raise ValueError(f"{source} is not a complete circuit file: no {key!r} (it was written by something else "
+                             "or truncated); re-save it with Circuit.save")
+        if not isinstance(d[key], kind) or isinstance(d[key], bool):
+            raise ValueError(f"{source}: {key!r} must be a {kind.__name__}, got {type(d[key]).__name__}")
+    for item in d["edges"]:
+        _check_edge_item(item, source)
+    effects = d.get("effects", [])
+    if not isinstance(effects, list):
+        raise ValueError(f"{source}: 'effects' must be a list of [sender, i, receiver, j, effect]")
+    for item in effects:
+        if not isinstance(item, list) or len(item) != 5 or not isinstance(item[4], (int, float)):
+            raise ValueError(f"{source}: an effect must be [sender, i, receiver, j, number], got {item!r}")
+        _check_edge_item(item[:4], source)
+    for key in ("settings", "model"):
+        if not isinstance(d.get(key, {}), dict):
+            raise ValueError(f"{source}: {key!r} must be an object")
