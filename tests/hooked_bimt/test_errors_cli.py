@@ -1,0 +1,142 @@
+"""Issue 13, CLI half: refused before any training, nothing saved is lost, --help without torch, settings shown."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import hooked_bimt
+import hooked_bimt.train  # noqa: F401  (the module; the package attribute is the function)
+from hooked_bimt import MNISTSplit, TrainConfig, TrainResult
+from hooked_bimt.cli import main
+from hooked_bimt.study.presets import PRESETS
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_MODULE = sys.modules["hooked_bimt.train"]
+HEAVY = ("torch", "transformer_lens", "numpy", "matplotlib")
+
+
+def _data(n: int = 200) -> tuple[MNISTSplit, MNISTSplit]:
+    g = torch.Generator().manual_seed(0)
+    split = MNISTSplit(images=torch.rand(n, 28, 28, generator=g), labels=torch.randint(10, (n,), generator=g))
+    return split, split
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    """``train`` as the CLI calls it, on 200 random images (seconds): records each call."""
+    calls = []
+    real = TRAIN_MODULE.train
+
+    def fake(regime, config, *, seed, device, progress):
+        calls.append(config)
+        config = dataclasses.replace(config, train_subset=None, test_subset=None)
+        return real(regime, config, seed=seed, device=device, data=_data(), progress=False)
+
+    monkeypatch.setattr(TRAIN_MODULE, "train", fake)
+    return calls
+
+
+def _seconds(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["reproduce", "--help"]])
+def test_help_imports_no_torch_and_answers_well_under_import_torch(argv):
+    probe = ("import sys\nfrom hooked_bimt.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+             "print('LOADED', sorted(m for m in %r if m in sys.modules))" % (argv, HEAVY))
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    loaded = out.rsplit("LOADED", 1)[1].strip()
+    if argv[0] == "reproduce":  # the chosen plugin's module loads (its options come from it)
+        assert "usage: hooked-bimt reproduce" in out
+        return
+    assert loaded == "[]", loaded
+    help_s = min(_seconds(["-m", "hooked_bimt", *argv]) for _ in range(2))
+    torch_s = min(_seconds(["-c", "import torch"]) for _ in range(2))
+    assert help_s < 0.5 * torch_s, (help_s, torch_s)
+
+
+def test_train_onto_a_saved_model_needs_force(tmp_path, fake_train, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--regime", "vanilla", "--preset", "quick", "--steps", "5", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    first = (out / "model.safetensors").read_bytes()
+    assert main([*argv, "--seed", "1"]) == 2
+    assert "already holds a saved model.safetensors" in capsys.readouterr().err and len(fake_train) == 1
+    assert (out / "model.safetensors").read_bytes() == first
+    assert main([*argv, "--seed", "1", "--force"]) == 0
+    assert (out / "model.safetensors").read_bytes() != first and TrainResult.load(out).seed == 1
+
+
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+@pytest.mark.parametrize(
+    "case, message",
+    [("under-a-file", "lies under .*afile, which is a file"), ("is-a-file", "is an existing file, not a directory"),
+     ("device-foo", "unknown device 'foo'"), ("device-cuda-missing", "CUDA is not available")],
+)
+def test_impossible_output_or_device_is_refused_before_training(tmp_path, fake_train, capsys, command, case, message):
+    if case == "device-cuda-missing" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    (tmp_path / "afile").write_text("x")
+    out = {"under-a-file": tmp_path / "afile" / "sub", "is-a-file": tmp_path / "afile"}.get(case, tmp_path / "new")
+    device = {"device-foo": "foo", "device-cuda-missing": "cuda"}.get(case, "cpu")
+    argv = ["--out", str(out), "--device", device, "--no-progress"]
+    argv = ["train", "--regime", "bimt", *argv] if command == "train" else ["reproduce", "--preset", "smoke", *argv]
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert fake_train == [] and not (tmp_path / "new").exists()
+
+
+def test_train_prints_and_stores_the_settings_it_used(tmp_path, fake_train, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--regime", "l1", "--preset", "quick", "--steps", "7", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    line = next(x for x in printed.splitlines() if x.startswith("settings: "))
+    assert "regime=l1 seed=0 device=cpu preset=quick" in line
+    shown = eval(line.split("TrainConfig=", 1)[1])  # a dict literal of plain values
+    stored = json.loads((out / "config.json").read_text())["train_config"]
+    expected = dataclasses.replace(TrainConfig.quick(), steps=7, eval_every=7).to_dict()
+    assert shown == expected and fake_train[0].to_dict() == expected
+    assert {**stored, "train_subset": expected["train_subset"], "test_subset": expected["test_subset"]} == expected
+
+
+def test_reproduce_prints_the_settings_it_stores(tmp_path, monkeypatch, capsys):
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(hooked_bimt, "load_mnist", stop)  # the first step after the settings are fixed
+    with pytest.raises(Stop):
+        main(["reproduce", "--preset", "smoke", "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err
+    stored = json.loads((tmp_path / "r" / "run.json").read_text())["config"]
+    line = next(x for x in err.splitlines() if x.startswith("settings (also in"))
+    assert str(tmp_path / "r" / "run.json") in line and str(stored["train_config"]["steps"]) in line
+    assert f"'preset': 'smoke'" in line and f"'threshold': {stored['threshold']}" in line
+
+
+def test_quick_config_and_quick_preset_are_named_apart_in_the_docs():
+    """``TrainConfig.quick()`` (1,200 steps) is not the study's quick preset (6,000): README and --help say which."""
+    readme = (ROOT / "README.md").read_text()
+    preset_steps = PRESETS["quick"].train_config().steps
+    config_steps = TrainConfig.quick().steps
+    assert preset_steps != config_steps
+    assert re.search(rf"quick preset: {preset_steps:,} steps", readme)
+    assert re.search(rf"TrainConfig\.quick\(\).{{0,40}}{config_steps:,} steps", readme)
+    help_text = subprocess.run([sys.executable, "-m", "hooked_bimt", "train", "--help"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=120).stdout
+    help_text = " ".join(help_text.split())
+    assert f"{config_steps:,} steps" in help_text and "not the study's quick preset" in help_text
