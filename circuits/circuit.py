@@ -23,8 +23,8 @@ from typing import Any, Iterable
 import torch
 
 from circuits.graph import Edge, Graph
+from circuits._io import atomic_write_json
 from circuits.validate import check_circuit_dict, content_sha256
-from hooked_bimt.atomic import atomic_write_json
 
 FORMAT_VERSION = 1
 

@@ -18,7 +18,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -27,9 +27,6 @@ from safetensors.torch import save as st_save
 
 from hooked_bimt.atomic import atomic_write_bytes, atomic_write_json
 from hooked_bimt.validate import check_output_dir
-
-if TYPE_CHECKING:
-    from hooked_bimt.model import HookedMLP
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -40,7 +37,7 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or does not match its config; the message names the file."""
 
 
-def save_model(model: "HookedMLP", directory: str | os.PathLike, *, overwrite: bool = False, **metadata: Any) -> Path:
+def save_model(model: torch.nn.Module, directory: str | os.PathLike, *, overwrite: bool = False, **metadata: Any) -> Path:
     """Write ``model`` into ``directory`` (created if needed) and return the directory.
 
     ``metadata`` (regime, step, seed, metrics, ...) goes into ``config.json`` next to the model's
@@ -105,16 +102,22 @@ def _check_values(path: Path, tensors: dict[str, torch.Tensor], sha256: Any) -> 
             raise CheckpointError(f"checkpoint weights {path}: {name!r} is not a permutation of 0..{len(t) - 1}")
 
 
-def load_model(directory: str | os.PathLike, device: str | torch.device | None = None) -> "HookedMLP":
-    """Rebuild the model saved in ``directory`` bit-exactly (weights, buffers, dtype), on ``device``."""
-    from hooked_bimt.model import HookedMLP
+def load_model(
+    directory: str | os.PathLike,
+    build: Callable[..., torch.nn.Module],
+    device: str | torch.device | None = None,
+) -> torch.nn.Module:
+    """Rebuild the model saved in ``directory`` bit-exactly (weights, buffers, dtype), on ``device``.
 
+    ``build(**config["model"])`` makes the empty model (``HookedMLP`` for ``HookedMLP.load``), so this file
+    needs no model class: the model imports the checkpoint, never the reverse.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} not found")
     config = read_metadata(directory)
     try:
-        model = HookedMLP(**config["model"])
+        model = build(**config["model"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint config {directory / CONFIG} describes no valid model: {err}") from err
     path = directory / WEIGHTS

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import hooked_bimt.train  # noqa: F401  (the module; the package attribute is the function)
 from hooked_bimt import HookedMLP, MNISTSplit, TrainConfig, train
-from hooked_bimt.checkpoint import CheckpointError, load_model
+from hooked_bimt.checkpoint import CheckpointError
 
 TINY = dataclasses.replace(TrainConfig.quick(), steps=20, swap_every=10, eval_every=10, train_subset=200,
                            test_subset=100)
@@ -127,7 +127,7 @@ def test_bad_checkpoint_is_refused_naming_the_file(tmp_path, case):
     damage, message = BAD_CHECKPOINTS[case]
     damage(tmp_path)
     with pytest.raises(CheckpointError, match=message) as err:
-        load_model(tmp_path)
+        HookedMLP.load(tmp_path)
     assert str(tmp_path) in str(err.value)
 
 
@@ -145,7 +145,7 @@ def test_checkpoint_without_hash_loads_with_a_warning(tmp_path):
     model.save(tmp_path)
     _config(tmp_path, lambda c: c.pop("weights_sha256"))
     with pytest.warns(UserWarning, match="saved before content hashes"):
-        loaded = load_model(tmp_path)
+        loaded = HookedMLP.load(tmp_path)
     assert torch.equal(loaded.linears[0].weight, model.linears[0].weight)
 
 
