@@ -51,6 +51,8 @@ def _check_labels(labels: Any, name: str) -> Tensor:
     labels = torch.as_tensor(labels)
     if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"{name} must be a 1-D integer tensor of class indices, got {labels.dtype} {tuple(labels.shape)}")
+    if labels.numel() and int(labels.min()) < 0:  # a negative index would silently count from the last class
+        raise ValueError(f"{name} must be class indices >= 0, got {int(labels.min())}")
     return labels
 
 

@@ -12,6 +12,7 @@ from conftest import make_batches, make_mlp
 from torch import nn
 
 from circuits import Circuit, Edge, acdc, eap, eap_then_acdc, evaluate, graph_of, node_patching, run_circuit
+from circuits.metrics import logit_diff
 from hooked_bimt._compat import HookedRootModule, HookPoint
 
 
@@ -107,6 +108,15 @@ def test_evaluate_refuses_bad_labels(labels, message, which):
     kwargs = {"clean_labels": good, "corrupt_labels": good, which: labels}
     with pytest.raises(ValueError, match=f"{which}.*{message}" if "single" not in message else message):
         evaluate(model, _full(model), clean, corrupted, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [-1, -2])
+@pytest.mark.parametrize("which", ["clean_labels", "corrupt_labels"])
+def test_logit_diff_metric_refuses_negative_labels(bad, which):
+    labels = {"clean_labels": torch.tensor([0, 1, 2]), "corrupt_labels": torch.tensor([1, 2, 0])}
+    labels[which] = torch.tensor([0, bad, 1])
+    with pytest.raises(ValueError, match=f"{which} must be class indices >= 0, got {bad}"):
+        logit_diff(**labels)
 
 
 def test_evaluate_accepts_every_valid_label():
