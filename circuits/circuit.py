@@ -24,7 +24,7 @@ import torch
 
 from circuits.graph import Edge, Graph
 from circuits._io import atomic_write_json
-from circuits.validate import check_circuit_dict, content_sha256
+from circuits.validate import check_circuit_dict, check_output_file, content_sha256
 
 FORMAT_VERSION = 1
 
@@ -161,12 +161,7 @@ class Circuit:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the JSON atomically; an existing ``path`` is refused (``FileExistsError``) unless ``overwrite``."""
-        path = Path(path)
-        if path.is_dir():
-            raise ValueError(f"{path} is a directory; give a file name such as {path / 'circuit.json'}")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another name")
-        return atomic_write_json(path, self.to_dict())
+        return atomic_write_json(check_output_file(path, overwrite=overwrite), self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Circuit":

@@ -10,6 +10,7 @@ import os
 
 from circuits.acdc import acdc
 from circuits.evaluate import evaluate
+from circuits.validate import check_output_file
 from hooked_bimt.study.measure import discovery_model
 from hooked_bimt.study.presets import demo_training
 from hooked_bimt.study.tasks import digit_pair
@@ -22,6 +23,8 @@ parser.add_argument("--threshold", type=float, default=1e-5, help="ACDC KL thres
 parser.add_argument("--out", default=None, help="save the circuit as JSON here")
 parser.add_argument("--quick", action="store_true", default=os.environ.get("HOOKED_BIMT_QUICK") == "1")
 args = parser.parse_args()
+if args.out:  # refused now, not after training and discovery
+    check_output_file(args.out)
 
 setup = demo_training(args.quick)
 if args.load:

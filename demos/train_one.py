@@ -8,6 +8,7 @@
 import argparse
 import os
 
+from circuits.validate import check_output_dir
 from hooked_bimt.study.presets import demo_training
 from hooked_bimt.train import train
 
@@ -17,6 +18,8 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--out", default=None, help="save the trained model here (model.safetensors + config.json)")
 parser.add_argument("--quick", action="store_true", default=os.environ.get("HOOKED_BIMT_QUICK") == "1")
 args = parser.parse_args()
+if args.out:  # refused now, not after training: a path under a file, or a model already saved there
+    check_output_dir(args.out, holds=("model.safetensors", "config.json"))
 
 setup = demo_training(args.quick)
 result = train(args.regime, setup.config, seed=args.seed, data=setup.data)

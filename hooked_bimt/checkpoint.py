@@ -25,8 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from circuits.validate import check_output_dir
 from hooked_bimt.atomic import atomic_write_bytes, atomic_write_json
-from hooked_bimt.validate import check_output_dir
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

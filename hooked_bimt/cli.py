@@ -46,7 +46,8 @@ def _train_setup(args: argparse.Namespace):
     """Everything checked before training: threads, steps, device, the output directory."""
     from hooked_bimt.checkpoint import CONFIG, WEIGHTS
     from hooked_bimt.train import TrainConfig
-    from hooked_bimt.validate import check_device, check_output_dir
+    from circuits.validate import check_output_dir
+    from hooked_bimt.validate import check_device
 
     if args.threads < 1:
         raise ValueError(f"--threads must be positive, got {args.threads}")

@@ -19,12 +19,12 @@ from typing import Any, Sequence
 
 import torch
 
+from circuits.validate import check_output_dir
 from hooked_bimt.study.environment import machine  # noqa: F401  (re-exported: reproduce.machine)
 from hooked_bimt.study.presets import PRESETS, Preset, get_preset, training_data
 from hooked_bimt.study.tasks import get_task
 from hooked_bimt.study.units import RunStore
 from hooked_bimt.validate import check_device as _check_device
-from hooked_bimt.validate import check_output_dir
 
 
 def study_config(preset: Preset, seeds: int, device: str, threshold: float, tasks: Sequence[str]) -> dict[str, Any]:
