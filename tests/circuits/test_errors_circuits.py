@@ -9,6 +9,8 @@ import warnings
 import pytest
 import torch
 from conftest import make_batches, make_mlp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from circuits import Circuit, Edge, acdc, eap, eap_then_acdc, evaluate, graph_of, node_patching, run_circuit
@@ -234,3 +236,31 @@ def test_circuit_save_never_overwrites_without_opt_in(tmp_path, overwrite):
         warnings.simplefilter("error")
         Circuit.load(path)  # a freshly saved file carries its hash: no warning
     assert Edge("hook_in", 0, "blocks.0.hook_pre", 0) in Circuit.full(graph_of(make_mlp(0)))
+
+
+_GRAPH_EDGES = sorted(graph_of(make_mlp(0)).edges())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keep=st.sets(st.sampled_from(_GRAPH_EDGES)), victim=st.integers(0, 10**6), delta=st.sampled_from([1e-12, 1.0]))
+def test_any_circuit_round_trips_and_any_edited_value_is_caught(tmp_path_factory, keep, victim, delta):
+    """Property: save/load is the identity on edges and effects; changing any one effect, or dropping any
+    one edge, makes load refuse the file."""
+    graph = graph_of(make_mlp(0))
+    effects = {e: float(i) / 7 for i, e in enumerate(sorted(keep))}
+    circuit = Circuit.from_edges(graph, keep, effects=effects, settings={"algorithm": "test"})
+    path = tmp_path_factory.mktemp("c") / "c.json"
+    circuit.save(path)
+    loaded = Circuit.load(path)
+    assert loaded.edges == circuit.edges and loaded.effects == circuit.effects
+    if not keep:
+        return
+    d = json.loads(path.read_text())
+    i = victim % len(d["edges"])
+    if victim % 2:
+        d["effects"][i][4] += delta
+    else:
+        d["edges"].pop(i)
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="does not match its recorded SHA-256"):
+        Circuit.load(path)

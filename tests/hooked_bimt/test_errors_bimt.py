@@ -167,3 +167,22 @@ def test_saved_model_is_not_overwritten_without_opt_in(tmp_path, api, overwrite)
         with pytest.raises(FileExistsError, match="already holds a saved model.safetensors.*overwrite=True"):
             save()
         assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+_FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type == "float"]
+_INT_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("int", "int | None")]
+
+
+@pytest.mark.parametrize("name", _FLOAT_FIELDS)
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf"), float("nan"), "0.1", None])
+def test_every_float_field_refuses_non_finite_and_non_numbers(name, bad):
+    """Generic over the dataclass: a field added later (swap options...) is covered without a new test."""
+    with pytest.raises(ValueError, match=f"TrainConfig.{name} must be a finite number"):
+        dataclasses.replace(TrainConfig.quick(), **{name: bad})
+
+
+@pytest.mark.parametrize("name", _INT_FIELDS)
+@pytest.mark.parametrize("bad", [2.5, 3.0, True, "7"])
+def test_every_int_field_refuses_non_integers(name, bad):
+    with pytest.raises(ValueError, match=f"TrainConfig.{name} must be an int"):
+        dataclasses.replace(TrainConfig.quick(), **{name: bad})
