@@ -37,7 +37,8 @@ def check_model(model: Any) -> None:
 
 def check_finite_parameters(model: Any) -> None:
     """NaN or infinite weights make every effect NaN (and ACDC keep every edge): refuse them by name."""
-    for pname, p in model.named_parameters():
+    named = getattr(model, "named_parameters", None)
+    for pname, p in named() if callable(named) else ():
         if p.is_floating_point() and not bool(torch.isfinite(p).all()):
             raise ValueError(f"{type(model).__name__} parameter {pname!r} holds NaN or infinite values; "
                              "circuit effects would be NaN. Check the training run or the checkpoint")
