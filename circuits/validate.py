@@ -22,7 +22,8 @@ def check_model(model: Any) -> None:
     if not callable(getattr(model, "run_with_hooks", None)):
         graph = "" if callable(getattr(model, "circuit_graph", None)) else "declares no circuit graph and "
         raise TypeError(
-            f"{name} {graph}has no TransformerLens hook points (no run_with_hooks): subclass transformer_lens.HookedRootModule, "
+            f"{name} {graph}has no TransformerLens hook points (no run_with_hooks): subclass "
+            "transformer_lens.HookedRootModule, "
             "put a HookPoint where each activation is read, call self.setup() at the end of __init__, and declare "
             "circuit_graph() (docs/your_model.md)"
         )
@@ -111,7 +112,8 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, holds:
             break
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"output path {path} lies under {parent}, which is a file, not a directory; choose another path")
+        raise ValueError(f"output path {path} lies under {parent}, which is a file, not a directory; "
+                         "choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"output path {path}: {parent} is not writable; choose a directory you can write to")
     found = [name for name in holds if (path / name).exists()]
@@ -138,12 +140,14 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool = False) -> Pa
 def content_sha256(d: dict[str, Any]) -> str:
     """SHA-256 of a circuit dict without its ``sha256`` key, serialised canonically (sorted keys, no spaces)."""
     body = {k: v for k, v in d.items() if k != "sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _check_edge_item(item: Any, where: str) -> None:
     if not isinstance(item, list) or len(item) != 4:
-        raise ValueError(f"{where}: an edge must be a list [sender, sender_index, receiver, receiver_index], got {item!r}")
+        raise ValueError(f"{where}: an edge must be a list [sender, sender_index, receiver, receiver_index], "
+                         f"got {item!r}")
     sender, si, receiver, ri = item
     if not isinstance(sender, str) or not isinstance(receiver, str):
         raise ValueError(f"{where}: edge {item!r} must name its sender and receiver hooks as strings")

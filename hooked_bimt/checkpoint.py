@@ -37,7 +37,9 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or does not match its config; the message names the file."""
 
 
-def save_model(model: torch.nn.Module, directory: str | os.PathLike, *, overwrite: bool = False, **metadata: Any) -> Path:
+def save_model(
+    model: torch.nn.Module, directory: str | os.PathLike, *, overwrite: bool = False, **metadata: Any
+) -> Path:
     """Write ``model`` into ``directory`` (created if needed) and return the directory.
 
     ``metadata`` (regime, step, seed, metrics, ...) goes into ``config.json`` next to the model's

@@ -84,4 +84,5 @@ def warn_surprising(regime: Any, config: Any) -> None:
     """Warnings for legitimate but surprising runs (e.g. a swapping regime that never reaches a swap step)."""
     if getattr(regime, "swaps", False) and config.steps < config.swap_every:
         warnings.warn(f"regime {regime.name!r} swaps every {config.swap_every} steps but the run has only "
-                      f"{config.steps}: no swap will happen (raise steps or lower swap_every)", UserWarning, stacklevel=3)
+                      f"{config.steps}: no swap will happen (raise steps or lower swap_every)",
+                      UserWarning, stacklevel=3)
