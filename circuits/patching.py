@@ -17,7 +17,7 @@ tensor ``(n_receiver_nodes, n_sender_nodes)``, True where the edge is in the cir
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from jaxtyping import Bool, Float
@@ -104,15 +104,66 @@ def edges_of_mask(mask: EdgeMask) -> frozenset[Edge]:
     return frozenset(out)
 
 
-# ---------------------------------------------------------------------------- activations
+# ---------------------------------------------------------------------------- recording and node selection
+def record(model: Any, x: Any, hooks: Any, *, check: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run ``x`` once; return the output and the detached activation at each of ``hooks``.
+
+    The dict is in the order the hooks first fired (the forward order). Keyed by the name each hook was
+    registered under (not ``hook.name``, which some wrappers canonicalise). ``check``: a ``ValueError``
+    naming the hooks that never fired.
+    """
+    store: dict[str, Tensor] = {}
+
+    def saver(name: str):
+        def save(act: Tensor, hook: Any) -> None:
+            if name not in store:
+                store[name] = act.detach()
+        return save
+
+    with torch.no_grad():
+        out = model.run_with_hooks(x, fwd_hooks=[(h, saver(h)) for h in dict.fromkeys(hooks)])
+    missing = sorted(set(hooks) - set(store))
+    if check and missing:
+        raise ValueError(f"{type(model).__name__}: declared hook points never fired in a forward pass: {missing}")
+    return out, store
+
+
 def _node_axis(nodes: Nodes, ndim: int) -> Optional[int]:
     if nodes.axis is None:
         return None
     return nodes.axis if nodes.axis >= 0 else ndim + nodes.axis
 
 
-def _sender_hooks(graph: Graph) -> list[str]:
-    return graph.senders()
+def node_selector(nodes: Nodes, index: Tensor, ndim: int, dtype: torch.dtype = torch.bool) -> Tensor:
+    """One-hot selectors, one per entry of ``index``: shape ``(n, 1, ..., count, ..., 1)`` (``count`` at the node
+    axis + 1) broadcasting against ``n`` stacked activations of ``ndim`` dims; all ones if the hook is one node."""
+    n = len(index)
+    shape = [n] + [1] * ndim
+    if nodes.axis is None:
+        return torch.ones(shape, dtype=dtype, device=index.device)
+    onehot = torch.zeros(n, nodes.count, dtype=dtype, device=index.device)
+    onehot[torch.arange(n, device=index.device), index] = 1
+    shape[_node_axis(nodes, ndim) + 1] = nodes.count
+    return onehot.view(shape)
+
+
+def node_slice(delta: Tensor, nodes: Nodes, index: int) -> Tensor:
+    """``delta`` with every node but ``index`` zeroed (along ``nodes.axis``; the whole tensor if one node)."""
+    sel = node_selector(nodes, torch.tensor([index], device=delta.device), delta.dim(), delta.dtype)
+    return delta * sel[0]
+
+
+def sender_contributions(conn: Connection, nodes_s: Nodes, delta: Tensor, senders: Tensor
+                         ) -> Iterator[tuple[Tensor, Tensor]]:
+    """For chunks of the sender nodes ``senders``: ``(chunk, contribute(delta restricted to each node))``, the
+    contributions stacked on a new leading axis, ``(len(chunk), batch, *receiver_shape)``, one call per chunk."""
+    per = max(1, _CHUNK_ELEMENTS // max(1, delta.numel()))
+    for start in range(0, len(senders), per):
+        sel = senders[start : start + per]
+        stacked = delta.unsqueeze(0) * node_selector(nodes_s, sel, delta.dim(), delta.dtype)
+        n, b = stacked.shape[0], delta.shape[0]
+        out = conn.contribute(stacked.reshape(n * b, *delta.shape[1:]))
+        yield sel, out.reshape(n, b, *out.shape[1:])
 
 
 @torch.no_grad()
@@ -121,41 +172,21 @@ def corrupted_activations(
 ) -> dict[str, Tensor]:
     """``a'`` for every sender hook: the corrupted run's activation, zeros, or its batch mean (broadcast)."""
     graph = graph if graph is not None else graph_of(model)
-    store: dict[str, Tensor] = {}
-
-    def record(act: Tensor, hook: Any) -> None:
-        store[hook.name] = act.detach().clone()
-
-    model.run_with_hooks(corrupted, fwd_hooks=[(h, record) for h in _sender_hooks(graph)])
+    _, store = record(model, corrupted, graph.senders())
     if ablation == "zero":
         return {h: torch.zeros_like(a) for h, a in store.items()}
     if ablation == "mean":
         return {h: a.mean(dim=0, keepdim=True).expand_as(a).clone() for h, a in store.items()}
-    return store
+    return {h: a.clone() for h, a in store.items()}
 
 
 def _generic_contribution(conn: Connection, nodes_s: Nodes, nodes_r: Nodes, delta: Tensor, absent: Tensor) -> Tensor:
     """``sum_s [contribute(delta|_s)]|_{r absent}``: per-sender-node calls of ``contribute``, batched."""
-    senders = torch.nonzero(absent.any(dim=0)).flatten()
-    s_axis = _node_axis(nodes_s, delta.dim())
     total: Optional[Tensor] = None
-    per = max(1, _CHUNK_ELEMENTS // max(1, delta.numel()))
-    for start in range(0, len(senders), per):
-        sel = senders[start : start + per]
-        if s_axis is None:
-            stacked = delta.unsqueeze(0)
-        else:
-            onehot = torch.zeros(len(sel), nodes_s.count, dtype=delta.dtype, device=delta.device)
-            onehot[torch.arange(len(sel), device=delta.device), sel] = 1
-            shape = [len(sel)] + [1] * delta.dim()
-            shape[s_axis + 1] = nodes_s.count
-            stacked = delta.unsqueeze(0) * onehot.view(shape)
-        n, b = stacked.shape[0], delta.shape[0]
-        out = conn.contribute(stacked.reshape(n * b, *delta.shape[1:]))
-        out = out.reshape(n, b, *out.shape[1:])
-        coef = absent[:, sel].T.to(out.dtype)  # (n_sel, n_recv)
+    for sel, out in sender_contributions(conn, nodes_s, delta, torch.nonzero(absent.any(dim=0)).flatten()):
+        coef = absent[:, sel].T.to(out.dtype)  # (n_sel, n_recv): 1 where the edge s -> r is absent
         r_axis = _node_axis(nodes_r, out.dim() - 1)
-        cshape = [n] + [1] * (out.dim() - 1)
+        cshape = [len(sel)] + [1] * (out.dim() - 1)
         if r_axis is not None:
             cshape[r_axis + 1] = nodes_r.count
         part = (out * coef.reshape(cshape)).sum(dim=0)
@@ -175,12 +206,11 @@ def patch_term(conn: Connection, graph: Graph, delta: Tensor, present: Tensor) -
 
 
 def _patching_hooks(graph: Graph, a_prime: dict[str, Tensor], mask: EdgeMask, cache: dict[str, Tensor], keep: set[str]):
-    senders = set(_sender_hooks(graph))
+    senders = set(graph.senders())
     receivers = set(graph.receivers())
     current: dict[str, Tensor] = {}
 
-    def fn(act: Tensor, hook: Any) -> Tensor:
-        name = hook.name
+    def fn(act: Tensor, name: str) -> Tensor:
         if name in receivers:
             for conn in graph.connections_into(name):
                 if conn.sender not in current:
@@ -194,7 +224,7 @@ def _patching_hooks(graph: Graph, a_prime: dict[str, Tensor], mask: EdgeMask, ca
             cache[name] = act
         return act
 
-    return [(h, fn) for h in sorted(senders | receivers | keep)]
+    return [(h, lambda act, hook, h=h: fn(act, h)) for h in sorted(senders | receivers | keep)]
 
 
 @torch.no_grad()
