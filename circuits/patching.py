@@ -254,17 +254,21 @@ def run_circuit(
     clean: Float[Tensor, "batch ..."],
     corrupted: Float[Tensor, "batch ..."],
     ablation: str = "resample",
+    *,
+    check_model: bool = True,
 ) -> Float[Tensor, "batch d_out"]:
     """The circuit's logits on ``clean``: edges outside ``circuit`` carry the corrupted activation ``a'``.
 
     ``z_{k+1}[j] = b[j] + sum_i W[j,i] * (a_k[i] if (i->j) in C else a'_k[i])`` (module docstring for
     the general graph form). ``ablation``: "resample" (``a'`` from ``corrupted``), "zero" or "mean".
+    A circuit found on another model (fingerprint or graph, ``Circuit.check_model``) is refused unless
+    ``check_model=False``, for a deliberate transfer such as a fine-tuned model.
     """
     check_ablation(ablation)
     if not isinstance(circuit, Circuit):
         raise TypeError(f"circuit must be a circuits.Circuit, got {type(circuit).__name__}")
     graph = graph_of(model)
-    circuit.check_against(graph)
+    circuit.check_model(model, graph, check_model=check_model)
     clean, corrupted = check_batches(model, clean, corrupted)
     device, _ = model_device_dtype(model)
     a_prime = corrupted_activations(model, corrupted, ablation, graph)
