@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Iterator, Optional
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.circuit import Circuit
@@ -105,12 +105,12 @@ def edges_of_mask(mask: EdgeMask) -> frozenset[Edge]:
 
 
 # ---------------------------------------------------------------------------- recording and node selection
-def record(model: Any, x: Any, hooks: Any, *, check: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+def record(model: Any, x: Tensor, hooks: Any) -> tuple[Tensor, dict[str, Float[Tensor, "batch ..."]]]:
     """Run ``x`` once; return the output and the detached activation at each of ``hooks``.
 
     The dict is in the order the hooks first fired (the forward order). Keyed by the name each hook was
-    registered under (not ``hook.name``, which some wrappers canonicalise). ``check``: a ``ValueError``
-    naming the hooks that never fired.
+    registered under (not ``hook.name``, which some wrappers canonicalise). A ``ValueError`` names the
+    hooks that never fired.
     """
     store: dict[str, Tensor] = {}
 
@@ -123,7 +123,7 @@ def record(model: Any, x: Any, hooks: Any, *, check: bool = True) -> tuple[Tenso
     with torch.no_grad():
         out = model.run_with_hooks(x, fwd_hooks=[(h, saver(h)) for h in dict.fromkeys(hooks)])
     missing = sorted(set(hooks) - set(store))
-    if check and missing:
+    if missing:
         raise ValueError(f"{type(model).__name__}: declared hook points never fired in a forward pass: {missing}")
     return out, store
 
@@ -134,7 +134,7 @@ def _node_axis(nodes: Nodes, ndim: int) -> Optional[int]:
     return nodes.axis if nodes.axis >= 0 else ndim + nodes.axis
 
 
-def node_selector(nodes: Nodes, index: Tensor, ndim: int, dtype: torch.dtype = torch.bool) -> Tensor:
+def node_selector(nodes: Nodes, index: Int[Tensor, " n"], ndim: int, dtype: torch.dtype = torch.bool) -> Tensor:
     """One-hot selectors, one per entry of ``index``: shape ``(n, 1, ..., count, ..., 1)`` (``count`` at the node
     axis + 1) broadcasting against ``n`` stacked activations of ``ndim`` dims; all ones if the hook is one node."""
     n = len(index)
@@ -147,14 +147,14 @@ def node_selector(nodes: Nodes, index: Tensor, ndim: int, dtype: torch.dtype = t
     return onehot.view(shape)
 
 
-def node_slice(delta: Tensor, nodes: Nodes, index: int) -> Tensor:
+def node_slice(delta: Float[Tensor, "batch ..."], nodes: Nodes, index: int) -> Float[Tensor, "batch ..."]:
     """``delta`` with every node but ``index`` zeroed (along ``nodes.axis``; the whole tensor if one node)."""
     sel = node_selector(nodes, torch.tensor([index], device=delta.device), delta.dim(), delta.dtype)
     return delta * sel[0]
 
 
-def sender_contributions(conn: Connection, nodes_s: Nodes, delta: Tensor, senders: Tensor
-                         ) -> Iterator[tuple[Tensor, Tensor]]:
+def sender_contributions(conn: Connection, nodes_s: Nodes, delta: Float[Tensor, "batch ..."], senders: Int[Tensor, " n"]
+                         ) -> Iterator[tuple[Int[Tensor, " chunk"], Float[Tensor, "chunk batch ..."]]]:
     """For chunks of the sender nodes ``senders``: ``(chunk, contribute(delta restricted to each node))``, the
     contributions stacked on a new leading axis, ``(len(chunk), batch, *receiver_shape)``, one call per chunk."""
     per = max(1, _CHUNK_ELEMENTS // max(1, delta.numel()))
