@@ -37,7 +37,8 @@ from torch import Tensor
 from circuits import metrics
 from circuits.circuit import Circuit, model_identity
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
-from circuits.patching import check_batches
+from circuits.patching import check_batches, record, sender_contributions
+from circuits.protocol_check import check_declaration
 from circuits.validate import check_eap_ablation, check_model_and_inputs, scalar_metric
 
 Metric = Callable[[Tensor, Tensor], Tensor]
@@ -64,38 +65,33 @@ def resolve_metric(metric: Union[str, Metric], point: str, steps: Optional[int])
     return resolved, point
 
 
-def _cache(model: Any, x: Any, hooks: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
-    store: dict[str, Tensor] = {}
-
-    def save(t: Tensor, hook: Any) -> None:
-        store[hook.name] = t.detach()
-
-    with torch.no_grad():
-        logits = model.run_with_hooks(x, fwd_hooks=[(h, save) for h in hooks])
-    return logits.detach(), store
-
-
 def _gradients(model: Any, x: Any, graph: Graph, metric: Callable[[Tensor], Tensor],
-               sources: dict[str, Tensor], record: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+               sources: dict[str, Tensor], saved: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
     """One forward + backward pass: dM/dz at every receiver hook; ``sources`` replace input-hook values;
-    sender activations are saved into ``record`` when given."""
+    sender activations are saved into ``saved`` when given."""
     captured: dict[str, Tensor] = {}
 
-    def keep(t: Tensor, hook: Any) -> None:
-        record[hook.name] = t.detach()
+    def keep(name: str):
+        def fn(t: Tensor, hook: Any) -> None:
+            saved[name] = t.detach()
+        return fn
 
-    def leaf(t: Tensor, hook: Any) -> Tensor:
-        return sources.get(hook.name, t).detach().clone().requires_grad_(True)
+    def leaf(name: str):
+        def fn(t: Tensor, hook: Any) -> Tensor:
+            return sources.get(name, t).detach().clone().requires_grad_(True)
+        return fn
 
-    def grab(t: Tensor, hook: Any) -> Tensor:
-        t = t.view_as(t)  # its own autograd node, even if another hook saw the same tensor
-        captured[hook.name] = t
-        return t
+    def grab(name: str):
+        def fn(t: Tensor, hook: Any) -> Tensor:
+            t = t.view_as(t)  # its own autograd node, even if another hook saw the same tensor
+            captured[name] = t
+            return t
+        return fn
 
     receivers = graph.receivers()
-    hooks = [(h, leaf) for h in _input_hooks(graph)] + [(h, grab) for h in receivers]
-    if record is not None:
-        hooks += [(h, keep) for h in graph.senders()]
+    hooks = [(h, leaf(h)) for h in _input_hooks(graph)] + [(h, grab(h)) for h in receivers]
+    if saved is not None:
+        hooks += [(h, keep(h)) for h in graph.senders()]
     with torch.enable_grad():
         logits = model.run_with_hooks(x, fwd_hooks=hooks)
         value = metric(logits)
@@ -112,21 +108,12 @@ def _input_hooks(graph: Graph) -> list[str]:
     return [s for s in graph.senders() if s not in outputs]
 
 
-def node_slice(delta: Tensor, nodes: Nodes, index: int) -> Tensor:
-    """``delta`` with every node but ``index`` zeroed (along ``nodes.axis``; the whole tensor if one node)."""
-    if nodes.axis is None:
-        return delta
-    shape = [1] * delta.dim()
-    shape[nodes.axis] = nodes.count
-    mask = torch.zeros(nodes.count, dtype=delta.dtype, device=delta.device)
-    mask[index] = 1
-    return delta * mask.reshape(shape)
-
-
 def _per_receiver_node(t: Tensor, nodes: Nodes) -> Tensor:
+    """``t`` stacked ``(n, batch, *receiver_shape)`` summed to ``(n, receiver nodes)``."""
     if nodes.axis is None:
-        return t.sum().reshape(1)
-    return t.movedim(nodes.axis, 0).reshape(nodes.count, -1).sum(1)
+        return t.reshape(t.shape[0], -1).sum(1, keepdim=True)
+    axis = nodes.axis + 1 if nodes.axis >= 0 else nodes.axis
+    return t.movedim(axis, 1).reshape(t.shape[0], nodes.count, -1).sum(2)
 
 
 def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor
@@ -134,16 +121,16 @@ def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta:
     """Scores of every edge of one connection: ``score[r, s] = sum c_{s->r} * grad`` (module docstring).
 
     Uses the dense ``weight`` when both hooks have their nodes on the last axis (one matrix product),
-    else one ``contribute`` call per sender node.
+    else ``contribute`` on the sender nodes stacked in chunks (``circuits.patching.sender_contributions``).
     """
     last = (-1, delta.dim() - 1), (-1, grad.dim() - 1)
     if (conn.weight is not None and senders.axis in last[0] and receivers.axis in last[1]
             and delta.shape[:-1] == grad.shape[:-1]):
         G, D = grad.reshape(-1, receivers.count), delta.reshape(-1, senders.count)
         return conn.weight().to(G.dtype) * (G.T @ D)
-    cols = [_per_receiver_node(conn.contribute(node_slice(delta, senders, s)) * grad, receivers)
-            for s in range(senders.count)]
-    return torch.stack(cols, dim=1)
+    every = torch.arange(senders.count, device=delta.device)
+    rows = [_per_receiver_node(out * grad, receivers) for _, out in sender_contributions(conn, senders, delta, every)]
+    return torch.cat(rows, dim=0).T
 
 
 def eap(
@@ -172,14 +159,14 @@ def eap(
     fn, point = resolve_metric(metric, point, steps)
     fn = scalar_metric(fn, "eap")  # a per-example metric is refused by name, before any backward pass
     clean, corrupted = check_batches(model, clean, corrupted)  # the same checks as ACDC: pairing, NaN, dtype
-    graph = graph_of(model)
+    graph = check_declaration(model, graph_of(model), clean, corrupted)
     senders = graph.senders()
-    _, a_bad = _cache(model, corrupted, senders)
+    _, a_bad = record(model, corrupted, senders)
     if steps is None and point == "clean":  # one forward+backward on the clean batch gives a and dM/dz
         a: dict[str, Tensor] = {}
-        grads = _gradients(model, clean, graph, lambda logits: fn(logits, logits.detach()), {}, record=a)
+        grads = _gradients(model, clean, graph, lambda logits: fn(logits, logits.detach()), {}, saved=a)
         return _scores(graph, a, a_bad, grads)
-    full_logits, a = _cache(model, clean, senders)
+    full_logits, a = record(model, clean, senders)
 
     def objective(logits: Tensor) -> Tensor:
         return fn(logits, full_logits)

@@ -22,22 +22,31 @@ from typing import Any, Iterable
 
 import torch
 
-from circuits.graph import Edge, Graph
 from circuits._io import atomic_write_json
+from circuits.graph import Edge, Graph, graph_of
 from circuits.validate import check_circuit_dict, check_output_file, content_sha256
 
 FORMAT_VERSION = 1
 
 
-def model_identity(model: torch.nn.Module) -> dict[str, Any]:
-    """Class, architecture and a fingerprint of the parameters, so a circuit knows its model."""
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 (16 hex digits) of the state dict, names and values (in float64, so a float32 model and its
+    exact float64 copy share it). Any change of a parameter or buffer (fine-tuning, neuron swaps) changes it."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
-    ident: dict[str, Any] = {"class": type(model).__name__, "fingerprint": h.hexdigest()[:16]}
+    return h.hexdigest()[:16]
+
+
+def model_identity(model: torch.nn.Module) -> dict[str, Any]:
+    """Class, architecture, a fingerprint of the parameters and the graph's signature, so a circuit knows
+    its model (``Circuit.check_model`` compares them)."""
+    ident: dict[str, Any] = {"class": type(model).__name__, "fingerprint": model_fingerprint(model)}
     if hasattr(model, "widths"):
         ident["widths"] = list(model.widths)
+    if hasattr(model, "circuit_graph"):
+        ident["graph"] = graph_of(model).signature()
     return ident
 
 
@@ -120,6 +129,28 @@ class Circuit:
             )
         for e in self.edges:
             graph.check_edge(e)
+
+    def check_model(self, model: Any, graph: Graph, *, check_model: bool = True) -> None:
+        """Refuse (``ValueError`` naming both sides) a model this circuit was not found on.
+
+        Always: every edge must be an edge of ``graph``. With ``check_model`` (the default), the graph's
+        ``signature()`` and the model's fingerprint must equal those stored in ``self.model`` when stored
+        (a circuit built by hand, e.g. ``Circuit.from_edges``, stores none). ``check_model=False`` is for a
+        deliberate transfer, such as a circuit found before fine-tuning applied to the fine-tuned model.
+        """
+        cls = self.model.get("class", "?")
+        hint = "pass check_model=False to apply it deliberately to another model (e.g. a fine-tuned one)"
+        stored_graph = self.model.get("graph")
+        if check_model and stored_graph is not None and stored_graph != graph.signature():
+            raise ValueError(f"this circuit was found on a {cls} whose graph has signature {stored_graph}; this "
+                             f"{type(model).__name__}'s graph has signature {graph.signature()}: {hint}")
+        self.check_against(graph)
+        stored_fp = self.model.get("fingerprint")
+        if check_model and stored_fp is not None:
+            fp = model_fingerprint(model)
+            if fp != stored_fp:
+                raise ValueError(f"this circuit was found on a {cls} with fingerprint {stored_fp}; this "
+                                 f"{type(model).__name__} has fingerprint {fp} (its parameters differ): {hint}")
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:

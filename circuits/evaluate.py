@@ -8,6 +8,9 @@
 - ``n_edges``, ``edge_sparsity = 1 - n_edges / n_total_edges``
 - ``n_nodes``, ``node_sparsity = 1 - n_nodes / n_hidden``: a hidden node is in the circuit when an
   edge of the circuit touches it (as receiver input or as sender output)
+
+A circuit found on another model (fingerprint or graph) is refused before any work unless
+``check_model=False`` (``Circuit.check_model``).
 """
 
 from __future__ import annotations
@@ -60,11 +63,15 @@ def evaluate(
     corrupt_labels: Optional[Int[Tensor, " batch"]] = None,
     logit_diff: Optional[Callable[[Tensor], Tensor]] = None,
     ablation: str = "resample",
+    check_model: bool = True,
 ) -> dict[str, float]:
     """The SPEC 5 measures of ``circuit`` (module docstring). Logit-difference measures need
     ``logit_diff`` or both label tensors; accuracies need ``clean_labels``; those keys are left out otherwise."""
     check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     graph = graph_of(model)
+    if not isinstance(circuit, Circuit):
+        raise TypeError(f"circuit must be a circuits.Circuit, got {type(circuit).__name__}")
+    circuit.check_model(model, graph, check_model=check_model)  # before any work; see run_circuit
     clean, corrupted = check_batches(model, clean, corrupted)
     b, device = clean.shape[0], clean.device
     cl = None if clean_labels is None else _labels(clean_labels, b, "clean_labels", device)
@@ -81,7 +88,7 @@ def evaluate(
     for name, lab in (("clean_labels", cl), ("corrupt_labels", dl)):
         if lab is not None:
             check_labels_range(lab, full.shape[-1], name)
-    circ = run_circuit(model, circuit, clean, corrupted, ablation=ablation)
+    circ = run_circuit(model, circuit, clean, corrupted, ablation=ablation, check_model=False)  # checked above
     n_nodes, n_hidden = hidden_nodes(graph, circuit)
     out: dict[str, float] = {
         "logit_gap": float((full - circ).abs().mean()),

@@ -24,8 +24,10 @@ receiver without an entry is left to engines that run the model's own forward pa
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 from torch import Tensor
 
@@ -121,8 +123,27 @@ class Graph:
             if not callable(fn):
                 raise TypeError(f"activations[{receiver!r}] must be an elementwise callable, got {type(fn).__name__}")
 
+    def in_order(self, hooks: Sequence[str]) -> "Graph":
+        """This graph with its connections in forward order: sorted by the position of their receiver in
+        ``hooks`` (the order the hooks fire in a forward pass), then of their sender; the sort is stable."""
+        pos = {h: i for i, h in enumerate(hooks)}
+        missing = sorted(self.hooks() - set(pos))
+        if missing:
+            raise ValueError(f"in_order: no position for the declared hooks {missing}")
+        conns = sorted(self.connections, key=lambda c: (pos[c.receiver], pos[c.sender]))
+        return dataclasses.replace(self, connections=tuple(conns))
+
+    def signature(self) -> str:
+        """A short hash of the graph's structure, stored with every circuit (``model_identity``): the nodes
+        (hook, count, axis), the output, ``node_output`` and the set of connections (sender, receiver).
+        Neither the weights (the model fingerprint covers them) nor the declaration order enter it."""
+        parts = [repr(sorted((h, n.count, n.axis) for h, n in self.nodes.items())), self.output,
+                 repr(sorted(self.node_output.items())), repr(sorted({(c.sender, c.receiver) for c in self.connections}))]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
     def receivers(self) -> list[str]:
-        """Receiver hooks in forward order (the order of first appearance in ``connections``)."""
+        """Receiver hooks in the order of first appearance in ``connections`` (forward order once the graph is
+        ``in_order`` of the firing order, as every algorithm uses it)."""
         return list(dict.fromkeys(c.receiver for c in self.connections))
 
     def senders(self) -> list[str]:

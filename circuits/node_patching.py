@@ -19,7 +19,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.graph import Graph, graph_of
-from circuits.patching import check_batches
+from circuits.patching import check_batches, node_selector, record
+from circuits.protocol_check import check_declaration
 from circuits.validate import check_model_and_inputs
 
 _CHUNK_ELEMENTS = 1 << 23
@@ -50,15 +51,10 @@ def node_patching(
     if not callable(logit_diff):
         raise TypeError(f"logit_diff must be a callable (logits) -> (batch,), got {type(logit_diff).__name__}")
     check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
-    graph = graph_of(model)
     clean, corrupted = check_batches(model, clean, corrupted)
+    graph = check_declaration(model, graph_of(model), clean, corrupted)
     hooks = hidden_sender_hooks(graph)
-    clean_acts: dict[str, Tensor] = {}
-
-    def record(act: Tensor, hook: Any) -> None:
-        clean_acts[hook.name] = act.detach().clone()
-
-    model.run_with_hooks(clean, fwd_hooks=[(h, record) for h in hooks])
+    _, clean_acts = record(model, clean, hooks)
     ld_clean = _mean_ld(model, clean, logit_diff)[0]
     ld_corr = _mean_ld(model, corrupted, logit_diff)[0]
     denom = ld_clean - ld_corr
@@ -68,20 +64,12 @@ def node_patching(
     out: dict[str, Tensor] = {}
     for h in hooks:
         nodes, src = graph.nodes[h], clean_acts[h]
-        axis = None if nodes.axis is None else (nodes.axis % src.dim())
         per = max(1, _CHUNK_ELEMENTS // max(1, src.numel()))
         scores = []
         for start in range(0, nodes.count, per):
             sel = torch.arange(start, min(nodes.count, start + per), device=src.device)
             n = len(sel)
-            shape = [n] + [1] * src.dim()
-            if axis is None:
-                keep = torch.ones(shape, dtype=torch.bool, device=src.device)
-            else:
-                onehot = torch.zeros(n, nodes.count, dtype=torch.bool, device=src.device)
-                onehot[torch.arange(n, device=src.device), sel] = True
-                shape[axis + 1] = nodes.count
-                keep = onehot.view(shape)
+            keep = node_selector(nodes, sel, src.dim())  # (n, ...): run m patches node sel[m] only
 
             def patch(act: Tensor, hook: Any, keep: Tensor = keep, n: int = n) -> Tensor:
                 stacked = act.reshape(n, b, *act.shape[1:])

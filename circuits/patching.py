@@ -17,10 +17,10 @@ tensor ``(n_receiver_nodes, n_sender_nodes)``, True where the edge is in the cir
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.circuit import Circuit
@@ -105,15 +105,66 @@ def edges_of_mask(mask: EdgeMask) -> frozenset[Edge]:
     return frozenset(out)
 
 
-# ---------------------------------------------------------------------------- activations
+# ---------------------------------------------------------------------------- recording and node selection
+def record(model: Any, x: Tensor, hooks: Any) -> tuple[Tensor, dict[str, Float[Tensor, "batch ..."]]]:
+    """Run ``x`` once; return the output and the detached activation at each of ``hooks``.
+
+    The dict is in the order the hooks first fired (the forward order). Keyed by the name each hook was
+    registered under (not ``hook.name``, which some wrappers canonicalise). A ``ValueError`` names the
+    hooks that never fired.
+    """
+    store: dict[str, Tensor] = {}
+
+    def saver(name: str):
+        def save(act: Tensor, hook: Any) -> None:
+            if name not in store:
+                store[name] = act.detach()
+        return save
+
+    with torch.no_grad():
+        out = model.run_with_hooks(x, fwd_hooks=[(h, saver(h)) for h in dict.fromkeys(hooks)])
+    missing = sorted(set(hooks) - set(store))
+    if missing:
+        raise ValueError(f"{type(model).__name__}: declared hook points never fired in a forward pass: {missing}")
+    return out, store
+
+
 def _node_axis(nodes: Nodes, ndim: int) -> Optional[int]:
     if nodes.axis is None:
         return None
     return nodes.axis if nodes.axis >= 0 else ndim + nodes.axis
 
 
-def _sender_hooks(graph: Graph) -> list[str]:
-    return graph.senders()
+def node_selector(nodes: Nodes, index: Int[Tensor, " n"], ndim: int, dtype: torch.dtype = torch.bool) -> Tensor:
+    """One-hot selectors, one per entry of ``index``: shape ``(n, 1, ..., count, ..., 1)`` (``count`` at the node
+    axis + 1) broadcasting against ``n`` stacked activations of ``ndim`` dims; all ones if the hook is one node."""
+    n = len(index)
+    shape = [n] + [1] * ndim
+    if nodes.axis is None:
+        return torch.ones(shape, dtype=dtype, device=index.device)
+    onehot = torch.zeros(n, nodes.count, dtype=dtype, device=index.device)
+    onehot[torch.arange(n, device=index.device), index] = 1
+    shape[_node_axis(nodes, ndim) + 1] = nodes.count
+    return onehot.view(shape)
+
+
+def node_slice(delta: Float[Tensor, "batch ..."], nodes: Nodes, index: int) -> Float[Tensor, "batch ..."]:
+    """``delta`` with every node but ``index`` zeroed (along ``nodes.axis``; the whole tensor if one node)."""
+    sel = node_selector(nodes, torch.tensor([index], device=delta.device), delta.dim(), delta.dtype)
+    return delta * sel[0]
+
+
+def sender_contributions(conn: Connection, nodes_s: Nodes, delta: Float[Tensor, "batch ..."], senders: Int[Tensor, " n"]
+                         ) -> Iterator[tuple[Int[Tensor, " chunk"], Float[Tensor, "chunk batch ..."]]]:
+    """For chunks of the sender nodes ``senders``: ``(chunk, contribute(delta restricted to each node))``, the
+    contributions stacked on a new leading axis, ``(len(chunk), batch, *receiver_shape)``, one call per chunk."""
+    per = max(1, _CHUNK_ELEMENTS // max(1, delta.numel()))
+    for start in range(0, len(senders), per):
+        sel = senders[start : start + per]
+        stacked = delta.unsqueeze(0) * node_selector(nodes_s, sel, delta.dim(), delta.dtype)
+        n, b = stacked.shape[0], delta.shape[0]
+        out = conn.contribute(stacked.reshape(n * b, *delta.shape[1:]))
+        yield sel, out.reshape(n, b, *out.shape[1:])
 
 
 @torch.no_grad()
@@ -122,41 +173,21 @@ def corrupted_activations(
 ) -> dict[str, Tensor]:
     """``a'`` for every sender hook: the corrupted run's activation, zeros, or its batch mean (broadcast)."""
     graph = graph if graph is not None else graph_of(model)
-    store: dict[str, Tensor] = {}
-
-    def record(act: Tensor, hook: Any) -> None:
-        store[hook.name] = act.detach().clone()
-
-    model.run_with_hooks(corrupted, fwd_hooks=[(h, record) for h in _sender_hooks(graph)])
+    _, store = record(model, corrupted, graph.senders())
     if ablation == "zero":
         return {h: torch.zeros_like(a) for h, a in store.items()}
     if ablation == "mean":
         return {h: a.mean(dim=0, keepdim=True).expand_as(a).clone() for h, a in store.items()}
-    return store
+    return {h: a.clone() for h, a in store.items()}
 
 
 def _generic_contribution(conn: Connection, nodes_s: Nodes, nodes_r: Nodes, delta: Tensor, absent: Tensor) -> Tensor:
     """``sum_s [contribute(delta|_s)]|_{r absent}``: per-sender-node calls of ``contribute``, batched."""
-    senders = torch.nonzero(absent.any(dim=0)).flatten()
-    s_axis = _node_axis(nodes_s, delta.dim())
     total: Optional[Tensor] = None
-    per = max(1, _CHUNK_ELEMENTS // max(1, delta.numel()))
-    for start in range(0, len(senders), per):
-        sel = senders[start : start + per]
-        if s_axis is None:
-            stacked = delta.unsqueeze(0)
-        else:
-            onehot = torch.zeros(len(sel), nodes_s.count, dtype=delta.dtype, device=delta.device)
-            onehot[torch.arange(len(sel), device=delta.device), sel] = 1
-            shape = [len(sel)] + [1] * delta.dim()
-            shape[s_axis + 1] = nodes_s.count
-            stacked = delta.unsqueeze(0) * onehot.view(shape)
-        n, b = stacked.shape[0], delta.shape[0]
-        out = conn.contribute(stacked.reshape(n * b, *delta.shape[1:]))
-        out = out.reshape(n, b, *out.shape[1:])
-        coef = absent[:, sel].T.to(out.dtype)  # (n_sel, n_recv)
+    for sel, out in sender_contributions(conn, nodes_s, delta, torch.nonzero(absent.any(dim=0)).flatten()):
+        coef = absent[:, sel].T.to(out.dtype)  # (n_sel, n_recv): 1 where the edge s -> r is absent
         r_axis = _node_axis(nodes_r, out.dim() - 1)
-        cshape = [n] + [1] * (out.dim() - 1)
+        cshape = [len(sel)] + [1] * (out.dim() - 1)
         if r_axis is not None:
             cshape[r_axis + 1] = nodes_r.count
         part = (out * coef.reshape(cshape)).sum(dim=0)
@@ -176,12 +207,11 @@ def patch_term(conn: Connection, graph: Graph, delta: Tensor, present: Tensor) -
 
 
 def _patching_hooks(graph: Graph, a_prime: dict[str, Tensor], mask: EdgeMask, cache: dict[str, Tensor], keep: set[str]):
-    senders = set(_sender_hooks(graph))
+    senders = set(graph.senders())
     receivers = set(graph.receivers())
     current: dict[str, Tensor] = {}
 
-    def fn(act: Tensor, hook: Any) -> Tensor:
-        name = hook.name
+    def fn(act: Tensor, name: str) -> Tensor:
         if name in receivers:
             for conn in graph.connections_into(name):
                 if conn.sender not in current:
@@ -195,7 +225,7 @@ def _patching_hooks(graph: Graph, a_prime: dict[str, Tensor], mask: EdgeMask, ca
             cache[name] = act
         return act
 
-    return [(h, fn) for h in sorted(senders | receivers | keep)]
+    return [(h, lambda act, hook, h=h: fn(act, h)) for h in sorted(senders | receivers | keep)]
 
 
 @torch.no_grad()
@@ -225,18 +255,22 @@ def run_circuit(
     clean: Float[Tensor, "batch ..."],
     corrupted: Float[Tensor, "batch ..."],
     ablation: str = "resample",
+    *,
+    check_model: bool = True,
 ) -> Float[Tensor, "batch d_out"]:
     """The circuit's logits on ``clean``: edges outside ``circuit`` carry the corrupted activation ``a'``.
 
     ``z_{k+1}[j] = b[j] + sum_i W[j,i] * (a_k[i] if (i->j) in C else a'_k[i])`` (module docstring for
     the general graph form). ``ablation``: "resample" (``a'`` from ``corrupted``), "zero" or "mean".
+    A circuit found on another model (fingerprint or graph, ``Circuit.check_model``) is refused unless
+    ``check_model=False``, for a deliberate transfer such as a fine-tuned model.
     """
     check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     check_ablation(ablation)
     if not isinstance(circuit, Circuit):
         raise TypeError(f"circuit must be a circuits.Circuit, got {type(circuit).__name__}")
     graph = graph_of(model)
-    circuit.check_against(graph)
+    circuit.check_model(model, graph, check_model=check_model)
     clean, corrupted = check_batches(model, clean, corrupted)
     device, _ = model_device_dtype(model)
     a_prime = corrupted_activations(model, corrupted, ablation, graph)

@@ -24,8 +24,10 @@ from typing import Any, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-from circuits.attribution import Metric, resolve_metric, node_slice
 from circuits.graph import Edge, graph_of
+from circuits.metrics import Metric, resolve
+from circuits.patching import check_batches, corrupted_activations, full_mask, model_device_dtype, run_with_mask
+from circuits.protocol_check import check_declaration
 
 
 class PlantedCircuit(NamedTuple):
@@ -42,33 +44,27 @@ def removal_effects(model: Any, clean: Tensor, corrupted: Tensor, metric: Union[
                     edges: Optional[list[Edge]] = None) -> dict[Edge, float]:
     """Exact effect of removing ONE edge from the full model: ``M(full without e) - M(full)``.
 
-    Brute force (one forward pass per edge): the receiver hook r gets its input plus the edge's
-    contribution of ``a'_s - a_s`` (SPEC 4 patching), restricted to receiver node r. ``M`` compares with
-    the clean logits, as in ACDC.
+    Brute force, one patched forward pass per edge through the patching core (``circuits.patching``,
+    SPEC 4: the edge carries ``a'_s`` instead of ``a_s``), resample ablation. ``M`` compares with the
+    clean logits, as in ACDC.
     """
-    fn, _ = resolve_metric(metric, "auto", None)
-    graph = graph_of(model)
+    fn = resolve(metric)
+    clean, corrupted = check_batches(model, clean, corrupted)
+    graph = check_declaration(model, graph_of(model), clean, corrupted)
     edges = list(graph.edges()) if edges is None else list(edges)
     for e in edges:
         graph.check_edge(e)
-    cache: dict[str, dict[str, Tensor]] = {"clean": {}, "bad": {}}
-
-    def saver(which: str):
-        def save(t: Tensor, hook: Any) -> None:
-            cache[which][hook.name] = t.detach()
-        return save
-
+    device, _ = model_device_dtype(model)
     with torch.no_grad():
-        senders = graph.senders()
-        full = model.run_with_hooks(clean, fwd_hooks=[(s, saver("clean")) for s in senders])
-        model.run_with_hooks(corrupted, fwd_hooks=[(s, saver("bad")) for s in senders])
+        a_prime = corrupted_activations(model, corrupted, "resample", graph)
+        full = model(clean)
         base = float(fn(full, full))
-        conns = {(c.sender, c.receiver): c for c in graph.connections}
+        mask = full_mask(graph, device)
         out: dict[Edge, float] = {}
         for e in edges:
-            delta = cache["bad"][e.sender] - cache["clean"][e.sender]
-            shift = conns[(e.sender, e.receiver)].contribute(node_slice(delta, graph.nodes[e.sender], e.sender_index))
-            shift = node_slice(shift, graph.nodes[e.receiver], e.receiver_index)
-            logits = model.run_with_hooks(clean, fwd_hooks=[(e.receiver, lambda t, hook, s=shift: t + s)])
+            m = mask[(e.sender, e.receiver)]
+            m[e.receiver_index, e.sender_index] = False
+            logits, _ = run_with_mask(model, clean, a_prime, mask, graph)
+            m[e.receiver_index, e.sender_index] = True
             out[e] = float(fn(logits, full)) - base
     return out

@@ -31,6 +31,7 @@ from circuits.patching import (
     mask_of_edges,
     model_device_dtype,
 )
+from circuits.protocol_check import check_declaration
 
 ENGINES = ("fast", "reference")
 
@@ -64,6 +65,7 @@ def acdc(
     metric_obj = resolve(metric)
     graph = graph_of(model)
     clean, corrupted = check_batches(model, clean, corrupted)
+    graph = check_declaration(model, graph, clean, corrupted)  # refuses a lying graph; forward order as fired
     device, _ = model_device_dtype(model)
     start_mask = full_mask(graph, device) if edges is None else mask_of_edges(graph, list(edges), device)
 

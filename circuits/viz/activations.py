@@ -43,6 +43,7 @@ def neuron_activations(
     max_examples: int = 16,
     clean_labels: Optional[Sequence[Any]] = None,
     corrupted_labels: Optional[Sequence[Any]] = None,
+    check_model: bool = True,
 ) -> OfflineHTML:
     """Activations ``a_k[i]`` (post-activation) of the circuit's hidden neurons on clean and corrupted examples.
 
@@ -50,7 +51,7 @@ def neuron_activations(
     see its activation on each of the first ``max_examples`` clean and corrupted examples.
     """
     vd.check_model(model)
-    vd.check_circuit(model, circuit)
+    vd.check_circuit(model, circuit, check_model)
     if not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples must be a positive integer, got {max_examples!r}")
     neurons = circuit_hidden_neurons(model, circuit)

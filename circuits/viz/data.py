@@ -26,12 +26,13 @@ def check_model(model: Any) -> None:
         raise TypeError(f"{type(model).__name__} is not a HookedMLP-shaped model (missing {', '.join(missing)})")
 
 
-def check_circuit(model: Any, circuit: Any) -> None:
-    """The circuit belongs to this model's graph; ValueError naming the mismatch otherwise."""
+def check_circuit(model: Any, circuit: Any, check_model: bool = True) -> None:
+    """The circuit belongs to this model (its graph and, unless ``check_model=False``, its fingerprint:
+    ``Circuit.check_model``); ValueError naming the mismatch otherwise."""
     if not isinstance(circuit, Circuit):
         raise TypeError(f"circuit must be a circuits.Circuit, got {type(circuit).__name__}")
     try:
-        circuit.check_against(graph_of(model))
+        circuit.check_model(model, graph_of(model), check_model=check_model)
     except ValueError as err:
         raise ValueError(f"the circuit does not belong to this model: {err}") from err
 

@@ -105,6 +105,7 @@ def circuit_graph(
     input_shape: Optional[Sequence[int]] = (28, 28),
     output_labels: Optional[Sequence[Any]] = None,
     title: Optional[str] = None,
+    check_model: bool = True,
 ) -> CircuitGraph:
     """An interactive, self-contained view of ``circuit`` on ``model`` (a ``HookedMLP``).
 
@@ -115,14 +116,15 @@ def circuit_graph(
     is a heat map ``heat[i] = sum_j |v_ij|`` over the pixel's circuit edges when ``input_shape`` is given.
 
     Raises:
-        ValueError: the circuit is not from this model (hook names, indices, total edge count), an
+        ValueError: the circuit is not from this model (hook names, indices, total edge count; its graph
+            signature or model fingerprint, unless ``check_model=False`` for a deliberate transfer), an
             unknown ``layout`` / ``width_by``, an ``input_shape`` or ``output_labels`` that does not fit.
         TypeError: ``model`` is not HookedMLP-shaped or ``circuit`` is not a ``Circuit``.
     """
     check_layout(layout)
     vd.check_width_by(width_by)
     vd.check_model(model)
-    vd.check_circuit(model, circuit)
+    vd.check_circuit(model, circuit, check_model)
     shape = vd.check_input_shape(model, input_shape)
     labels = vd.check_output_labels(model, output_labels)
     if title is None:

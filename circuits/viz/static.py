@@ -96,6 +96,7 @@ def draw_network(
     title: Optional[str] = None,
     weight_scale: Optional[float] = None,
     emphasis: bool = True,
+    check_model: bool = True,
 ) -> Axes:
     """Draw ``model`` (or ``circuit`` on it) at the neurons' coordinates, layers stacked vertically.
 
@@ -108,13 +109,14 @@ def draw_network(
     circuit is visibly a subset of the full drawing (``network_vs_circuit`` does this).
 
     Raises:
-        ValueError: a circuit from another model, unknown ``layout`` / ``width_by``, bad ``output_labels``.
+        ValueError: a circuit from another model (its graph, or its fingerprint unless ``check_model=False``
+            for a deliberate transfer), unknown ``layout`` / ``width_by``, bad ``output_labels``.
     """
     vd.check_width_by(width_by)
     check_layout(layout)
     vd.check_model(model)
     if circuit is not None:
-        vd.check_circuit(model, circuit)
+        vd.check_circuit(model, circuit, check_model)
     labels = vd.check_output_labels(model, output_labels)
     lay = node_layout(model, layout, None)
     if ax is None:
@@ -168,6 +170,7 @@ def network_vs_circuit(
     width_by: str = "weight",
     layout: str = "bimt",
     dpi: int = 150,
+    check_model: bool = True,
 ) -> Figure:
     """The paper's Figure 2: the full network (left) beside the circuit (right), saved to ``path``.
 
@@ -181,12 +184,13 @@ def network_vs_circuit(
     vd.check_width_by(width_by)
     check_layout(layout)
     vd.check_model(model)
-    vd.check_circuit(model, circuit)
+    vd.check_circuit(model, circuit, check_model)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 7))
     shared = width_by == "weight" or vd.effective_width_by(circuit, width_by) == "weight"
     scale = float(np.abs(_all_edges(model)[3]).max()) if shared else None
     draw_network(model, None, a, layout=layout, title=titles[0], weight_scale=scale)
     draw_network(model, circuit, b, width_by=width_by, layout=layout, weight_scale=scale, emphasis=not shared,
+                 check_model=False,  # checked above
                  title=f"{titles[1]} ({circuit.n_edges} of {circuit.n_total_edges} edges)")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.02)
     if target is not None:
