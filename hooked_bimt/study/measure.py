@@ -4,7 +4,8 @@ Per discovery unit (regime x seed x task x example batch), in float64:
 
 - ACDC (``circuits.acdc``, fast engine, KL metric, resample ablation, the preset's threshold);
 - ``circuits.evaluate``: circuit logit gap ``mean |logits_full - logits_circuit|``, KL, logit-difference
-  recovery ``mean circuit logit diff / mean full logit diff``, edge and node sparsity, accuracies;
+  recovery ``(LD_circuit - LD_ablated) / (LD_full - LD_ablated)`` (SPEC 5; LD_ablated: the corrupted run),
+  edge and node sparsity, accuracies;
 - ``circuits.node_patching``: fraction of the clean logit difference each hidden neuron restores,
   summarised by its maximum and the count of neurons restoring >= 10%.
 """
@@ -22,7 +23,7 @@ import torch
 KEY_COLUMNS = ("regime", "seed", "task", "batch")
 PAIR_COLUMNS = ("threshold", "n_candidates", "n_used", "n_dropped")
 EVAL_COLUMNS = (
-    "logit_gap", "kl", "logit_diff_full", "logit_diff_circuit", "logit_diff_recovery", "accuracy", "full_accuracy",
+    "logit_gap", "kl", "logit_diff_full", "logit_diff_circuit", "logit_diff_ablated", "logit_diff_recovery", "accuracy", "full_accuracy",
     "n_edges", "n_total_edges", "edge_sparsity", "n_nodes", "node_sparsity",
 )
 DISCOVERY_COLUMNS = ("discovery_seconds", "node_patching_seconds", "node_patch_max", "node_patch_n_above_10pct")
