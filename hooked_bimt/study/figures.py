@@ -78,7 +78,8 @@ def frontier_figure(summary: Summary, task: str, path: Path, *, regimes: Sequenc
         ax.set_xlabel("edges kept = 1 - edge sparsity (fraction of all edges, log)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
     fig.suptitle(f"{task}: sparsity / faithfulness frontier over ACDC thresholds (95% bootstrap bands)", fontsize=10)
     fig.tight_layout()
     caption = (f"Task {task}. One point per ACDC threshold (mean over seeds x batches), band = 95% bootstrap interval "
