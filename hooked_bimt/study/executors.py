@@ -112,16 +112,21 @@ def run_jobs(fn: Callable[..., list[str]], calls: Sequence[tuple], *, kind: str,
             on_done(_wait(job))
         return
     pending, running, errors = list(calls), [], []
-    while pending or running:
-        while pending and len(running) < jobs:
-            running.append(ex.submit(fn, *pending.pop(0)))
-        time.sleep(0.2)
-        for job in [j for j in running if j.done()]:
-            running.remove(job)
-            try:
-                on_done(_wait(job))
-            except RuntimeError as err:
-                errors.append(err)
-                pending.clear()
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                running.append(ex.submit(fn, *pending.pop(0)))
+            time.sleep(0.2)
+            for job in [j for j in running if j.done()]:
+                running.remove(job)
+                try:
+                    on_done(_wait(job))
+                except RuntimeError as err:
+                    errors.append(err)
+                    pending.clear()
+    except BaseException:  # Ctrl-C or an error here: stop the subprocesses too (finished units are kept)
+        for job in running:
+            job.cancel()
+        raise
     if errors:
         raise errors[0]
