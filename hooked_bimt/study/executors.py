@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import hooked_bimt
-
 EXECUTORS = ("inline", "local", "slurm")
 LOCAL_TIMEOUT_MIN = 24 * 60  # submitit's LocalExecutor kills a job after 2 minutes unless told otherwise
 
@@ -53,7 +51,7 @@ def check_executor(kind: str, jobs: int, threads: int, slurm: SlurmOptions | Non
 
 
 def _pythonpath_setup() -> list[str]:
-    root = str(Path(hooked_bimt.__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding the hooked_bimt package
     return [f"export PYTHONPATH={shlex.quote(root)}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
 
