@@ -27,7 +27,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/hooked-bimt reproduce --preset quick --out $(DEMO_OUT) --jobs 2
+	$(VENV)/bin/hooked-bimt reproduce --preset quick --out $(DEMO_OUT) --executor local --jobs 2
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done

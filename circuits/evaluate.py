@@ -2,8 +2,11 @@
 
 - ``logit_gap``: ``mean_{b,c} |logits_full[b,c] - logits_circuit[b,c]|``
 - ``kl``: ``KL(softmax(full) || softmax(circuit))`` averaged over the batch
-- ``logit_diff_full`` / ``logit_diff_circuit``: mean task logit difference ``LD(logits) -> (batch,)``
-  (default ``logits[clean_label] - logits[corrupt_label]``); ``logit_diff_recovery`` = circuit / full
+- ``logit_diff_full`` / ``logit_diff_circuit`` / ``logit_diff_ablated``: mean task logit difference
+  ``LD(logits) -> (batch,)`` (default ``logits[clean_label] - logits[corrupt_label]``) of the full model,
+  the circuit, and the empty circuit under the same ablation (for resample: the corrupted run)
+- ``logit_diff_recovery`` (SPEC 5, IOI / ACDC "logit difference recovered"):
+  ``(LD_circuit - LD_ablated) / (LD_full - LD_ablated)``: full circuit 1, empty circuit 0 (NaN if LD_full == LD_ablated)
 - ``accuracy`` (circuit argmax == clean label) and ``full_accuracy``
 - ``n_edges``, ``edge_sparsity = 1 - n_edges / n_total_edges``
 - ``n_nodes``, ``node_sparsity = 1 - n_nodes / n_hidden``: a hidden node is in the circuit when an
@@ -99,9 +102,10 @@ def evaluate(
         "node_sparsity": 1.0 - n_nodes / n_hidden if n_hidden else 0.0,
     }
     if logit_diff is not None:
-        ld_full, ld_circ = float(logit_diff(full).mean()), float(logit_diff(circ).mean())
-        out.update(logit_diff_full=ld_full, logit_diff_circuit=ld_circ,
-                   logit_diff_recovery=ld_circ / ld_full if ld_full != 0 else float("nan"))
+        empty = run_circuit(model, Circuit.empty(graph), clean, corrupted, ablation=ablation)
+        ld_full, ld_circ, ld_abl = (float(logit_diff(x).mean()) for x in (full, circ, empty))
+        out.update(logit_diff_full=ld_full, logit_diff_circuit=ld_circ, logit_diff_ablated=ld_abl,
+                   logit_diff_recovery=(ld_circ - ld_abl) / (ld_full - ld_abl) if ld_full != ld_abl else float("nan"))
     if cl is not None:
         out["accuracy"] = float((circ.argmax(-1) == cl).double().mean())
         out["full_accuracy"] = float((full.argmax(-1) == cl).double().mean())

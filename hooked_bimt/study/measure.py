@@ -1,10 +1,12 @@
 """One unit of work each: train a model, or discover and measure one circuit (SPEC 5).
 
-Per discovery unit (regime x seed x task x example batch), in float64:
+Per example batch (regime x seed x task x batch), in float64, ``node_patching_unit`` once and
+``discover_unit`` once per ACDC threshold:
 
-- ACDC (``circuits.acdc``, fast engine, KL metric, resample ablation, the preset's threshold);
+- ACDC (``circuits.acdc``, fast engine, KL metric, resample ablation, one of the preset's thresholds);
 - ``circuits.evaluate``: circuit logit gap ``mean |logits_full - logits_circuit|``, KL, logit-difference
-  recovery ``mean circuit logit diff / mean full logit diff``, edge and node sparsity, accuracies;
+  recovery ``(LD_circuit - LD_ablated) / (LD_full - LD_ablated)`` (SPEC 5; LD_ablated: the corrupted run),
+  edge and node sparsity, accuracies;
 - ``circuits.node_patching``: fraction of the clean logit difference each hidden neuron restores,
   summarised by its maximum and the count of neurons restoring >= 10%.
 """
@@ -19,10 +21,10 @@ import numpy as np
 import torch
 
 # Columns of results.csv, in order. Wall-clock columns differ between two runs of the same configuration.
-KEY_COLUMNS = ("regime", "seed", "task", "batch")
-PAIR_COLUMNS = ("threshold", "n_candidates", "n_used", "n_dropped")
+KEY_COLUMNS = ("regime", "seed", "task", "batch", "threshold")
+PAIR_COLUMNS = ("n_candidates", "n_used", "n_dropped")
 EVAL_COLUMNS = (
-    "logit_gap", "kl", "logit_diff_full", "logit_diff_circuit", "logit_diff_recovery", "accuracy", "full_accuracy",
+    "logit_gap", "kl", "logit_diff_full", "logit_diff_circuit", "logit_diff_ablated", "logit_diff_recovery", "accuracy", "full_accuracy",
     "n_edges", "n_total_edges", "edge_sparsity", "n_nodes", "node_sparsity",
 )
 DISCOVERY_COLUMNS = ("discovery_seconds", "node_patching_seconds", "node_patch_max", "node_patch_n_above_10pct")
@@ -63,12 +65,11 @@ def discovery_model(model: torch.nn.Module, device: str) -> torch.nn.Module:
     return copy.deepcopy(model).to(device=device, dtype=DISCOVERY_DTYPE).eval()
 
 
-def discover_unit(model64: torch.nn.Module, task: Any, batch: Any, threshold: float) -> tuple[Any, dict, dict]:
-    """ACDC + evaluation + node patching on one batch; returns (circuit, measures row, node patching lists)."""
+def discover_unit(model64: torch.nn.Module, task: Any, batch: Any, threshold: float) -> tuple[Any, dict[str, Any]]:
+    """ACDC at ``threshold`` + evaluation on one batch; returns (circuit, measures row)."""
     # Import the functions from their modules: ``circuits.acdc`` the attribute is shadowed by the submodule.
     from circuits.acdc import acdc
     from circuits.evaluate import evaluate
-    from circuits.node_patching import node_patching
 
     circuit = acdc(
         model64, batch.clean, batch.corrupted, threshold=threshold, metric="kl", ablation="resample",
@@ -78,16 +79,21 @@ def discover_unit(model64: torch.nn.Module, task: Any, batch: Any, threshold: fl
         model64, circuit, batch.clean, batch.corrupted, clean_labels=batch.clean_labels,
         corrupt_labels=batch.corrupt_labels, logit_diff=task.logit_diff, ablation="resample",
     )
+    row = {k: _plain(ev.get(k)) for k in EVAL_COLUMNS}
+    row["n_total_edges"] = circuit.n_total_edges
+    row.update(threshold=threshold, n_candidates=batch.n_candidates, n_used=batch.n_used, n_dropped=batch.n_dropped,
+               discovery_seconds=float(circuit.seconds))
+    return circuit, row
+
+
+def node_patching_unit(model64: torch.nn.Module, task: Any, batch: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Node patching on one batch (independent of the ACDC threshold); returns (row fields, per-neuron lists)."""
+    from circuits.node_patching import node_patching
+
     t0 = time.perf_counter()
     restored = node_patching(model64, batch.clean, batch.corrupted, task.logit_diff)
     np_seconds = time.perf_counter() - t0
     flat = torch.cat([v.detach().flatten().double().cpu() for v in restored.values()])
-    row = {k: _plain(ev.get(k)) for k in EVAL_COLUMNS}
-    row["n_total_edges"] = circuit.n_total_edges
-    row.update(
-        threshold=threshold, n_candidates=batch.n_candidates, n_used=batch.n_used, n_dropped=batch.n_dropped,
-        discovery_seconds=float(circuit.seconds), node_patching_seconds=np_seconds,
-        node_patch_max=float(flat.max()) if flat.numel() else 0.0,
-        node_patch_n_above_10pct=int((flat >= 0.1).sum()),
-    )
-    return circuit, row, {k: _plain(v.detach().cpu()) for k, v in restored.items()}
+    row = {"node_patching_seconds": np_seconds, "node_patch_max": float(flat.max()) if flat.numel() else 0.0,
+           "node_patch_n_above_10pct": int((flat >= 0.1).sum())}
+    return row, {k: _plain(v.detach().cpu()) for k, v in restored.items()}

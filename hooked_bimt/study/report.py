@@ -1,19 +1,13 @@
-"""report.md: set-up, figures, tables, and a verdict for each of the paper's four claims (SPEC 1).
+"""report.md: set-up, measures, verdicts for each of the paper's four claims (SPEC 1), figures, tables.
 
-Verdict rule for claims 1-3 (BIMT vs every other regime, per task, on the 95% bootstrap intervals):
-
-- reproduced: BIMT's mean is the best (lowest logit gap / highest edge sparsity / lowest discovery
-  time) AND its interval overlaps no other regime's AND it has >= 2 samples;
-- mixed: BIMT's mean is the best, but an interval overlaps (or there is only one sample);
-- not reproduced: another regime's mean is better.
-Over tasks: reproduced if reproduced on every task, not reproduced if not reproduced on every task,
-mixed otherwise. Each task's evidence also compares BIMT with every regime on its own (the paper's
-Figure 2 is BIMT vs L1): *better* / *worse* when the intervals separate, *tied* when they overlap.
+Claims 1-3 (BIMT vs every other regime, per task) are judged at matched sparsity on the threshold
+sweeps: the rule is ``frontier``'s (stated in the report too). Over tasks: reproduced if reproduced on
+every task, not reproduced if not reproduced on every task, mixed otherwise.
 
 Claim 4 (swaps cost training memory, the paper: ~1.5x): each swap regime against its no-swap twin,
-the same loss without swaps (bimt / l1_local, l1_swap / l1); r = the mean of those ratios.
-Reproduced if r >= 1.2 and each swap regime's interval lies above its twin's (>= 2 seeds); not
-reproduced if r <= 1.05 (no memory cost worth the name); mixed otherwise.
+the same loss without swaps (bimt and bimt_original / l1_local, l1_swap and l1_swap_original / l1);
+r = the mean of those ratios. Reproduced if r >= 1.2 and each swap regime's interval lies above its
+twin's (>= 2 seeds); not reproduced if r <= 1.05 (no memory cost worth the name); mixed otherwise.
 """
 
 from __future__ import annotations
@@ -22,15 +16,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hooked_bimt.atomic import atomic_write_text
+from hooked_bimt.study import frontier
 from hooked_bimt.study.bootstrap import Interval
-from hooked_bimt.study.summary import Summary
+from hooked_bimt.study.summary import Training
 
 TARGET = "bimt"
-SWAP_TWINS = {"bimt": "l1_local", "l1_swap": "l1"}  # swap regime -> the same loss without swaps
+# swap regime -> the same loss without swaps (the *_original faithful modes of issue 14 included)
+SWAP_TWINS = {"bimt": "l1_local", "l1_swap": "l1", "bimt_original": "l1_local", "l1_swap_original": "l1"}
+SWAP_SEMANTICS = (("bimt", "bimt_original"), ("l1_swap", "l1_swap_original"))
+# claim, text, x-axis, compared measure, lower is better
 CLAIMS = (
-    ("1", "BIMT circuits have a lower circuit logit gap", "logit_gap", True),
-    ("2", "BIMT circuits have a higher edge sparsity", "edge_sparsity", False),
-    ("3", "BIMT circuits are discovered faster (ACDC wall-clock)", "discovery_seconds", True),
+    ("1", "BIMT circuits have a lower circuit logit gap (at matched edge sparsity)", "log_edges", "logit_gap", True),
+    ("2", "BIMT circuits have a higher edge sparsity (at matched logit gap)", "logit_gap", "edge_sparsity", False),
+    ("3", "BIMT circuits are discovered faster (ACDC wall-clock, at matched edge sparsity)", "log_edges",
+     "discovery_seconds", True),
 )
 
 
@@ -38,40 +37,6 @@ def _fmt(iv: Interval | None, scale: float = 1.0) -> str:
     if iv is None:
         return "n/a"
     return f"{iv.mean * scale:.4g} [{iv.low * scale:.4g}, {iv.high * scale:.4g}]"
-
-
-def _pairwise(t: Interval, others: dict[str, Interval], lower: bool) -> str:
-    """'vs l1 better, vs l1_local tied, ...': separated intervals decide, overlapping ones tie."""
-    words = []
-    for r, iv in others.items():
-        if t.overlaps(iv):
-            words.append(f"vs {r} tied")
-        else:
-            words.append(f"vs {r} {'better' if (t.mean < iv.mean) == lower else 'worse'}")
-    return "bimt " + ", ".join(words)
-
-
-def _one_task(summary: Summary, task: str, measure: str, lower: bool, regimes: Sequence[str]) -> tuple[str, str]:
-    ivs = {r: summary.get((r, task), {}).get(measure) for r in regimes}
-    ivs = {r: iv for r, iv in ivs.items() if iv is not None}
-    if TARGET not in ivs or len(ivs) < 2:
-        return "not evaluated", f"{task}: bimt or the other regimes are missing"
-    t = ivs[TARGET]
-    others = {r: iv for r, iv in ivs.items() if r != TARGET}
-    best = all((t.mean < iv.mean) if lower else (t.mean > iv.mean) for iv in others.values())
-    overlap = [r for r, iv in others.items() if t.overlaps(iv)]
-    nums = ", ".join(f"{r} {_fmt(iv)}" for r, iv in ivs.items())
-    if not best:
-        verdict = "not reproduced"
-    elif t.n < 2:
-        verdict = "mixed"
-        nums += " (one sample: no interval)"
-    elif overlap:
-        verdict = "mixed"
-        nums += f" (bimt's interval overlaps {', '.join(overlap)})"
-    else:
-        verdict = "reproduced"
-    return verdict, f"{task}: {verdict}; {nums}; {_pairwise(t, others, lower)}"
 
 
 def _combine(verdicts: list[str]) -> str:
@@ -85,12 +50,8 @@ def _combine(verdicts: list[str]) -> str:
     return "mixed"
 
 
-def _memory_claim(summary: Summary, regimes: Sequence[str]) -> tuple[str, str]:
-    per = {}
-    for r in regimes:
-        iv = next((ivs.get("peak_memory_bytes") for (rr, _), ivs in sorted(summary.items()) if rr == r), None)
-        if iv is not None:
-            per[r] = iv
+def _memory_claim(training: Training, regimes: Sequence[str]) -> tuple[str, str]:
+    per = {r: training[r]["peak_memory_bytes"] for r in regimes if "peak_memory_bytes" in training.get(r, {})}
     pairs = [(s, t) for s, t in SWAP_TWINS.items() if s in per and t in per and per[t].mean > 0]
     if not pairs:
         return "not evaluated", "peak training memory missing for a swap regime or its no-swap twin"
@@ -104,36 +65,45 @@ def _memory_claim(summary: Summary, regimes: Sequence[str]) -> tuple[str, str]:
     return verdict, f"swap / no-swap twin peak memory ratio {ratio:.3f} ({twins}; paper: ~1.5); {nums}"
 
 
-def _cost_lines(summary: Summary, regimes: Sequence[str]) -> list[str]:
+def _cost_lines(training: Training, regimes: Sequence[str]) -> list[str]:
     """Descriptive comparison (no verdict): seconds per training step and inference latency per regime."""
     lines = []
     for measure, label in (("seconds_per_step", "training s / step"), ("inference_ms_per_batch", "inference ms / batch")):
-        per = []
-        for r in regimes:
-            iv = next((ivs.get(measure) for (rr, _), ivs in sorted(summary.items()) if rr == r and measure in ivs), None)
-            if iv is not None:
-                per.append(f"{r} {_fmt(iv)}")
+        per = [f"{r} {_fmt(training[r][measure])}" for r in regimes if measure in training.get(r, {})]
         if per:
             lines.append(f"{label} (compared, no verdict): " + ", ".join(per))
     return lines
 
 
-def verdicts(summary: Summary, tasks: Sequence[str], regimes: Sequence[str]) -> list[dict[str, Any]]:
-    """The four claims with their verdict and the numbers behind it."""
+def verdicts(rows: Sequence[dict[str, Any]], training: Training, tasks: Sequence[str],
+             regimes: Sequence[str]) -> list[dict[str, Any]]:
+    """The four claims with their verdict and the numbers behind it (``rows``: results.csv's rows)."""
     out = []
-    for num, text, measure, lower in CLAIMS:
-        per_task = [_one_task(summary, t, measure, lower, regimes) for t in tasks]
-        out.append({"claim": num, "text": text, "measure": measure,
+    for num, text, x, y, lower in CLAIMS:
+        per_task = [frontier.matched(rows, t, regimes, target=TARGET, x=x, y=y, lower=lower) for t in tasks]
+        out.append({"claim": num, "text": text, "measure": y,
                     "verdict": _combine([v for v, _ in per_task]), "evidence": [e for _, e in per_task]})
-    v, e = _memory_claim(summary, regimes)
+    v, e = _memory_claim(training, regimes)
     out.append({"claim": "4", "text": "BIMT's swaps cost training memory (~1.5x); training time and inference compared",
-                "measure": "peak_memory_bytes", "verdict": v, "evidence": [e, *_cost_lines(summary, regimes)]})
+                "measure": "peak_memory_bytes", "verdict": v, "evidence": [e, *_cost_lines(training, regimes)]})
     return out
+
+
+def swap_semantics(rows: Sequence[dict[str, Any]], tasks: Sequence[str], regimes: Sequence[str]) -> list[str]:
+    """Descriptive lines: each regime vs its faithful ``*_original`` mode, logit gap at matched edge sparsity."""
+    lines = []
+    for ours, original in SWAP_SEMANTICS:
+        if ours in regimes and original in regimes:
+            for t in tasks:
+                _, ev = frontier.matched(rows, t, (ours, original), target=ours, x="log_edges", y="logit_gap",
+                                         lower=True)
+                lines.append(f"{ours} vs {original}, {ev}")
+    return lines
 
 
 def _table(rows: list[dict[str, Any]], measures: Sequence[tuple[str, str, float]], per_task: bool = True) -> str:
     """Markdown table of ``mean [low, high]``; ``per_task=False``: one row per regime (training measures)."""
-    keys = ("regime", "task", "n") if per_task else ("regime", "seeds")
+    keys = ("regime", "task", "threshold", "n") if per_task else ("regime", "seeds")
     lines = ["| " + " | ".join(keys) + " | " + " | ".join(label for _, label, _ in measures) + " |",
              "|" + "---|" * (len(keys) + len(measures))]
     seen = set()
@@ -147,40 +117,68 @@ def _table(rows: list[dict[str, Any]], measures: Sequence[tuple[str, str, float]
                 cells.append(_fmt(Interval(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"], 0), scale))
             else:
                 cells.append("n/a")
-        head = [r["regime"], r["task"], str(r["n"])] if per_task else [r["regime"], str(r.get("n_seeds", "?"))]
+        head = ([r["regime"], r["task"], f"{float(r['threshold']):g}", str(r["n"])] if per_task
+                else [r["regime"], str(r.get("n_seeds", "?"))])
         lines.append("| " + " | ".join(head + cells) + " |")
     return "\n".join(lines)
 
 
-CIRCUIT_TABLE = (("logit_gap", "logit gap", 1.0), ("edge_sparsity", "edge sparsity", 1.0),
-                 ("node_sparsity", "node sparsity", 1.0), ("discovery_seconds", "discovery s", 1.0),
-                 ("logit_diff_recovery", "logit-diff recovery", 1.0))
+CIRCUIT_TABLE = (("edge_sparsity", "edge sparsity", 1.0), ("logit_gap", "logit gap", 1.0),
+                 ("logit_diff_recovery", "LD recovery", 1.0), ("kl", "KL (nats)", 1.0),
+                 ("node_sparsity", "node sparsity", 1.0), ("discovery_seconds", "discovery s", 1.0))
 TRAIN_TABLE = (("test_accuracy", "test acc", 1.0), ("train_seconds", "train s", 1.0),
                ("seconds_per_step", "s / step", 1.0), ("peak_memory_bytes", "peak MiB", 1 / 2**20),
                ("inference_ms_per_batch", "inference ms / batch", 1.0))
+MEASURES_TEXT = (
+    "All circuit measures are on the clean batch of a unit (regime x seed x task x example batch x threshold), "
+    "the circuit run with resample ablation (edges outside it carry the corrupted run's activation), float64.",
+    "- **logit gap**: mean over examples and the 10 classes of |logits_full - logits_circuit| (logit units; lower "
+    "is more faithful).",
+    "- **KL**: KL(softmax(full logits) || softmax(circuit logits)) averaged over the batch (nats); the quantity "
+    "ACDC thresholds.",
+    "- **LD recovery** (logit-difference recovery, SPEC 5): (LD_circuit - LD_ablated) / (LD_full - LD_ablated), LD "
+    "the mean task logit difference (8 vs 3: logit[8] - logit[3]; circle: logsumexp of the loop digits' logits "
+    "minus that of the others), LD_ablated that of the empty circuit, i.e. the corrupted run: 1 = the full "
+    "model's, 0 = none (dimensionless).",
+    "- **edge sparsity**: 1 - edges in the circuit / all edges of the 784-100-100-10 graph (89,400); the "
+    "frontier figures plot edges kept = 1 - edge sparsity on a log axis. **node sparsity**: the same over the "
+    "200 hidden neurons (a neuron counts when a circuit edge touches it).",
+    "- **discovery time**: wall-clock seconds of one `circuits.acdc` call (fast engine, one CPU thread per job; "
+    "comparable within one run only).",
+    "- **training measures**: test accuracy; wall seconds per step; peak memory (method stated in the set-up); "
+    "inference milliseconds per batch. One value per trained model.",
+    "- **95% intervals**: percentile bootstrap, 2000 resamples (seed 0), over seeds x example batches (training "
+    "measures: over seeds); frontier differences: paired over (seed, batch).",
+)
 
 
-def write_report(path: str | Path, *, setup: dict[str, Any], summary: Summary, rows: list[dict[str, Any]],
-                 figures: Sequence[Path], tasks: Sequence[str], regimes: Sequence[str]) -> Path:
-    """Write report.md (set-up, verdicts, figures, tables); returns its path."""
+def write_report(path: str | Path, *, setup: dict[str, Any], results: Sequence[dict[str, Any]], training: Training,
+                 rows: list[dict[str, Any]], figures: Sequence[tuple[Path, str]], tasks: Sequence[str],
+                 regimes: Sequence[str]) -> Path:
+    """Write report.md; ``results``: results.csv's rows, ``rows``: summary.csv's, ``figures``: (path, caption)."""
     path = Path(path)
     parts = ["# hooked-bimt: reproduction of Nainani 2024 (arXiv 2401.03646) on MNIST", "", "## Set-up", ""]
     parts += [f"- **{k}**: {v}" for k, v in setup.items()]
-    parts += ["", "## The paper's claims", "", "Verdict rule (claims 1-3, per task, 95% bootstrap intervals): "
-              "*reproduced* if BIMT's mean is the best of all regimes, it has >= 2 samples and its interval "
-              "overlaps no other regime's; *mixed* if best but overlapping (or one sample); *not reproduced* "
-              "if another regime's mean is better; over tasks: reproduced/not reproduced only if so on every "
-              "task, else mixed; the pairwise words compare BIMT with each regime alone (better / worse when "
-              "the intervals separate, tied when they overlap). Claim 4: r = mean over the swap regimes of "
-              "their peak training memory / their no-swap twin's (bimt / l1_local, l1_swap / l1); "
-              "reproduced if r >= 1.2 and each pair's intervals separate (>= 2 seeds), not reproduced if "
-              "r <= 1.05, mixed otherwise.", ""]
-    for v in verdicts(summary, tasks, regimes):
+    parts += ["", "## Measures", "", *MEASURES_TEXT, ""]
+    parts += ["## The paper's claims", "", "Claims 1-3 are judged at matched sparsity, on each regime's frontier "
+              "(its points over the ACDC thresholds): " + " ".join(frontier.__doc__.split("The rule (stated in the "
+              "report):")[1].split()) + " Over tasks: reproduced / not reproduced only if so on every task, else "
+              "mixed. Claim 4: r = mean over the swap regimes of their peak training memory / their no-swap twin's "
+              "(bimt and bimt_original / l1_local, l1_swap and l1_swap_original / l1); reproduced if r >= 1.2 and "
+              "each pair's intervals separate (>= 2 seeds), not reproduced if r <= 1.05, mixed otherwise.", ""]
+    for v in verdicts(results, training, tasks, regimes):
         parts.append(f"### Claim {v['claim']}: {v['text']} — **{v['verdict']}**")
         parts += [f"- {e}" for e in v["evidence"]] + [""]
+    semantics = swap_semantics(results, tasks, regimes)
+    if semantics:
+        parts += ["## Swap semantics (descriptive, no verdict)", "",
+                  "Our swap rule vs the original notebook's (SPEC 2), logit gap at matched edge sparsity:", ""]
+        parts += [f"- {line}" for line in semantics] + [""]
     parts += ["## Figures", ""]
-    parts += [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
-    parts += ["## Circuits (mean [95% interval] over seeds x example batches)", "", _table(rows, CIRCUIT_TABLE), ""]
+    for f, caption in figures:
+        parts += [f"![{f.stem}](figures/{f.name})", "", f"*{f.stem}*: {caption}", ""]
+    parts += ["## Circuits per threshold (mean [95% interval] over seeds x example batches)", "",
+              _table(rows, CIRCUIT_TABLE), ""]
     parts += ["## Training cost (mean [95% interval] over seeds)", "", _table(rows, TRAIN_TABLE, per_task=False), "",
               "Per-unit numbers: `results.csv`; these tables: `summary.csv`.", ""]
     return atomic_write_text(path, "\n".join(parts))

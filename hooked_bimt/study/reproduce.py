@@ -1,12 +1,17 @@
 """``hooked-bimt reproduce``: train every regime x seed, discover and measure circuits, write the report.
 
     hooked-bimt reproduce --preset quick|paper|smoke --out DIR [--seeds N] [--device cpu|cuda]
+        [--thresholds 1e-5,1e-4] [--executor inline|local|slurm] [--jobs N] [--threads T]
+        [--slurm-partition P --slurm-time MIN --slurm-gpus G --slurm-cpus C --slurm-mem-gb M --slurm-account A]
     python -m hooked_bimt.study ...        (the same, without the main CLI)
 
-Resumable: each trained model and each discovery unit is written atomically under DIR as soon as it
-is finished (``units``); running the same command again redoes only what is missing, reusing stored
-numbers (timings included), so a resumed run ends with the same results. DIR holding another
-configuration is refused; a corrupt unit is moved aside (``*.corrupt-N``) and recomputed.
+One job per trained model (regime x seed): train it, then every discovery unit of it (task x example
+batch x ACDC threshold); jobs run on the executor asked for (``executors``: in-process, local
+subprocesses, Slurm), at most ``--jobs`` at once. Resumable: each trained model and each discovery unit
+is written atomically under DIR as soon as it is finished (``units``); running the same command again
+redoes only what is missing, reusing stored numbers (timings included), so a resumed run ends with the
+same results, whatever the executor. DIR holding another configuration is refused; a corrupt unit is
+moved aside (``*.corrupt-N``) and recomputed.
 """
 
 from __future__ import annotations
@@ -21,74 +26,90 @@ import torch
 
 from circuits.validate import check_output_dir
 from hooked_bimt.study.environment import machine  # noqa: F401  (re-exported: reproduce.machine)
-from hooked_bimt.study.presets import PRESETS, Preset, get_preset, training_data
+from hooked_bimt.study.executors import EXECUTORS, SlurmOptions, check_executor
+from hooked_bimt.study.presets import PRESETS, Preset, get_preset
 from hooked_bimt.study.tasks import get_task
 from hooked_bimt.study.units import RunStore
 from hooked_bimt.validate import check_device as _check_device
 
 
-def study_config(preset: Preset, seeds: int, device: str, threshold: float, tasks: Sequence[str]) -> dict[str, Any]:
-    """Everything that determines the results; stored in DIR/run.json and compared on resume."""
+def study_config(preset: Preset, seeds: int, device: str, thresholds: Sequence[float],
+                 tasks: Sequence[str]) -> dict[str, Any]:
+    """Everything that determines the results; stored in DIR/run.json, compared on resume, read by the jobs."""
     cfg = preset.train_config()
     return {
         "preset": preset.name, "regimes": list(preset.regimes), "seeds": list(range(seeds)), "tasks": list(tasks),
-        "n_batches": preset.n_batches, "batch_size": preset.batch_size, "threshold": threshold,
+        "n_batches": preset.n_batches, "batch_size": preset.batch_size, "thresholds": list(thresholds),
         "acdc": {"engine": "fast", "metric": "kl", "ablation": "resample", "dtype": "float64"},
         "train_config": cfg.to_dict(), "train_subset": preset.train_subset, "device": device,
     }
 
 
-def _validate(preset: str, seeds: int | None, device: str, threshold: float | None, tasks: Sequence[str] | None):
+def _check_thresholds(thresholds: Any) -> list[float]:
+    if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
+        thresholds = [thresholds]
+    thr = list(thresholds)
+    if not thr or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < float("inf")
+                          for t in thr):
+        raise ValueError(f"thresholds must be one or more positive numbers, got {thresholds!r}")
+    if len({float(t) for t in thr}) != len(thr):
+        raise ValueError(f"thresholds must be distinct, got {thresholds!r}")
+    return sorted(float(t) for t in thr)
+
+
+def _validate(preset: str, seeds: int | None, device: str, thresholds: Any, tasks: Sequence[str] | None):
     p = get_preset(preset)
     n_seeds = p.n_seeds if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
-    thr = p.threshold if threshold is None else threshold
-    if not isinstance(thr, (int, float)) or not thr > 0:
-        raise ValueError(f"threshold must be a positive number, got {threshold!r}")
+    thr = _check_thresholds(p.thresholds if thresholds is None else thresholds)
     task_objs = [get_task(t) for t in (p.tasks if tasks is None else tasks)]
     if not task_objs:
         raise ValueError("at least one task is needed")
-    return p, n_seeds, _check_device(device), float(thr), task_objs
+    return p, n_seeds, _check_device(device), thr, task_objs
 
 
 def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None = None, device: str = "cpu", *,
-              threshold: float | None = None, tasks: Sequence[str] | None = None, progress: bool = True,
-              jobs: int = 1) -> Path:
+              thresholds: Sequence[float] | float | None = None, tasks: Sequence[str] | None = None,
+              progress: bool = True, jobs: int = 1, executor: str | None = None, threads: int = 1,
+              slurm: SlurmOptions | None = None) -> Path:
     """Run (or resume) the study into ``out``; returns the path of ``report.md``.
 
-    ``seeds``: number of seeds (0..N-1), default the preset's; ``threshold``: ACDC KL threshold, default
-    the preset's; ``tasks``: task names (``get_task``), default 8 vs 3 and circle; ``jobs``: train the
-    models first in that many single-threaded worker processes (``parallel``). All input is checked
-    (``ValueError``) before any work starts.
+    ``seeds``: number of seeds (0..N-1), default the preset's; ``thresholds``: ACDC KL thresholds, default
+    the preset's; ``tasks``: task names (``get_task``), default 8 vs 3 and circle; ``executor``: "inline",
+    "local" or "slurm" (default: local when ``jobs`` > 1, else inline); ``jobs``: jobs at once;
+    ``threads``: torch CPU threads per job; ``slurm``: sbatch options. All input is checked (``ValueError``)
+    before any work starts.
     """
-    p, n_seeds, device, thr, task_objs = _validate(preset, seeds, device, threshold, tasks)
+    p, n_seeds, device, thr, task_objs = _validate(preset, seeds, device, thresholds, tasks)
+    kind = executor if executor is not None else ("local" if isinstance(jobs, int) and jobs > 1 else "inline")
+    check_executor(kind, jobs, threads, slurm)
     check_output_dir(out)  # an existing file, or a path under one, is refused before any training
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     from tqdm.auto import tqdm
 
-    from hooked_bimt import load_mnist
-    from hooked_bimt.study.pipeline import Pipeline
+    from hooked_bimt.study.executors import run_jobs
+    from hooked_bimt.study.jobs import model_job
+    from hooked_bimt.study.pipeline import write_outputs
 
-    names = [t.name for t in task_objs]
-    store = RunStore(out, log=lambda msg: tqdm.write(msg, file=sys.stderr))
-    config = study_config(p, n_seeds, device, thr, names)
+    log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731
+    store = RunStore(out, log=log)
+    if kind == "slurm":  # fail on a machine without Slurm before writing anything
+        from hooked_bimt.study.executors import make_executor
+
+        make_executor("slurm", store.out / "submitit", jobs=jobs, device=device, slurm=slurm)
+    config = study_config(p, n_seeds, device, thr, [t.name for t in task_objs])
     resumed = store.claim(config)
-    tqdm.write(f"settings (also in {Path(out) / 'run.json'}): {config}", file=sys.stderr)
-    if jobs > 1:
-        from hooked_bimt.study.parallel import train_units_in_parallel
+    log(f"settings (also in {Path(out) / 'run.json'}): {config}")
+    calls = [(str(store.out), r, s, threads, jobs) for r in p.regimes for s in range(n_seeds)]
+    with tqdm(total=len(calls), desc="study", unit="model", disable=not progress, file=sys.stderr) as bar:
+        def done(lines: list[str]) -> None:
+            for line in lines:
+                log(line)
+            bar.update(1)
 
-        train_units_in_parallel(store, p, p.train_config(), list(range(n_seeds)), device, jobs,
-                                on_done=lambda msg: tqdm.write(msg, file=sys.stderr))
-    train_split, test_split = load_mnist()
-    pipe = Pipeline(store, p, p.train_config(), list(range(n_seeds)), task_objs, thr, device,
-                    training_data(p, train_split, test_split), test_split)
-    total = len(p.regimes) * n_seeds * (1 + len(task_objs) * p.n_batches)
-    with tqdm(total=total, desc="study", unit="unit", disable=not progress, file=sys.stderr) as bar:
-        rows = pipe.run(bar)
-    report = pipe.write_outputs(rows, setup_extra={"resumed": resumed})
-    return report
+        run_jobs(model_job, calls, kind=kind, folder=store.out / "submitit", jobs=jobs, device=device, slurm=slurm,
+                 on_done=done)
+    return write_outputs(store, p, setup_extra={"resumed": resumed}, executor=kind)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,11 +118,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (resumed if it holds this configuration)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--threshold", type=float, default=None, help="ACDC KL threshold (default: the preset's)")
+    parser.add_argument("--thresholds", "--threshold", default=None,
+                        help="comma-separated ACDC KL thresholds, e.g. '1e-5,1e-4' (default: the preset's sweep)")
     parser.add_argument("--tasks", default=None, help="comma-separated tasks, e.g. '8v3,circle' (default both)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="train the models in N single-threaded worker processes first (default 1: in-process)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the main process (default 1)")
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help="where jobs run: inline (this process), local (subprocesses), slurm "
+                             "(default: local when --jobs > 1, else inline)")
+    parser.add_argument("--jobs", type=int, default=1, help="jobs (one per trained model) at once (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per job (default 1)")
+    slurm = parser.add_argument_group("Slurm (--executor slurm)")
+    slurm.add_argument("--slurm-partition", default=None, help="sbatch --partition")
+    slurm.add_argument("--slurm-time", type=int, default=SlurmOptions.time_min, help="time limit per job, minutes")
+    slurm.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (use with --device cuda)")
+    slurm.add_argument("--slurm-cpus", type=int, default=None, help="CPUs per job (default: --threads)")
+    slurm.add_argument("--slurm-mem-gb", type=float, default=None, help="memory per job, GB")
+    slurm.add_argument("--slurm-account", default=None, help="sbatch --account")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -109,11 +140,18 @@ def run(args: argparse.Namespace) -> int:
     """Run the subcommand; prints where the report is. Returns 0, or 2 on bad input (message on stderr)."""
     tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t.strip()]
     try:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-        torch.set_num_threads(args.threads)
-        report = reproduce(args.out, args.preset, args.seeds, args.device, threshold=args.threshold, tasks=tasks,
-                           progress=not args.no_progress, jobs=args.jobs)
+        thresholds = None
+        if args.thresholds is not None:
+            try:
+                thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
+            except ValueError as err:
+                raise ValueError(f"--thresholds must be comma-separated numbers, got {args.thresholds!r}") from err
+        slurm = SlurmOptions(partition=args.slurm_partition, time_min=args.slurm_time, gpus_per_node=args.slurm_gpus,
+                             cpus_per_task=args.threads if args.slurm_cpus is None else args.slurm_cpus,
+                             mem_gb=args.slurm_mem_gb, account=args.slurm_account)
+        report = reproduce(args.out, args.preset, args.seeds, args.device, thresholds=thresholds, tasks=tasks,
+                           progress=not args.no_progress, jobs=args.jobs, executor=args.executor,
+                           threads=args.threads, slurm=slurm)
     except ValueError as err:
         print(f"hooked-bimt reproduce: error: {err}", file=sys.stderr)
         return 2

@@ -4,7 +4,9 @@ Layout of ``DIR``::
 
     run.json                                     the study configuration (a DIR holds one configuration)
     models/{regime}/seed{seed}/                  TrainResult.save() + study.json (metrics; written last)
-    units/{regime}/seed{seed}/{task}/batch{b}/   circuit.json + measures.json (written last)
+    units/{regime}/seed{seed}/{task}/batch{b}/   node_patching.json, or skipped.json (too few usable pairs)
+        thr{threshold}/                          circuit.json + measures.json (written last), one per threshold
+    submitit/                                    the executor's job files and logs (``executors``)
 
 A unit is finished when its last file exists and reads back; a unit that fails to read back is
 reported, moved aside to ``<dir>.corrupt-N`` (kept, never deleted) and recomputed.
@@ -67,8 +69,15 @@ class RunStore:
     def model_dir(self, regime: str, seed: int) -> Path:
         return self.out / "models" / regime / f"seed{seed}"
 
-    def unit_dir(self, regime: str, seed: int, task_slug: str, batch: int) -> Path:
+    def batch_dir(self, regime: str, seed: int, task_slug: str, batch: int) -> Path:
         return self.out / "units" / regime / f"seed{seed}" / task_slug / f"batch{batch}"
+
+    def unit_dir(self, regime: str, seed: int, task_slug: str, batch: int, threshold: float) -> Path:
+        return self.batch_dir(regime, seed, task_slug, batch) / f"thr{threshold:g}"
+
+    def config(self) -> dict[str, Any]:
+        """The configuration recorded in run.json (``claim`` writes it)."""
+        return json.loads((self.out / "run.json").read_text())["config"]
 
     def move_aside(self, path: Path, why: str) -> Path:
         """Rename a bad unit to ``<name>.corrupt-N`` (first free N) and report it."""
@@ -104,9 +113,10 @@ class RunStore:
         atomic_write_json(d / "study.json", {**info, "finished": True})
 
     # ------------------------------------------------------------------ discovery units
-    def load_unit(self, regime: str, seed: int, slug: str, batch: int, fingerprint: str) -> dict | None:
-        """Measures of a finished discovery unit for the model ``fingerprint``; None if it must be (re)computed."""
-        d = self.unit_dir(regime, seed, slug, batch)
+    def load_unit(self, key: tuple[str, int, str, int], threshold: float, fingerprint: str) -> dict | None:
+        """Measures of a finished discovery unit (``key`` = regime, seed, task slug, batch) for the model
+        ``fingerprint``; None if it must be (re)computed."""
+        d = self.unit_dir(*key, threshold)
         marker = d / "measures.json"
         if not marker.exists():
             return None
@@ -125,10 +135,27 @@ class RunStore:
             return None
         return measures
 
-    def save_unit(self, regime: str, seed: int, slug: str, batch: int, circuit: Any, measures: dict) -> None:
-        d = self.unit_dir(regime, seed, slug, batch)
-        circuit.save(d / "circuit.json", overwrite=True)  # likewise: an unfinished unit of this run
+    def save_unit(self, key: tuple[str, int, str, int], threshold: float, circuit: Any, measures: dict) -> None:
+        d = self.unit_dir(*key, threshold)
+        circuit.save(d / "circuit.json", overwrite=True)  # an unfinished unit of this run is redone
         atomic_write_json(d / "measures.json", {**measures, "finished": True})
 
-    def circuit_path(self, regime: str, seed: int, slug: str, batch: int) -> Path:
-        return self.unit_dir(regime, seed, slug, batch) / "circuit.json"
+    def load_record(self, key: tuple[str, int, str, int], name: str, fingerprint: str) -> dict | None:
+        """A finished per-batch JSON record (``node_patching`` or ``skipped``) for the model ``fingerprint``."""
+        path = self.batch_dir(*key) / f"{name}.json"
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            if not record.get("finished"):
+                raise ValueError(f"{path.name} is incomplete")
+        except Exception as err:
+            self.move_aside(path, f"{type(err).__name__}: {err}")
+            return None
+        return record if record.get("model_fingerprint") == fingerprint else None
+
+    def save_record(self, key: tuple[str, int, str, int], name: str, record: dict) -> None:
+        atomic_write_json(self.batch_dir(*key) / f"{name}.json", {**record, "finished": True})
+
+    def circuit_path(self, key: tuple[str, int, str, int], threshold: float) -> Path:
+        return self.unit_dir(*key, threshold) / "circuit.json"

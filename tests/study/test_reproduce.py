@@ -64,16 +64,23 @@ def _without(rows: list[dict], cols) -> list[dict]:
 
 def test_outputs_figures_and_verdicts(smoke_run):
     rows = read_csv(smoke_run / "results.csv")
-    assert len(rows) == 2 * 1 * 2 * 1  # regimes x seeds x tasks x batches
-    assert {(r["regime"], r["task"]) for r in rows} == {(g, t) for g in ("l1", "bimt")
-                                                        for t in ("digit_pair:8:3", "circle")}
+    assert len(rows) == 2 * 1 * 2 * 1 * 3  # regimes x seeds x tasks x batches x thresholds
+    assert {(r["regime"], r["task"], float(r["threshold"])) for r in rows} == {
+        (g, t, thr) for g in ("l1", "bimt") for t in ("digit_pair:8:3", "circle") for thr in (1e-5, 1e-4, 1e-3)}
+    for g in ("l1", "bimt"):  # a higher threshold never keeps more edges here (the sweep spans sizes)
+        for t in ("digit_pair:8:3", "circle"):
+            edges = [float(r["n_edges"]) for r in sorted(rows, key=lambda r: float(r["threshold"]))
+                     if r["regime"] == g and r["task"] == t]
+            assert edges[0] > edges[-1]
     for r in rows:
         assert 0.0 <= float(r["edge_sparsity"]) <= 1.0 and float(r["logit_gap"]) >= 0.0
+        ld_full, ld_circ, ld_abl = (float(r[k]) for k in ("logit_diff_full", "logit_diff_circuit", "logit_diff_ablated"))
+        assert float(r["logit_diff_recovery"]) == pytest.approx((ld_circ - ld_abl) / (ld_full - ld_abl))
         assert int(r["n_used"]) == 8 and int(r["n_candidates"]) >= 8
-    assert len(read_csv(smoke_run / "summary.csv")) == 4
+    assert len(read_csv(smoke_run / "summary.csv")) == 4 * 3
     figs = sorted(p.name for p in (smoke_run / "figures").iterdir())
-    assert figs == ["a_network_vs_circuit_bimt.png", "a_network_vs_circuit_l1.png", "b_sparsity_vs_logit_gap.png",
-                    "c_sparsity_vs_discovery_time.png", "d_training_memory.png", "e_training_time.png",
+    assert figs == ["a_network_vs_circuit_bimt.png", "a_network_vs_circuit_l1.png", "b_frontier_8v3.png",
+                    "b_frontier_circle.png", "d_training_memory.png", "e_training_time.png",
                     "f_inference_latency.png"]
     for f in (smoke_run / "figures").iterdir():
         assert f.stat().st_size > 1000 and f.read_bytes()[:4] == b"\x89PNG"
@@ -133,18 +140,21 @@ def test_directory_of_another_configuration_is_refused(smoke_run, tmp_path):
     assert not (out / "models" / "l1" / "seed1").exists()
 
 
-def test_parallel_training_gives_the_same_results(smoke_run, tmp_path):
-    """``--jobs 2`` trains the models in worker processes; every non-timing number must be unchanged."""
+def test_local_executor_gives_the_same_results_as_inline(smoke_run, tmp_path):
+    """``--executor local --jobs 2``: each model's job in a submitit subprocess, two at once. Every column of
+    results.csv must equal the inline run's (``smoke_run``) except the wall-clock ones and ``training_jobs``
+    (how many jobs ran at once: context for those wall-clock numbers)."""
     out = tmp_path / "J"
-    proc = subprocess.run(_command(out) + ["--jobs", "2"], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(_command(out) + ["--executor", "local", "--jobs", "2"], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trained l1 seed0" in proc.stderr and "trained bimt seed0" in proc.stderr
+    assert list((out / "submitit").glob("*_log.out"))  # the jobs ran through submitit
     a, j = read_csv(smoke_run / "results.csv"), read_csv(out / "results.csv")
     assert {r["training_jobs"] for r in a} == {"1"} and {r["training_jobs"] for r in j} == {"2"}
     how = WALL_CLOCK_COLUMNS + ("training_jobs",)
     assert _without(a, how) == _without(j, how)
-    assert "2 at once in single-threaded worker processes" in (out / "report.md").read_text()
+    assert "2 job(s) at once (executor local" in (out / "report.md").read_text()
 
 
 def test_bad_jobs_is_refused_before_any_work(tmp_path):

@@ -42,18 +42,38 @@ def test_move_aside_keeps_every_bad_copy(tmp_path):
 
 def test_unfinished_and_corrupt_discovery_units(tmp_path):
     store = RunStore(tmp_path, log=lambda m: None)
-    assert store.load_unit("bimt", 0, "8v3", 0, "fp") is None  # nothing yet
-    d = store.unit_dir("bimt", 0, "8v3", 0)
+    key = ("bimt", 0, "8v3", 0)
+    assert store.load_unit(key, 1e-5, "fp") is None  # nothing yet
+    d = store.unit_dir(*key, 1e-5)
+    assert d.name == "thr1e-05" and d.parent.name == "batch0"  # one unit per threshold under its batch
     d.mkdir(parents=True)
     (d / "measures.json").write_text("{not json")
-    assert store.load_unit("bimt", 0, "8v3", 0, "fp") is None
-    assert (d.parent / "batch0.corrupt-1" / "measures.json").exists() and not d.exists()
+    assert store.load_unit(key, 1e-5, "fp") is None
+    assert (d.parent / "thr1e-05.corrupt-1" / "measures.json").exists() and not d.exists()
+
+
+def test_batch_records_are_tied_to_their_model(tmp_path):
+    store = RunStore(tmp_path, log=lambda m: None)
+    key = ("l1", 1, "circle", 2)
+    store.save_record(key, "node_patching", {"row": {"node_patch_max": 0.5}, "model_fingerprint": "aa"})
+    assert store.load_record(key, "node_patching", "aa")["row"] == {"node_patch_max": 0.5}
+    assert store.load_record(key, "node_patching", "bb") is None  # another (retrained) model
+    (store.batch_dir(*key) / "skipped.json").write_text("[")
+    assert store.load_record(key, "skipped", "aa") is None
+    assert (store.batch_dir(*key) / "skipped.json.corrupt-1").exists()
 
 
 def test_presets():
     assert {"quick", "paper", "smoke"} <= set(PRESETS)
     assert PRESETS["paper"].n_seeds >= 3 and PRESETS["paper"].base_config == "paper"
     assert set(PRESETS["quick"].regimes) == {"vanilla", "l1", "l1_local", "l1_swap", "bimt"}
+    # issue 12: sweeps from near-full to near-empty circuits
+    assert len(PRESETS["quick"].thresholds) >= 3 and len(PRESETS["paper"].thresholds) >= 8
+    assert min(PRESETS["paper"].thresholds) <= 1e-6 and max(PRESETS["paper"].thresholds) >= 1e-2
+    from hooked_bimt.regimes import REGIMES
+
+    originals = {r for r in REGIMES if r.endswith("_original")}
+    assert originals <= set(PRESETS["paper"].regimes)  # issue 14's faithful modes join the paper preset
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         get_preset("huge")
 
@@ -61,7 +81,10 @@ def test_presets():
 @pytest.mark.parametrize(
     "kwargs, match",
     [(dict(preset="huge"), "unknown preset"), (dict(tasks=["square"]), "unknown task"),
-     (dict(seeds=0), "seeds must be"), (dict(device="tpu"), "device"), (dict(threshold=-1.0), "threshold")],
+     (dict(seeds=0), "seeds must be"), (dict(device="tpu"), "device"),
+     (dict(thresholds=[-1.0]), "thresholds"), (dict(thresholds=[1e-5, 1e-5]), "distinct"),
+     (dict(executor="cloud"), "unknown executor"), (dict(executor="inline", jobs=2), "inline runs one job"),
+     (dict(jobs=0), "jobs must be"), (dict(executor="slurm"), "Slurm")],
 )
 def test_bad_input_fails_before_any_work(tmp_path, kwargs, match):
     out = tmp_path / "out"

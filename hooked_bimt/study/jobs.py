@@ -1,0 +1,115 @@
+"""One executor job per trained model: train (regime, seed), then every discovery unit of that model.
+
+A job reads everything it needs from ``DIR/run.json`` (``study_config``) and writes each unit to the
+run store as soon as it is finished, so any executor (in-process, local subprocesses, Slurm) leaves
+the same files; units already finished are reused, which makes every job resumable. The study's
+rows are then read back from the store (``collect_rows``), never from a job's return value, so the
+numbers do not depend on the executor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuits import model_identity
+from hooked_bimt.study import measure
+from hooked_bimt.study.tasks import get_task, task_slug
+from hooked_bimt.study.units import RunStore
+
+
+def fingerprint(model: Any) -> str:
+    return model_identity(model)["fingerprint"]
+
+
+def load_or_train(store: RunStore, config: dict[str, Any], regime: str, seed: int, concurrent: int) -> tuple[Any, dict]:
+    """The model unit (regime, seed): reused when finished, else trained and stored. Returns (model, info)."""
+    loaded = store.load_model(regime, seed, fingerprint)
+    if loaded is not None:
+        return loaded[0].model, loaded[1]
+    from hooked_bimt.study.presets import _mnist, training_data
+    from hooked_bimt.train import TrainConfig
+
+    data = training_data(config["train_subset"], *_mnist())
+    cfg = TrainConfig.from_dict(config["train_config"])
+    result, metrics = measure.train_unit(regime, cfg, seed, config["device"], data, concurrent)
+    info = {"metrics": metrics, "fingerprint": fingerprint(result.model)}
+    store.save_model(result, info)
+    store.log(f"trained {regime} seed{seed}: test accuracy {metrics['test_accuracy']:.4f}")
+    return result.model, info
+
+
+def _batch_units(store: RunStore, config: dict[str, Any], model64: Any, fp: str, task: Any,
+                 key: tuple[str, int, str, int]) -> None:
+    """Node patching and one ACDC unit per threshold for one example batch (finished ones reused)."""
+    from hooked_bimt.study.presets import _mnist, training_data
+
+    todo = [t for t in config["thresholds"] if store.load_unit(key, t, fp) is None]
+    np_done = store.load_record(key, "node_patching", fp)
+    if (not todo and np_done is not None) or store.load_record(key, "skipped", fp) is not None:
+        return
+    regime, seed, _, b = key
+    try:
+        batch = task.pairs(_mnist()[1], model64, config["batch_size"], seed, b)
+    except ValueError as err:  # too few correctly classified pairs: a badly trained model, not a crash
+        store.save_record(key, "skipped", {"reason": str(err), "model_fingerprint": fp})
+        store.log(f"warning: skipping {regime} seed{seed} {task.name} batch{b}: {err}")
+        return
+    if np_done is None:
+        row, restored = measure.node_patching_unit(model64, task, batch)
+        store.save_record(key, "node_patching", {"row": row, "node_patching": restored, "model_fingerprint": fp})
+    for thr in todo:
+        circuit, row = measure.discover_unit(model64, task, batch, thr)
+        store.save_unit(key, thr, circuit, {"row": row, "model_fingerprint": fp})
+
+
+def model_job(out: str, regime: str, seed: int, threads: int, concurrent: int) -> list[str]:
+    """The executor's job: model unit (regime, seed) then all its discovery units. Returns its log lines.
+
+    ``threads``: torch CPU threads for this job; ``concurrent``: how many jobs run at once (recorded with
+    the training measures: it changes wall-clock times)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    lines: list[str] = []
+    store = RunStore(out, log=lines.append)
+    try:
+        config = store.config()
+        model, info = load_or_train(store, config, regime, seed, concurrent)
+        model64 = measure.discovery_model(model, config["device"])
+        for name in config["tasks"]:
+            task = get_task(name)
+            for b in range(config["n_batches"]):
+                _batch_units(store, config, model64, info["fingerprint"], task, (regime, seed, task_slug(task), b))
+    finally:
+        torch.set_num_threads(before)  # an inline job runs in the caller's process
+    return lines
+
+
+def collect_rows(store: RunStore, config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of results.csv read back from the finished units, in (regime, seed, task, batch, threshold)
+    order, and the skipped batches. Raises ``RuntimeError`` naming a unit that is missing."""
+    rows, skipped = [], []
+    for regime in config["regimes"]:
+        for seed in config["seeds"]:
+            loaded = store.load_model(regime, seed, fingerprint)
+            if loaded is None:
+                raise RuntimeError(f"model unit {regime} seed{seed} is missing in {store.out}: its job failed")
+            info = loaded[1]
+            for name in config["tasks"]:
+                task = get_task(name)
+                for b in range(config["n_batches"]):
+                    key = (regime, seed, task_slug(task), b)
+                    skip = store.load_record(key, "skipped", info["fingerprint"])
+                    if skip is not None:
+                        skipped.append(f"{regime} seed{seed} {task.name} batch{b}: {skip['reason']}")
+                        continue
+                    np_rec = store.load_record(key, "node_patching", info["fingerprint"])
+                    for thr in config["thresholds"]:
+                        unit = store.load_unit(key, thr, info["fingerprint"])
+                        if unit is None or np_rec is None:
+                            raise RuntimeError(f"unit {Path(*map(str, key))} threshold {thr:g} is missing: its job failed")
+                        rows.append({"regime": regime, "seed": seed, "task": task.name, "batch": b,
+                                     **unit["row"], **np_rec["row"], **info["metrics"]})
+    return rows, skipped
