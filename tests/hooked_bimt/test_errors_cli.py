@@ -118,14 +118,16 @@ def test_reproduce_prints_the_settings_it_stores(tmp_path, monkeypatch, capsys):
     def stop(*a, **k):
         raise Stop
 
-    monkeypatch.setattr(hooked_bimt, "load_mnist", stop)  # the first step after the settings are fixed
+    import hooked_bimt.study.executors as executors
+
+    monkeypatch.setattr(executors, "run_jobs", stop)  # the first step after the settings are fixed
     with pytest.raises(Stop):
         main(["reproduce", "--preset", "smoke", "--out", str(tmp_path / "r"), "--no-progress"])
     err = capsys.readouterr().err
     stored = json.loads((tmp_path / "r" / "run.json").read_text())["config"]
     line = next(x for x in err.splitlines() if x.startswith("settings (also in"))
     assert str(tmp_path / "r" / "run.json") in line and str(stored["train_config"]["steps"]) in line
-    assert f"'preset': 'smoke'" in line and f"'threshold': {stored['threshold']}" in line
+    assert f"'preset': 'smoke'" in line and f"'thresholds': {stored['thresholds']}" in line
 
 
 def test_quick_config_and_quick_preset_are_named_apart_in_the_docs():
