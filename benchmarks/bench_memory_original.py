@@ -79,7 +79,8 @@ def main(device: str = "cpu", steps: int = 1002) -> None:
         peaks[label], method = m["peak_memory_bytes"], m["memory_method"]
         ratio = f"{peaks[label] / peaks[twin]:.3f}" if twin else "-"
         per_call = f"{times[-1]:.3f} ({len(times)} calls)" if times else "-"
-        print(f"{label:<28}{peaks[label] / 1024:>10.1f}{ratio:>10}{m['train_seconds']:>9.1f}{per_call:>20}{m['swaps']:>7}")
+        kib = peaks[label] / 1024
+        print(f"{label:<28}{kib:>10.1f}{ratio:>10}{m['train_seconds']:>9.1f}{per_call:>20}{m['swaps']:>7}")
     print(f"method: {method}")
 
 

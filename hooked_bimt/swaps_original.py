@@ -32,7 +32,7 @@ slots, an output swap exchanges the two classes' moment rows so that they stay w
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import torch
 from jaxtyping import Float
@@ -50,6 +50,7 @@ Moments = Literal["in_place", "moved"]
 Search = Literal["fast", "brute_force"]
 MOMENTS = ("in_place", "moved")
 SEARCHES = ("fast", "brute_force")
+Swap = tuple[int, int, int]  # (layer, position, position)
 
 
 def listed_positions(score: Float[Tensor, " n"], top_k: int) -> list[int]:
@@ -68,7 +69,9 @@ def _fast_choice(m: Float[Tensor, "n n"], x: int, tol: float) -> int:
     return first_min(delta, tol)
 
 
-def _brute_choice(model: "HookedMLP", swap, n: int, factors: list[float], y_star: float) -> int:
+def _brute_choice(
+    model: "HookedMLP", swap: Callable[["HookedMLP", int], None], n: int, factors: list[float], y_star: float
+) -> int:
     """Full cost of a swapped model copy for every candidate (``swap(copy, y)`` makes the swap)."""
     costs = []
     for y in range(n):
@@ -90,7 +93,10 @@ def _swap_state_rows(optimizer: "Optimizer", params: Sequence[Tensor], c: int, d
                 value.index_copy_(0, idx, value.index_select(0, rev))
 
 
-def _hidden_layer(model, block, factors, top_k, optimizer, search, y_star) -> list[tuple[int, int, int]]:
+def _hidden_layer(
+    model: "HookedMLP", block: int, factors: list[float], top_k: int, optimizer: "Optimizer | None", search: str,
+    y_star: float,
+) -> list[Swap]:
     n = model.widths[block + 1]
     listed = listed_positions(importance(model, block + 1), top_k)
     m = hidden_position_costs(model, block, factors) if search == "fast" else None
@@ -109,7 +115,10 @@ def _hidden_layer(model, block, factors, top_k, optimizer, search, y_star) -> li
     return swaps
 
 
-def _output_layer(model, factors, top_k, optimizer, moments, search, y_star) -> list[tuple[int, int, int]]:
+def _output_layer(
+    model: "HookedMLP", factors: list[float], top_k: int, optimizer: "Optimizer | None", moments: str, search: str,
+    y_star: float,
+) -> list[Swap]:
     """Positions are ring slots; ``at[s]`` is the class in slot s (``out_perm`` inverted)."""
     layer, n = model.n_layers, model.widths[-1]
     at = torch.argsort(model.out_perm).tolist()
@@ -145,7 +154,7 @@ def original_swaps(
     optimizer: "Optimizer | None" = None,
     moments: Moments = "in_place",
     search: Search = "fast",
-) -> list[tuple[int, int, int]]:
+) -> list[Swap]:
     """Relocate as the original notebook does (module docstring) and return the swaps made, in order,
     as ``(layer, position, position)``: layer 1..L-1 a hidden layer (positions = indices), L the output
     ring (positions = slots). Arguments as ``relocate_original``."""
@@ -156,7 +165,7 @@ def original_swaps(
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     factors = distance_factors(model, distance_factor)
     hidden_opt = optimizer if moments == "moved" else None
-    swaps: list[tuple[int, int, int]] = []
+    swaps: list[Swap] = []
     with torch.no_grad():
         for block in range(len(model.blocks)):
             if factors[block] != 0 or factors[block + 1] != 0:

@@ -33,7 +33,8 @@ def ref_coords(widths, phase=0.5):
         coords.append(torch.tensor(pts, dtype=torch.float64))
     n = widths[-1]
     ang = [2 * math.pi * (s + phase) / n for s in range(n)]
-    coords.append(torch.tensor([(0.5 + 0.25 * math.cos(a), 0.5 + 0.25 * math.sin(a)) for a in ang], dtype=torch.float64))
+    ring = [(0.5 + 0.25 * math.cos(a), 0.5 + 0.25 * math.sin(a)) for a in ang]
+    coords.append(torch.tensor(ring, dtype=torch.float64))
     return coords
 
 
@@ -128,7 +129,8 @@ def test_all_tied_layer_sends_every_listed_position_to_the_first():
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-    assert original_swaps(model, top_k=4, distance_factor=2.0) == [(1, 1, 0), (1, 2, 0), (1, 3, 0), (2, 1, 0), (2, 2, 0)]
+    expected = [(1, 1, 0), (1, 2, 0), (1, 3, 0), (2, 1, 0), (2, 2, 0)]
+    assert original_swaps(model, top_k=4, distance_factor=2.0) == expected
 
 
 @pytest.mark.parametrize("seed", [0, 1])
