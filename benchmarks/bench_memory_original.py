@@ -15,6 +15,7 @@ meter slows every op); training time is the whole run, metered window included.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -24,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
-import hooked_bimt.train as train_module  # noqa: E402
 from hooked_bimt import TrainConfig, load_mnist, train  # noqa: E402
+
+train_module = importlib.import_module("hooked_bimt.train")  # the module (``hooked_bimt.train`` is the function)
 
 RUNS = [  # (label, regime, TrainConfig overrides, no-swap twin)
     ("l1_local (no swaps)", "l1_local", {}, None),
