@@ -55,9 +55,14 @@ def connection_cost(
     return total
 
 
+def cost_scale(model: HookedMLP, layer: int, a: float, y_star: float) -> Tensor | float:
+    """S_l = A_l * D_l + y* for ``linears[layer]`` (a plain number where A_l = 0)."""
+    return a * layer_distances(model, layer) + y_star if a != 0 else float(y_star)
+
+
 def cost_scales(model: HookedMLP, factors: Sequence[float], y_star: float) -> list[Tensor | float]:
     """S_l = A_l * D_l + y* per linear layer (a plain number where A_l = 0)."""
-    return [a * layer_distances(model, l) + y_star if a != 0 else float(y_star) for l, a in enumerate(factors)]
+    return [cost_scale(model, l, a, y_star) for l, a in enumerate(factors)]
 
 
 def add_cost_grad(model: HookedMLP, scales: Sequence[Tensor | float], lam: float, y_star: float) -> None:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from hooked_bimt.batches import BATCH_MODES, batch_indices, resolve_mode
 from hooked_bimt.checkpoint import load_model, read_metadata, save_model
-from hooked_bimt.cost import add_cost_grad, connection_cost, cost_scales  # noqa: F401 (re-exported)
+from hooked_bimt.cost import add_cost_grad, connection_cost, cost_scale, cost_scales  # noqa: F401 (re-exported)
 from hooked_bimt.data import MNISTSplit, load_mnist
 from hooked_bimt.memory import CPU_METHOD, CUDA_METHOD, PeakMemory, optimizer_tensors
 from hooked_bimt.geometry import ORIGINAL_RING_PHASE
@@ -291,8 +291,9 @@ class _Trainer:
         else:
             self.swaps += relocate(self.model, cfg.top_k, self.swap_factors, cfg.y_star, optimizer=self.opt)
         if self.regime.uses_cost and not torch.equal(before, self.model.out_perm):
-            self.scales = []  # free the old scales before building new ones
-            self.scales = cost_scales(self.model, self.loss_factors, cfg.y_star)
+            last = self.model.n_layers - 1  # output positions enter only the last layer's scale
+            self.scales[last] = 0.0  # free the old scale before building the new one
+            self.scales[last] = cost_scale(self.model, last, self.loss_factors[last], cfg.y_star)
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, Any]:

@@ -91,3 +91,19 @@ def test_moments_option_and_search_option_in_training():
     assert not torch.allclose(weights["in_place"], weights["moved"], atol=1e-6)
     assert torch.equal(weights["in_place"], weights["brute"])
     assert runs["in_place"].metrics["swaps"] == runs["brute"].metrics["swaps"]
+
+
+def test_cached_cost_scales_follow_output_swaps():
+    """With A on the last layer in the loss, the cached S_l = A D_l + y* is rebuilt after an output swap."""
+    from hooked_bimt.regimes import REGIMES
+    from hooked_bimt.train import _Trainer
+
+    cfg = dataclasses.replace(SMALL, last_layer_distance_factor=2.0)
+    trainer = _Trainer(REGIMES["bimt_original"], cfg, 0, torch.device("cpu"), mnist())
+    for step in range(cfg.swap_every):
+        trainer.step(step)
+    model = trainer.model
+    assert not torch.equal(model.out_perm, torch.arange(10))  # the outputs moved
+    for l, scale in enumerate(trainer.scales):
+        d = (model.coords(l + 1)[:, None, :] - model.coords(l)[None, :, :]).abs().sum(-1)
+        torch.testing.assert_close(scale, 2.0 * d + cfg.y_star, atol=1e-12, rtol=0)
