@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hooked_bimt import HookedMLP
+from hooked_bimt import HookedMLP, connection_cost
 from hooked_bimt.swaps_original import original_swaps, relocate_original
 
 Y_STAR = 0.5
@@ -138,6 +138,24 @@ def test_same_swaps_as_brute_force_mid_size(seed):
     swaps = assert_matches_reference(trained_like((64, 36, 36, 10), seed, dead=2), top_k=30)
     per_layer = [sum(s[0] == layer for s in swaps) for layer in (1, 2, 3)]
     assert all(n > 0 for n in per_layer), per_layer  # every layer moved, the outputs on their ring too
+
+
+widths_st = st.tuples(st.integers(2, 20), st.lists(st.integers(2, 12), min_size=1, max_size=3), st.integers(2, 8)).map(
+    lambda t: (t[0], *t[1], t[2])
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(widths=widths_st, seed=st.integers(0, 10_000), top_k=st.integers(1, 12))
+def test_keeps_function_and_never_raises_the_scoring_cost(widths, seed, top_k):
+    model = trained_like(widths, seed)
+    x = torch.randn(6, widths[0], dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    logits, cost = model(x).detach(), float(connection_cost(model, 2.0).detach())
+    relocate_original(model, top_k=top_k, distance_factor=2.0)
+    torch.testing.assert_close(model(x), logits, atol=1e-10, rtol=0)
+    assert float(connection_cost(model, 2.0).detach()) <= cost + 1e-12 * cost
+    assert torch.equal(model.in_perm, torch.arange(widths[0]))  # pixels never move
+    assert sorted(model.out_perm.tolist()) == list(range(widths[-1]))
 
 
 def test_brute_force_search_makes_the_same_decisions():
