@@ -39,7 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooked_bimt.cost import connection_cost, distance_factors
-from hooked_bimt.swaps import _check_args, hidden_position_costs, importance, output_position_costs
+from hooked_bimt.swaps import _check_args, hidden_position_costs, importance, output_position_costs, swap_deltas
 
 if TYPE_CHECKING:
     from torch.optim import Optimizer
@@ -64,9 +64,7 @@ def first_min(cost: Float[Tensor, " n"], tol: float) -> int:
 
 
 def _fast_choice(m: Float[Tensor, "n n"], x: int, tol: float) -> int:
-    delta = m[x] + m[:, x] - m[x, x] - m.diagonal()
-    delta[x] = 0.0
-    return first_min(delta, tol)
+    return first_min(swap_deltas(m, x), tol)
 
 
 def _brute_choice(
