@@ -6,12 +6,17 @@ sender i to receiver j::
     cc = sum_l mean( |W_l| * (A_l * D_l + y*) ) + sum_l mean( |b_l| * y* )
 
 A_l = 0 everywhere gives plain L1 (scaled by y*); the MNIST defaults use A = 2 except on the last layer.
+Training adds the cost's gradient straight to ``.grad`` (``add_cost_grad``), with the scales
+S_l = A_l * D_l + y* cached (``cost_scales``):
+
+    d(lambda cc)/dW_l = lambda * sign(W_l) * S_l / numel(W_l),   d(lambda cc)/db_l = lambda * sign(b_l) * y* / numel(b_l)
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -48,3 +53,26 @@ def connection_cost(
         if lin.bias is not None:
             total = total + (lin.bias.abs() * y_star).mean()
     return total
+
+
+def cost_scale(model: HookedMLP, layer: int, a: float, y_star: float) -> Tensor | float:
+    """S_l = A_l * D_l + y* for ``linears[layer]`` (a plain number where A_l = 0)."""
+    return a * layer_distances(model, layer) + y_star if a != 0 else float(y_star)
+
+
+def cost_scales(model: HookedMLP, factors: Sequence[float], y_star: float) -> list[Tensor | float]:
+    """S_l = A_l * D_l + y* per linear layer (a plain number where A_l = 0)."""
+    return [cost_scale(model, l, a, y_star) for l, a in enumerate(factors)]
+
+
+def add_cost_grad(model: HookedMLP, scales: Sequence[Tensor | float], lam: float, y_star: float) -> None:
+    """``.grad += d(lam * cc)/d(param)`` for every weight and bias (formula in the module docstring)."""
+    with torch.no_grad():
+        for lin, s in zip(model.linears, scales):
+            w = lin.weight
+            if isinstance(s, Tensor):
+                w.grad.addcmul_(w.sign(), s, value=lam / w.numel())
+            else:
+                w.grad.add_(w.sign(), alpha=lam * s / w.numel())
+            if lin.bias is not None:
+                lin.bias.grad.add_(lin.bias.sign(), alpha=lam * y_star / lin.bias.numel())

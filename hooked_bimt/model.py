@@ -16,6 +16,7 @@ index (pixel, class) and swap *positions* instead, recorded in the integer buffe
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -66,6 +67,8 @@ class HookedMLP(HookedRootModule):
         activation: one of ``ACTIVATIONS`` (default SiLU, as in BIMT).
         layouts: per-layer placement ("auto", "grid", "line", "ring"); default: "auto" everywhere and a
             ring for the output. "grid" on a non-square width raises ``ValueError``.
+        ring_phase: a ring layer's neuron c sits at angle 2*pi*(c + ring_phase)/n (0 by default; the
+            original BIMT notebook's 1/2 is ``geometry.ORIGINAL_RING_PHASE``).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class HookedMLP(HookedRootModule):
         widths: Sequence[int] = (784, 100, 100, 10),
         activation: str = "silu",
         layouts: Sequence[Layout] | None = None,
+        ring_phase: float = 0.0,
     ) -> None:
         super().__init__()
         self.widths = _check_widths(widths)
@@ -80,11 +84,14 @@ class HookedMLP(HookedRootModule):
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         self.activation = activation
         self.layouts = tuple(layouts) if layouts is not None else None
+        if isinstance(ring_phase, bool) or not isinstance(ring_phase, (int, float)) or not math.isfinite(ring_phase):
+            raise ValueError(f"ring_phase must be a finite number, got {ring_phase!r}")
+        self.ring_phase = float(ring_phase)
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(self.widths[:-1], self.widths[1:]))
         self.hook_in = HookPoint()
         self.blocks = nn.ModuleList(_Block() for _ in range(len(self.widths) - 2))
         self.hook_logits = HookPoint()
-        for layer, c in enumerate(network_coords(self.widths, layouts)):
+        for layer, c in enumerate(network_coords(self.widths, layouts, self.ring_phase)):
             self.register_buffer(f"coords_{layer}", c.to(torch.get_default_dtype()))
         self.register_buffer("in_perm", torch.arange(self.widths[0]))
         self.register_buffer("out_perm", torch.arange(self.widths[-1]))
@@ -223,6 +230,7 @@ class HookedMLP(HookedRootModule):
             "widths": list(self.widths),
             "activation": self.activation,
             "layouts": list(self.layouts) if self.layouts is not None else None,
+            "ring_phase": self.ring_phase,
         }
 
     def save(self, directory: str | Path, **metadata: Any) -> Path:

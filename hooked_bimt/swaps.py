@@ -85,11 +85,17 @@ def importance(model: "HookedMLP", layer: int) -> Float[Tensor, " n"]:
     return score
 
 
+def swap_deltas(m: Float[Tensor, "n n"], x: int) -> Float[Tensor, " n"]:
+    """delta[y] = M[x, y] + M[y, x] - M[x, x] - M[y, y]: the cost change of swapping positions x and y
+    (exactly 0 for y = x)."""
+    delta = m[x] + m[:, x] - m[x, x] - m.diagonal()
+    delta[x] = 0.0
+    return delta
+
+
 def best_swap(m: Float[Tensor, "n n"], x: int) -> tuple[int, float]:
     """Position y minimising the cost change of swapping x and y, and that change (0 for y = x)."""
-    diag = m.diagonal()
-    delta = m[x] + m[:, x] - m[x, x] - diag
-    delta[x] = 0.0
+    delta = swap_deltas(m, x)
     y = int(torch.argmin(delta))
     return y, float(delta[y])
 

@@ -1,4 +1,4 @@
-"""Training a ``HookedMLP`` on MNIST under one of the five regimes (SPEC section 2).
+"""Training a ``HookedMLP`` on MNIST under one of the regimes (SPEC section 2; ``regimes.REGIMES``).
 
     loss = MSE(logits, one_hot(y)) + lambda(step) * cc,   lambda(step) = lambda_0 * factor^(#milestones passed)
 
@@ -26,13 +26,16 @@ from jaxtyping import Float, Int64
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hooked_bimt.batches import BATCH_MODES, batch_indices, resolve_mode
 from hooked_bimt.checkpoint import read_metadata, save_model
-from hooked_bimt.cost import connection_cost, layer_distances
+from hooked_bimt.cost import add_cost_grad, connection_cost, cost_scale, cost_scales  # noqa: F401 (re-exported)
 from hooked_bimt.data import MNISTSplit, load_mnist
 from hooked_bimt.memory import CPU_METHOD, CUDA_METHOD, PeakMemory, optimizer_tensors
+from hooked_bimt.geometry import ORIGINAL_RING_PHASE
 from hooked_bimt.model import HookedMLP
 from hooked_bimt.regimes import Regime, get_regime
 from hooked_bimt.swaps import relocate
+from hooked_bimt.swaps_original import MOMENTS, SEARCHES, relocate_original
 from hooked_bimt.validate import check_config_fields, check_data_fits, check_device, warn_surprising
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -46,6 +49,12 @@ class TrainConfig:
     (0.25 and 0.5: steps 10,000 and 20,000 of 40,000), so the schedule scales with ``steps``.
     ``distance_factor`` is A for the layers where the regime is local; ``last_layer_distance_factor``
     replaces it on the last linear layer.
+
+    Options of the ``*_original`` regimes (the original notebook's swaps, ``swaps_original``):
+    ``batches`` "auto" (epoch-shuffled for them, with replacement otherwise), "epochs" or "replacement"
+    (``hooked_bimt.batches``); ``original_moments`` "in_place" (AdamW moments stay at their position, as
+    the notebook) or "moved"; ``original_search`` "fast" or "brute_force" (the notebook's full cost per
+    candidate, for the claim-4 benchmark). The last two do nothing in the other regimes.
     """
 
     widths: tuple[int, ...] = (784, 100, 100, 10)
@@ -67,6 +76,9 @@ class TrainConfig:
     test_subset: int | None = None
     dtype: str = "float32"
     memory_window: int = 3
+    batches: str = "auto"
+    original_moments: str = "in_place"
+    original_search: str = "fast"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(self.widths))
@@ -84,6 +96,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.lambda_ < 0 or any(not 0 <= f <= 1 for f in self.lambda_milestones):
             raise ValueError("TrainConfig.lambda_ must be >= 0 and lambda_milestones fractions in [0, 1]")
+        options = {"batches": ("auto", *BATCH_MODES), "original_moments": MOMENTS, "original_search": SEARCHES}
+        for name, allowed in options.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     @classmethod
     def paper(cls) -> "TrainConfig":
@@ -119,7 +135,9 @@ class TrainConfig:
         return self._factors(regime.distance_factor)
 
     def swap_factors(self, regime: Regime) -> list[float]:
-        """A per linear layer used to score ``regime``'s swaps."""
+        """A per linear layer used to score ``regime``'s swaps (an ``*_original`` regime: A on every layer)."""
+        if regime.is_original and regime.swap_distance_factor != 0:
+            return [self.distance_factor] * (len(self.widths) - 1)
         return self._factors(regime.swap_distance_factor)
 
     def local_factors(self) -> list[float]:
@@ -184,24 +202,6 @@ def _subset(split: MNISTSplit, n: int | None, device: torch.device, dtype: torch
     return x.to(device=device, dtype=dtype), y.to(device)
 
 
-def cost_scales(model: HookedMLP, factors: Sequence[float], y_star: float) -> list[Tensor | float]:
-    """S_l = A_l * D_l + y* per linear layer (a plain number where A_l = 0)."""
-    return [a * layer_distances(model, l) + y_star if a != 0 else float(y_star) for l, a in enumerate(factors)]
-
-
-def add_cost_grad(model: HookedMLP, scales: Sequence[Tensor | float], lam: float, y_star: float) -> None:
-    """``.grad += d(lam * cc)/d(param)`` for every weight and bias (formula in the module docstring)."""
-    with torch.no_grad():
-        for lin, s in zip(model.linears, scales):
-            w = lin.weight
-            if isinstance(s, Tensor):
-                w.grad.addcmul_(w.sign(), s, value=lam / w.numel())
-            else:
-                w.grad.add_(w.sign(), alpha=lam * s / w.numel())
-            if lin.bias is not None:
-                lin.bias.grad.add_(lin.bias.sign(), alpha=lam * y_star / lin.bias.numel())
-
-
 @torch.no_grad()
 def accuracy(model: HookedMLP, x: Float[Tensor, "n d"], y: Int64[Tensor, " n"], batch: int = 1000) -> float:
     """Fraction of ``x`` whose argmax logit is the label."""
@@ -256,8 +256,12 @@ class _Trainer:
         self.targets = F.one_hot(self.y, config.widths[-1]).to(dtype)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.model = HookedMLP(config.widths, activation=config.activation).to(device=device, dtype=dtype)
+            phase = ORIGINAL_RING_PHASE if regime.is_original else 0.0
+            self.model = HookedMLP(config.widths, activation=config.activation, ring_phase=phase)
+            self.model.to(device=device, dtype=dtype)
         self.gen = torch.Generator().manual_seed(seed)
+        mode = resolve_mode(config.batches, regime.is_original)
+        self.batches = batch_indices(len(self.x), config.batch_size, mode, self.gen, device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.loss_factors = config.loss_factors(regime)
         self.swap_factors = config.swap_factors(regime)
@@ -269,7 +273,7 @@ class _Trainer:
 
     def step(self, step: int) -> None:
         cfg = self.config
-        idx = torch.randint(len(self.x), (cfg.batch_size,), generator=self.gen).to(self.device)
+        idx = next(self.batches)
         self.opt.zero_grad(set_to_none=True)
         task = F.mse_loss(self.model(self.x[idx]), self.targets[idx])
         task.backward()
@@ -282,12 +286,20 @@ class _Trainer:
 
     def swap(self) -> None:
         cfg = self.config
-        self.opt.zero_grad(set_to_none=True)  # gradients are spent; do not carry them through the swap
+        if not self.regime.is_original:  # the notebook keeps them through its relocate (claim 4 measures that)
+            self.opt.zero_grad(set_to_none=True)  # gradients are spent; do not carry them through the swap
         before = self.model.out_perm.clone()
-        self.swaps += relocate(self.model, cfg.top_k, self.swap_factors, cfg.y_star, optimizer=self.opt)
+        if self.regime.is_original:
+            self.swaps += relocate_original(
+                self.model, cfg.top_k, self.swap_factors, cfg.y_star, self.opt,
+                moments=cfg.original_moments, search=cfg.original_search,
+            )
+        else:
+            self.swaps += relocate(self.model, cfg.top_k, self.swap_factors, cfg.y_star, optimizer=self.opt)
         if self.regime.uses_cost and not torch.equal(before, self.model.out_perm):
-            self.scales = []  # free the old scales before building new ones
-            self.scales = cost_scales(self.model, self.loss_factors, cfg.y_star)
+            last = self.model.n_layers - 1  # output positions enter only the last layer's scale
+            self.scales[last] = 0.0  # free the old scale before building the new one
+            self.scales[last] = cost_scale(self.model, last, self.loss_factors[last], cfg.y_star)
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, Any]:
@@ -376,7 +388,7 @@ def train(
     """Train a ``HookedMLP`` on MNIST under ``regime`` (a name in ``REGIMES``).
 
     Args:
-        regime: "vanilla", "l1", "l1_local", "l1_swap" or "bimt" (or a ``Regime``).
+        regime: a name in ``REGIMES`` (the five of SPEC 2 and the ``*_original`` ones) or a ``Regime``.
         config: hyper-parameters (default ``TrainConfig.paper()``).
         seed: same seed, same device -> bit-identical weights.
         device: where to train ("cpu", "cuda", ...).
