@@ -36,7 +36,7 @@ class SlurmOptions:
     account: str | None = None
 
 
-def check_executor(kind: str, jobs: int, threads: int, slurm: SlurmOptions | None = None) -> None:
+def check_executor(kind: str, jobs: int, threads: int, slurm: SlurmOptions | None = None, device: str = "cpu") -> None:
     """``ValueError`` naming the problem for a bad executor set-up (before any work)."""
     if kind not in EXECUTORS:
         raise ValueError(f"unknown executor {kind!r}; expected one of {', '.join(EXECUTORS)}")
@@ -48,6 +48,8 @@ def check_executor(kind: str, jobs: int, threads: int, slurm: SlurmOptions | Non
     s = slurm or SlurmOptions()
     if s.time_min < 1 or s.gpus_per_node < 0 or s.cpus_per_task < 1 or (s.mem_gb is not None and s.mem_gb <= 0):
         raise ValueError(f"bad Slurm options {s}: time and CPUs must be >= 1, GPUs >= 0, memory > 0")
+    if kind == "slurm" and device.startswith("cuda") and s.gpus_per_node < 1:
+        raise ValueError(f"--device {device} with --executor slurm needs --slurm-gpus >= 1 (the jobs would get no GPU)")
 
 
 def _pythonpath_setup() -> list[str]:

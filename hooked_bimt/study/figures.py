@@ -75,7 +75,7 @@ def frontier_figure(summary: Summary, task: str, path: Path, *, regimes: Sequenc
             ax.plot(xs, [iv.mean for _, iv in pts], "o-", color=color, ms=3, label=regime)
             ax.fill_between(xs, [iv.low for _, iv in pts], [iv.high for _, iv in pts], color=color, alpha=0.2, lw=0)
         ax.set_xscale("log")
-        ax.set_xlabel("edges kept = 1 - edge sparsity (fraction of all edges, log)")
+        ax.set_xlabel("edges kept = 1 - edge sparsity (log)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     if axes[0].get_legend_handles_labels()[0]:

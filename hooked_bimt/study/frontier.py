@@ -14,7 +14,8 @@ The rule (stated in the report):
    seed 0; the same key resampled for both regimes: same training seed and batch index).
 5. A level is *better* when every difference's interval excludes 0 in BIMT's favour, *worse* when some
    other regime's interval excludes 0 in its own favour, *tied* otherwise. Per task: *reproduced* if
-   better at every level, *not reproduced* if better at none, *mixed* otherwise.
+   better at every level, *not reproduced* if better at none, *mixed* otherwise (also when a comparison
+   rests on a single (seed, batch) sample, which has no interval).
 """
 
 from __future__ import annotations
@@ -106,14 +107,16 @@ def matched(rows: Sequence[dict[str, Any]], task: str, regimes: Sequence[str], *
     levels = common_levels(list(per.values()))
     if not levels:
         return "not evaluated", f"{task}: the regimes' frontiers share no common range of {x.replace('_', ' ')}"
-    words, parts = [], []
+    words, parts, single = [], [], False
     for level in levels:
         vals = {r: {k: v for k, c in cs.items() if (v := interp_at(c, level)) is not None} for r, cs in per.items()}
         diffs = {r: paired_difference(vals[target], vals[r]) for r in per if r != target}
         words.append(_level_word(diffs, lower))
+        single = single or any(iv is not None and iv.n < 2 for iv in diffs.values())
         means = ", ".join(f"{r} {np.mean(list(v.values())):.4g}" for r, v in vals.items() if v)
         ds = ", ".join(f"{r} {iv.mean:+.3g} [{iv.low:+.3g}, {iv.high:+.3g}]" for r, iv in diffs.items() if iv)
         parts.append(f"at {_fmt_level(x, level)}: {words[-1]} (means {means}; {target} minus other: {ds})")
     verdict = ("reproduced" if all(w == "better" for w in words)
-               else "not reproduced" if "better" not in words else "mixed")
-    return verdict, f"{task}: {verdict}; " + "; ".join(parts)
+               else "mixed" if single or "better" in words else "not reproduced")
+    note = " (one (seed, batch) sample: no interval)" if single else ""
+    return verdict, f"{task}: {verdict}{note}; " + "; ".join(parts)

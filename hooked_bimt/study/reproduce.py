@@ -83,7 +83,7 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     """
     p, n_seeds, device, thr, task_objs = _validate(preset, seeds, device, thresholds, tasks)
     kind = executor if executor is not None else ("local" if isinstance(jobs, int) and jobs > 1 else "inline")
-    check_executor(kind, jobs, threads, slurm)
+    check_executor(kind, jobs, threads, slurm, device)
     check_output_dir(out)  # an existing file, or a path under one, is refused before any training
     from tqdm.auto import tqdm
 

@@ -38,6 +38,18 @@ def test_slurm_defaults_ask_for_no_gpu_and_no_partition(tmp_path, fake_slurm):
     assert "--gpus-per-node" not in script and "--partition" not in script and "#SBATCH --time=240" in script
 
 
+def test_bad_executor_settings_are_named():
+    from hooked_bimt.study.executors import check_executor
+
+    with pytest.raises(ValueError, match="needs --slurm-gpus"):
+        check_executor("slurm", 2, 1, SlurmOptions(), device="cuda")
+    with pytest.raises(ValueError, match="bad Slurm options"):
+        check_executor("slurm", 2, 1, SlurmOptions(time_min=0))
+    with pytest.raises(ValueError, match="threads must be"):
+        check_executor("local", 2, 0)
+    check_executor("slurm", 2, 1, SlurmOptions(gpus_per_node=1), device="cuda")  # fine
+
+
 def test_slurm_without_a_cluster_fails_clearly(tmp_path):
     if submitit.SlurmExecutor.affinity() > 0:
         pytest.skip("this machine has srun")

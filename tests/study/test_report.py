@@ -78,6 +78,12 @@ def test_claim2_sparsity_at_matched_gap_and_claim3_time():
     assert _claim(_rows(), "3")["verdict"] == "not reproduced"
 
 
+def test_one_sample_is_mixed_not_a_verdict():
+    rows = [r for r in _rows({"bimt": +0.05}) if r["seed"] == 0 and r["batch"] == 0]
+    v = _claim(rows, "1")
+    assert v["verdict"] == "mixed" and "one (seed, batch) sample" in v["evidence"][0]
+
+
 def test_frontiers_without_common_range_are_not_evaluated():
     v = _claim(_rows(edges_scale={"bimt": 1e-3}), "1")  # bimt's circuits all sparser than any other's
     assert v["verdict"] == "not evaluated" and "no common range" in v["evidence"][0]
