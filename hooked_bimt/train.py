@@ -280,7 +280,7 @@ class _Trainer:
 
     def swap(self) -> None:
         cfg = self.config
-        if not self.regime.is_original:  # the notebook keeps them through its relocate (claim 4 measures that)
+        if not self.regime.is_original:  # kept, as a loop zeroing them per step would (claim 4)
             self.opt.zero_grad(set_to_none=True)  # gradients are spent; do not carry them through the swap
         before = self.model.out_perm.clone()
         if self.regime.is_original:
