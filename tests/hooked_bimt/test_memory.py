@@ -30,3 +30,28 @@ def test_backward_and_optimizer_are_seen():
         opt.step()
     # at least: the gradient and AdamW's two moments, 40,000 bytes each, besides w itself
     assert meter.peak >= 4 * 40_000
+
+
+def test_training_window_keeps_no_freed_gradient_alive():
+    """The meter's set-up must not keep the last step's gradients alive once the next step frees them (a list
+    of the start's tensors held through the window did: + one gradient's bytes in every regime's peak)."""
+    import weakref
+
+    from bimt_fixtures import mnist
+    from hooked_bimt import TrainConfig
+    from hooked_bimt.regimes import REGIMES
+    from hooked_bimt.train import _Trainer
+
+    cfg = TrainConfig(widths=(784, 16, 16, 10), steps=24, train_subset=200, test_subset=100, dtype="float64")
+    trainer = _Trainer(REGIMES["l1_local"], cfg, 0, torch.device("cpu"), mnist())
+    trainer.step(0)
+    old = [weakref.ref(p.grad) for p in trainer.model.parameters()]
+    freed, forward = [], trainer.model.forward
+
+    def spy(x):  # runs after the step's zero_grad(set_to_none=True)
+        freed.append(all(r() is None for r in old))
+        return forward(x)
+
+    trainer.model.forward = spy
+    trainer.measured_steps(range(1, 2))
+    assert freed == [True]
