@@ -34,12 +34,15 @@ _MIN_SPACING = 12.0
 
 @dataclass(frozen=True)
 class Unit:
-    """One drawn node: its sender hook (or the output hook), node index, receiver hooks (its ports), row."""
+    """One drawn node: its sender hook (or the output hook), node index, receiver hooks (its ports), row,
+    and ``lift``: how many units of its own row feed it in a chain (an MLP read by its layer's heads is
+    drawn a half-step above them)."""
 
     hook: str
     index: int
     ports: tuple[str, ...]
     row: int
+    lift: int = 0
 
 
 def block_of(hook: str) -> Optional[int]:
@@ -78,6 +81,11 @@ def units_of(graph: Graph) -> tuple[list[Unit], dict[tuple[str, int], int]]:
     for r in graph.receivers():
         ports[owner.get(r, r)].append(r)
     rows = _rows(graph, keys, ports)
+    lift = {h: 0 for h in keys}
+    for r in graph.receivers():  # forward order
+        unit = owner.get(r, r)
+        same_row = [lift[c.sender] + 1 for c in graph.connections_into(r) if rows[c.sender] == rows[unit]]
+        lift[unit] = max([lift[unit], *same_row])
     order = sorted(keys, key=lambda h: (rows[h], keys.index(h)))
     units, where = [], {}
     for h in order:
@@ -85,16 +93,18 @@ def units_of(graph: Graph) -> tuple[list[Unit], dict[tuple[str, int], int]]:
             where[(h, i)] = len(units)
             for p in ports[h]:
                 where[(p, i)] = len(units)
-            units.append(Unit(h, i, tuple(ports[h]), rows[h]))
+            units.append(Unit(h, i, tuple(ports[h]), rows[h], lift[h]))
     return units, where
 
 
 def unit_label(unit: Unit, n_nodes: int, is_output: bool) -> str:
-    """A short label: ``L1H3`` for a head, ``MLP0``, ``embed``, ``out``; the hook's last part otherwise."""
+    """A short label: ``L1H3`` for a head, ``MLP0``, ``L1k0`` for a key group (GQA), ``embed``, ``out``."""
     l = block_of(unit.hook)
     last = unit.hook.rsplit(".", 1)[-1].removeprefix("hook_")
     if is_output:
         return "out" if n_nodes == 1 else f"out{unit.index}"
+    if l is not None and unit.ports == (unit.hook,):  # a receiver of its own: a KV group under GQA
+        return f"L{l}{port_kind(unit.hook)}{unit.index}"
     if l is not None and (".attn." in unit.hook or last in ("result", "z")):
         return f"L{l}H{unit.index}"
     if l is not None and "mlp" in unit.hook and n_nodes == 1:
@@ -105,8 +115,24 @@ def unit_label(unit: Unit, n_nodes: int, is_output: bool) -> str:
     return name if n_nodes == 1 else f"{name}{unit.index}"
 
 
+def row_labels(units: list[Unit], rows: list[int], output: str) -> list[str]:
+    """"input", "layer {l}" (from the block index of the row's units) or "row {r}", "output"."""
+    labels = []
+    for r in rows:
+        hooks = [u.hook for u in units if u.row == r]
+        blocks = {block_of(h) for h in hooks}
+        if output in hooks:
+            labels.append("output")
+        elif r == 0:
+            labels.append("input")
+        else:
+            labels.append(f"layer {blocks.pop()}" if len(blocks) == 1 and None not in blocks else f"row {r}")
+    return labels
+
+
 def positions(units: list[Unit]) -> tuple[np.ndarray, tuple[float, float], float]:
-    """``(n_units, 2)`` centres, the drawing size, and the unit width (rows evenly spread, input at the bottom)."""
+    """``(n_units, 2)`` centres, the drawing size, and the unit width (rows evenly spread, input at the bottom;
+    within a row, a unit ``lift`` steps up is drawn ``0.4 * gap * lift / (1 + max lift)`` higher)."""
     rows = sorted({u.row for u in units})
     per_row = {r: [k for k, u in enumerate(units) if u.row == r] for r in rows}
     widest = max(len(v) for v in per_row.values())
@@ -118,13 +144,15 @@ def positions(units: list[Unit]) -> tuple[np.ndarray, tuple[float, float], float
         ks = per_row[r]
         x0 = 90.0 + _MARGIN + (widest - len(ks)) * spacing / 2
         for j, k in enumerate(ks):
-            pos[k] = (x0 + (j + 0.5) * spacing, height - _MARGIN - 20.0 - n * _ROW_GAP)
+            lifted = _ROW_GAP * 0.4 * units[k].lift / (1 + max(units[q].lift for q in ks))
+            pos[k] = (x0 + (j + 0.5) * spacing, height - _MARGIN - 20.0 - n * _ROW_GAP - lifted)
     return pos, (width, height), spacing
 
 
 def view_data(graph: Graph, circuit: Circuit, title: str) -> dict[str, Any]:
     """The JSON-able description of the view: units (label, row, position, ports), edges, effects."""
     units, where = units_of(graph)
+    rows = sorted({u.row for u in units})
     pos, size, spacing = positions(units)
     kinds = list(dict.fromkeys(port_kind(p) for u in units for p in u.ports))
     hooks = list(graph.nodes)
@@ -144,7 +172,9 @@ def view_data(graph: Graph, circuit: Circuit, title: str) -> dict[str, Any]:
         "unit_width": round(spacing, 2),
         "hooks": hooks,
         "kinds": kinds,
-        "rows": sorted({u.row for u in units}),
+        "rows": rows,
+        "row_labels": row_labels(units, rows, graph.output),
+        "output_kind": kinds.index(port_kind(graph.output)),
         "units": {
             "label": [unit_label(u, graph.nodes[u.hook].count, u.hook == graph.output) for u in units],
             "hook": [hook_no[u.hook] for u in units],

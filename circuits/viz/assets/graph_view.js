@@ -6,13 +6,17 @@ function hbGraphView(root) {
   var t0 = performance.now();
   var D = JSON.parse(root.querySelector("script.hb-data").textContent);
   var U = D.units, E = D.edges, nU = U.label.length, nE = E.s.length;
-  var KIND_COLORS = { q: "#1f77b4", k: "#e6550d", v: "#31a354" };
-  var OTHER = ["#756bb1", "#636363", "#8c564b", "#d6616b", "#17becf"];
+  var KIND_COLORS = { q: "#1f77b4", k: "#e6550d", v: "#31a354", mlp_in: "#756bb1", pre: "#756bb1" };
+  var OTHER = ["#8c564b", "#d6616b", "#17becf", "#bcbd22"];
   var state = { hl: null };
 
   function esc(s) { return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;"); }
   function fmt(x) { return (x === null || x === undefined) ? "\u2014" : Number(x).toPrecision(4); }
-  function kindColor(k) { var name = D.kinds[k]; return KIND_COLORS[name] || OTHER[k % OTHER.length]; }
+  function kindColor(k) {
+    var name = D.kinds[k];
+    if (k === D.output_kind) return "#444";
+    return KIND_COLORS[name] || OTHER[k % OTHER.length];
+  }
   function edgeName(k) {
     return D.hooks[E.sh[k]] + "[" + E.si[k] + "] \u2192 " + D.hooks[E.rh[k]] + "[" + E.ri[k] + "]";
   }
@@ -47,12 +51,10 @@ function hbGraphView(root) {
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     var parts = [];
     /* row labels */
-    D.rows.forEach(function (r) {
-      var ys = [], first = -1;
-      for (var u = 0; u < nU; u++) if (U.row[u] === r) { ys.push(U.xy[u][1]); if (first < 0) first = u; }
-      var hook = D.hooks[U.hook[first]], m = /blocks\.(\d+)\./.exec(hook);
-      var name = m ? "layer " + m[1] : (r === 0 ? "input" : "output");
-      parts.push('<text class="hb-layer" x="12" y="' + (ys[0] + 4) + '">' + esc(name) + '</text>');
+    D.rows.forEach(function (r, n) {
+      var y = null;
+      for (var u = 0; u < nU; u++) if (U.row[u] === r) { y = U.xy[u][1]; break; }
+      parts.push('<text class="hb-layer" x="12" y="' + (y + 4) + '">' + esc(D.row_labels[n]) + '</text>');
     });
     /* edges, weakest first */
     var mag = new Float64Array(nE), mmax = 0;
