@@ -32,6 +32,7 @@ from torch import Tensor
 from hooked_bimt.atomic import atomic_write_bytes, atomic_write_json
 
 BOS = 0
+ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}  # learned positions / rotary
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
@@ -56,6 +57,7 @@ class InductionSetup:
     batch: int = 64
     lr: float = 1e-3
     seed: int = 0
+    architecture: str = "gpt2"
 
     def __post_init__(self) -> None:
         for name in ("d_vocab", "seq_len", "min_half", "max_half", "n_layer", "n_head", "d_model", "d_mlp", "steps", "batch"):
@@ -69,6 +71,8 @@ class InductionSetup:
             raise ValueError(f"InductionSetup.d_vocab ({self.d_vocab}) must exceed seq_len ({self.seq_len}): tokens are distinct")
         if self.d_model % self.n_head:
             raise ValueError(f"InductionSetup.d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"InductionSetup.architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"InductionSetup.lr must be a positive number, got {self.lr!r}")
 
@@ -78,7 +82,18 @@ class InductionSetup:
 
 
 def hf_config(setup: InductionSetup) -> Any:
-    """The ``GPT2Config``: no dropout, untied unembedding (so the state dict saves as plain tensors)."""
+    """The ``transformers`` config: no dropout, untied unembedding (so the state dict saves as plain tensors).
+
+    ``"gpt2"``: LayerNorm, learned absolute positions. ``"llama"``: RMSNorm, rotary positions, gated MLP."""
+    if setup.architecture == "llama":
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            vocab_size=setup.d_vocab, hidden_size=setup.d_model, intermediate_size=setup.d_mlp,
+            num_hidden_layers=setup.n_layer, num_attention_heads=setup.n_head, num_key_value_heads=setup.n_head,
+            max_position_embeddings=setup.n_ctx, attention_dropout=0.0, tie_word_embeddings=False,
+            bos_token_id=BOS, eos_token_id=BOS,
+        )
     from transformers import GPT2Config
 
     return GPT2Config(
@@ -86,6 +101,13 @@ def hf_config(setup: InductionSetup) -> Any:
         n_head=setup.n_head, n_inner=setup.d_mlp, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         tie_word_embeddings=False, bos_token_id=BOS, eos_token_id=BOS,
     )
+
+
+def hf_model(setup: InductionSetup, config: Any = None) -> Any:
+    """A freshly initialised ``GPT2LMHeadModel`` / ``LlamaForCausalLM`` for ``setup``."""
+    import transformers
+
+    return getattr(transformers, ARCHITECTURES[setup.architecture])(config if config is not None else hf_config(setup))
 
 
 def induction_tokens(
@@ -141,11 +163,9 @@ def _mixed_batch_loss(model: Any, setup: InductionSetup, gen: torch.Generator) -
 
 def train_induction(setup: InductionSetup = InductionSetup(), *, log_every: int = 0) -> tuple[Any, dict[str, Any]]:
     """Train a ``GPT2LMHeadModel`` on the task (seeded, CPU, float32); returns it (eval mode) and a record."""
-    from transformers import GPT2LMHeadModel
-
     torch.manual_seed(setup.seed)
     gen = torch.Generator().manual_seed(setup.seed)
-    model = GPT2LMHeadModel(hf_config(setup))
+    model = hf_model(setup)
     opt = torch.optim.AdamW(model.parameters(), lr=setup.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=setup.lr, total_steps=setup.steps, pct_start=0.1)
     model.train()
@@ -221,8 +241,6 @@ def load_induction(directory: str | Path, *, dtype: torch.dtype = torch.float64,
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
     from transformer_lens.model_bridge.sources import build_bridge_from_module
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     directory = Path(directory)
     for name in (WEIGHTS, CONFIG):
         if not (directory / name).is_file():
@@ -230,16 +248,20 @@ def load_induction(directory: str | Path, *, dtype: torch.dtype = torch.float64,
     try:
         meta = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
         setup = InductionSetup(**meta["setup"])
-        cfg = GPT2Config.from_dict(meta["hf_config"])
+        cfg = type(hf_config(setup)).from_dict(meta["hf_config"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{directory / CONFIG} is not an induction model config: {err}") from err
     try:
         tensors = st_load((directory / WEIGHTS).read_bytes())
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise ValueError(f"{directory / WEIGHTS} is not a readable safetensors file: {err}") from err
-    model = GPT2LMHeadModel(cfg)
-    model.load_state_dict(tensors, strict=True)
+    model = hf_model(setup, cfg)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{directory / WEIGHTS} does not match {directory / CONFIG}: {err}") from err
     model = model.to(dtype).eval()
-    bridge = build_bridge_from_module(model, "GPT2LMHeadModel", hf_config=cfg, tokenizer=None, device=device)
+    bridge = build_bridge_from_module(model, ARCHITECTURES[setup.architecture], hf_config=cfg, tokenizer=None,
+                                      device=device)
     bridge.eval()
     return bridge, setup
