@@ -1,4 +1,4 @@
-"""A two-layer GPT-2 trained here, on CPU, to do induction on repeated random tokens; loaded as a bridge.
+"""A two-layer transformer trained here, on CPU, to do induction on repeated random tokens; loaded as a bridge.
 
 The task: a sequence ``[BOS, f_1..f_m, r_1..r_n, r_1..r_n]`` of distinct random tokens (``BOS = 0``);
 the loss is the next-token cross-entropy inside the second copy, with ``T`` the sequence length,
@@ -13,7 +13,7 @@ the position right after the earlier A, and its **value** copies that position's
 
 ``induction_tokens`` gives clean sequences and corrupted ones whose first copy is reversed (same tokens,
 other successors): patching an edge to its corrupted value tells whether induction runs through it. Saved as ``model.safetensors``
-(the Hugging Face state dict) + ``config.json`` (the ``GPT2Config`` and how it was trained), atomically;
+(the Hugging Face state dict) + ``config.json`` (the ``transformers`` config and how it was trained), atomically;
 ``load_induction`` returns a TransformerLens 4 ``TransformerBridge`` built offline from that folder.
 """
 
@@ -34,6 +34,7 @@ from hooked_bimt.atomic import atomic_write_bytes, atomic_write_json
 BOS = 0
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}  # learned positions / rotary
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+SHIPPED = Path(__file__).resolve().parents[2] / "data" / "induction"  # the model trained by demos/induction_circuit.py
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,12 @@ class InductionSetup:
     n_layer: int = 2
     n_head: int = 4
     d_model: int = 128
-    d_mlp: int = 64
-    steps: int = 1500
+    d_mlp: int = 128
+    steps: int = 400
     batch: int = 64
     lr: float = 1e-3
     seed: int = 0
-    architecture: str = "gpt2"
+    architecture: str = "llama"
 
     def __post_init__(self) -> None:
         for name in ("d_vocab", "seq_len", "min_half", "max_half", "n_layer", "n_head", "d_model", "d_mlp", "steps", "batch"):
@@ -162,7 +163,11 @@ def _mixed_batch_loss(model: Any, setup: InductionSetup, gen: torch.Generator) -
 
 
 def train_induction(setup: InductionSetup = InductionSetup(), *, log_every: int = 0) -> tuple[Any, dict[str, Any]]:
-    """Train a ``GPT2LMHeadModel`` on the task (seeded, CPU, float32); returns it (eval mode) and a record."""
+    """Train the model on the task (seeded, CPU, float32); returns it (eval mode) and a record.
+
+    The default is Llama-style (rotary positions): trained with GPT-2's learned absolute positions the same
+    task is solved too, but through layer-0 heads feeding layer-1 *queries* (the earlier copy's position is
+    looked up by content and the next position attended by absolute position), not the textbook K-composition."""
     torch.manual_seed(setup.seed)
     gen = torch.Generator().manual_seed(setup.seed)
     model = hf_model(setup)
@@ -235,7 +240,7 @@ def save_induction(model: Any, setup: InductionSetup, directory: str | Path, *, 
     return directory
 
 
-def load_induction(directory: str | Path, *, dtype: torch.dtype = torch.float64,
+def load_induction(directory: str | Path = SHIPPED, *, dtype: torch.dtype = torch.float64,
                    device: str | torch.device = "cpu") -> tuple[Any, InductionSetup]:
     """The saved model as a ``TransformerBridge`` (eval mode, ``dtype``), and its ``InductionSetup``."""
     from safetensors import SafetensorError

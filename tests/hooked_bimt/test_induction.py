@@ -1,8 +1,7 @@
 """The induction transformer: its data, training, safetensors round trip as a bridge, and the circuit
 ACDC and EAP-IG find in the model shipped in data/induction (previous-token head -> induction head's key).
 
-Head roles are read here from the Hugging Face model's own attention weights (``output_attentions``),
-not from the module's ``head_scores``.
+Head roles are read here from the attention patterns directly, not through the module's ``head_scores``.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import given, settings
+from safetensors.torch import load_file
 from hypothesis import strategies as st
 
 pytest.importorskip("transformer_lens.model_bridge")
@@ -58,10 +58,13 @@ def test_training_is_seeded_and_the_saved_model_loads_back_as_the_same_bridge(tm
         save_induction(a, TINY, tmp_path / "m")
     bridge, setup = load_induction(tmp_path / "m")
     assert setup == TINY and not bridge.training
+    saved = load_file(tmp_path / "m" / "model.safetensors")
+    assert saved.keys() == a.state_dict().keys()
+    for name, x in a.state_dict().items():  # every weight saved bit-exactly
+        assert torch.equal(saved[name], x), name
     tokens, _ = induction_tokens(3, TINY, 4, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = a.double()(tokens).logits
-    assert torch.allclose(bridge(tokens), expected, atol=1e-10)
+    with torch.no_grad():  # the bridge computes what the trained model computes (float64 both)
+        assert torch.allclose(bridge(tokens), a.double()(tokens).logits, atol=1e-6)
 
 
 def test_a_damaged_save_is_a_clear_error(tmp_path):
@@ -83,10 +86,11 @@ def shipped():
     return bridge, setup, prompts(16, setup, 6, seed=1)
 
 
-def hf_heads(bridge, tokens, half: int) -> tuple[int, int]:
-    """(previous-token head of layer 0, induction head of layer 1) from the HF model's attention weights."""
+def pattern_heads(bridge, tokens, half: int) -> tuple[int, int]:
+    """(previous-token head of layer 0, induction head of layer 1) from the attention patterns."""
     with torch.no_grad():
-        att = bridge.original_model(tokens, output_attentions=True).attentions  # (batch, head, q, k) per layer
+        _, cache = bridge.run_with_cache(tokens)
+    att = [cache[f"blocks.{l}.attn.hook_pattern"] for l in range(2)]  # (batch, head, q, k)
     T = tokens.shape[1]
     prev = torch.stack([att[0][:, :, t, t - 1] for t in range(1, T)], -1).mean((0, 2))
     ind = torch.stack([att[1][:, :, t, t - half + 1] for t in range(T - half + 1, T)], -1).mean((0, 2))
@@ -97,7 +101,7 @@ def hf_heads(bridge, tokens, half: int) -> tuple[int, int]:
 @pytest.mark.slow
 def test_acdc_and_eap_ig_find_the_previous_token_head_feeding_the_induction_key(shipped):
     bridge, setup, batch = shipped
-    prev, ind = hf_heads(bridge, batch["clean"], 6)
+    prev, ind = pattern_heads(bridge, torch.cat([batch["clean"], batch["clean_labels"][:, None]], 1), 6)
     known = Edge("blocks.0.attn.hook_result", prev, "blocks.1.attn.hook_k_input", ind)
     metric = logit_diff(batch["clean_labels"], batch["corrupt_labels"])
     found = circuits.acdc(bridge, batch["clean"], batch["corrupted"], threshold=0.05, metric=metric)
