@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from circuits import acdc, graph_of
-from circuits.fast import supports
+from circuits.acdc.fast import supports
+from circuits.graph import mlp_graph
 from circuits.metrics import logit_diff
+from hooked_bimt.model import HookedMLP
 
 
 def assert_same(ref, fast):
@@ -96,3 +99,36 @@ def test_fast_runs_in_the_model_dtype(batches):
     # float32: effects agree to float32 rounding; no effect of this case lies within it of the threshold
     assert fast.edges == ref.edges
     assert all(abs(fast.effects[e] - v) < 1e-5 for e, v in ref.effects.items())
+
+
+class _SoftplusMLP(HookedMLP):
+    """A HookedMLP subclass whose forward uses softplus (not its ``activation`` string) and says so in its graph."""
+
+    def forward(self, x):
+        h = self.hook_in(self.check_input(x))
+        for k, block in enumerate(self.blocks):
+            h = block.hook_post(torch.nn.functional.softplus(block.hook_pre(self.linears[k](h))))
+        return self.hook_logits(self.linears[-1](h))
+
+    def circuit_graph(self):
+        return mlp_graph(self, activation=torch.nn.functional.softplus)
+
+
+def test_fast_engine_takes_the_nonlinearity_from_the_graph(batches):
+    torch.manual_seed(4)
+    model = _SoftplusMLP((5, 4, 3, 3), activation="silu").double()  # the "silu" string is not what runs
+    with torch.no_grad():
+        for lin in model.linears:
+            lin.weight.mul_(3.0)
+    fast = acdc(model, *batches, threshold=0.01, engine="fast")
+    assert_same(acdc(model, *batches, threshold=0.01, engine="reference"), fast)
+    assert 0 < fast.n_edges < fast.n_total_edges
+
+
+def test_fast_engine_needs_every_hidden_nonlinearity_declared(mlp, batches):
+    graph = graph_of(mlp)
+    undeclared = dataclasses.replace(graph, activations={})
+    assert supports(mlp, graph) and not supports(mlp, undeclared)
+    mlp.circuit_graph = lambda: undeclared  # a model that declares its edges but no nonlinearity
+    out = acdc(mlp, *batches, threshold=0.003, engine="fast")
+    assert out.settings["engine_used"] == "reference"
