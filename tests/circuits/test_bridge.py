@@ -76,6 +76,9 @@ def _sender_slice(act: torch.Tensor, edge: Edge) -> torch.Tensor:
 
 def spec7_run(bridge, kept: set, clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
     """Logits of ``clean`` with every edge outside ``kept`` carrying the corrupted sender's output."""
+    bridge.set_use_attn_result(True)
+    bridge.set_use_split_qkv_input(True)
+    bridge.set_use_hook_mlp_in(True)
     all_edges = spec7_edges(bridge.cfg)
     senders = sorted({e.sender for e in all_edges})
     bad: dict[str, torch.Tensor] = {}
@@ -220,15 +223,21 @@ def test_acdc_both_engines_match_the_hook_only_acdc_on_gpt2(gpt2):
     fast = circuits.acdc(gpt2, clean, corrupted, threshold=threshold, engine="fast")
     assert 0 < len(expected) < 110
     assert ref.edges == expected
-    assert fast.edges == expected
+    assert fast.edges == expected and fast.settings["engine_used"] == "fast_attention"
+    assert fast.effects.keys() == ref.effects.keys()  # the same edges tested, in the same order
+    assert list(fast.effects) == list(ref.effects)
 
 
-def test_acdc_engines_agree_on_a_gqa_llama(llama):
+@pytest.mark.parametrize("threshold", [0.0, 0.003, 0.05])
+def test_acdc_engines_agree_on_a_gqa_llama(llama, threshold):
     clean, corrupted = tokens(4)
-    ref = circuits.acdc(llama, clean, corrupted, threshold=0.01, engine="reference")
-    fast = circuits.acdc(llama, clean, corrupted, threshold=0.01, engine="fast")
+    ref = circuits.acdc(llama, clean, corrupted, threshold=threshold, engine="reference")
+    fast = circuits.acdc(llama, clean, corrupted, threshold=threshold, engine="fast")
+    assert fast.settings["engine_used"] == "fast_attention"
     assert fast.edges == ref.edges
-    assert 0 < ref.n_edges < ref.n_total_edges
+    assert list(fast.effects) == list(ref.effects)
+    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
+    assert (ref.n_edges < ref.n_total_edges) == (threshold > 0)  # KL of the full circuit is 0: at 0 nothing goes
 
 
 # ---------------------------------------------------------------------------- item 5: sequences
