@@ -5,7 +5,7 @@ corrupted batches of 16 random 12-token sequences, KL at the last position, ``th
 circuit keeps a middling share of the edges. Prints the edge sets' agreement, both times and their ratio
 (one process, same inputs), then the fast engine's time for 2, 4 and 8 layers.
 
-    python benchmarks/bench_bridge_acdc.py [--threshold 0.002] [--layers 4] [--growth 2 4 8] [--no-reference]
+    PYTHONPATH=. python benchmarks/bench_bridge_acdc.py [--threshold 0.002] [--layers 4] [--growth 2 4 8] [--no-reference]
 """
 
 from __future__ import annotations

@@ -27,15 +27,19 @@ from torch import Tensor
 
 from circuits.acdc.loop import Problem, clean_up, drop_incoming, has_outgoing, receiver_order
 from circuits.graph import Edge, Graph, Nodes
+from circuits.models import transformer_bridge
 from circuits.models.transformer_bridge import is_bridge
-from circuits.patching import EdgeMask, patch_term, run_with_mask
+from circuits.patching import EdgeMask, run_with_mask
 
 _STATE_ELEMENTS = 1 << 23  # bound on one stacked receiver activation (states x batch x pos x heads x d)
+_MAX_BLOCK = 64
 
 
 def supports(model: Any, graph: Graph) -> bool:
-    """Bridges whose graph is SPEC 7's (receivers named ``blocks.{l}.…`` so the start layer is known)."""
-    return is_bridge(model) and all(r.startswith("blocks.") for r in graph.receivers())
+    """Bridges whose graph is SPEC 7's, built by ``circuits.models.transformer_bridge`` (its contributions are
+    what ``_mix`` computes; receivers named ``blocks.{l}.…`` give the layer a stacked pass starts at)."""
+    return (is_bridge(model) and all(r.startswith("blocks.") for r in graph.receivers())
+            and all(c.contribute.__module__ == transformer_bridge.__name__ for c in graph.connections))
 
 
 def _layer(hook: str) -> int:
@@ -64,34 +68,38 @@ class _Stacked:
         self.senders = set(self.graph.senders())
         self.receivers = set(self.graph.receivers())
         self.passes = 0
+        self.block = 4  # states per pass, adapted to how well decisions are predicted (``_receiver_node``)
 
     def score(self, r: int, extra: Tensor) -> Tensor:
-        """The metric of each state: the current circuit with ``extra[j]`` added to ``R[r]``'s input."""
-        n, b = extra.shape[0], self.p.clean.shape[0]
-        graph, a_prime, mask = self.graph, self.p.a_prime, self.p.mask
-        current: dict[str, Tensor] = {}
+        """The metric of each state: the current circuit with ``extra[j]`` added to ``R[r]``'s input.
 
-        def tile(t: Tensor) -> Tensor:
-            return t.repeat(n, *([1] * (t.dim() - 1)))
+        Activations after the copy point hold ``n`` states x ``batch`` rows; they are viewed as
+        ``(n, batch, ...)`` so that ``a'`` and the patch terms of unstacked senders broadcast over states."""
+        n, b = extra.shape[0], self.p.clean.shape[0]
+        graph, a_prime = self.graph, self.p.a_prime
+        absent = {k: None if bool(m.all()) else (~m).to(extra.dtype) for k, m in self.p.mask.items()}
+        current: dict[str, Tensor] = {}
 
         def fn(act: Tensor, hook: Any) -> Tensor:
             name = hook.name
             if name == self.grow_at:
-                act = tile(act)
+                act = act.repeat(n, *([1] * (act.dim() - 1)))
+            stacked = act.shape[0] != b
             if name in self.receivers:
+                term: Optional[Tensor] = None
                 for conn in graph.connections_into(name):
+                    a = absent[(conn.sender, name)]
+                    if a is None:
+                        continue
                     cur = current[conn.sender]
-                    bad = a_prime[conn.sender]
-                    if cur.shape[0] != bad.shape[0]:  # a stacked sender: a' for every state
-                        bad = tile(bad)
-                    term = patch_term(conn, graph, bad - cur, mask[(conn.sender, name)])
-                    if term is not None:
-                        act = act + (tile(term) if term.shape[0] != act.shape[0] else term)
+                    delta = a_prime[conn.sender] - (cur.view(n, b, *cur.shape[1:]) if cur.shape[0] != b else cur)
+                    t = _mix(delta, a, graph.nodes[conn.sender].axis is not None, graph.nodes[name].axis is not None)
+                    term = t if term is None else term + t
+                if term is not None:
+                    act = (act.view(n, b, *act.shape[1:]) + term).view(act.shape) if stacked else act + term
             if name == self.receiver:
-                nodes = graph.nodes[name]
                 act = act.clone()
-                view = act.view(n, b, *act.shape[1:])
-                _node(view, _shifted(nodes), r).add_(extra)
+                _node(act.view(n, b, *act.shape[1:]), _shifted(graph.nodes[name]), r).add_(extra)
             if name in self.senders:
                 current[name] = act
             return act
@@ -101,6 +109,19 @@ class _Stacked:
             logits = self.p.model(self.p.clean)
         self.passes += 1
         return self.p.metric.many(logits.reshape(n, b, *logits.shape[1:]), self.p.full_logits).reshape(n)
+
+
+def _mix(delta: Tensor, absent: Tensor, sender_heads: bool, receiver_heads: bool) -> Tensor:
+    """The absent edges' share of a receiver input, for SPEC 7's contributions (a sender's output summed into
+    the residual stream, copied to every receiver head): ``term[..., r, :] = sum_s absent[r, s] delta[..., s, :]``.
+    ``delta`` is ``(..., pos, [head,] d)``; ``absent`` is ``(n_receiver_nodes, n_sender_nodes)``."""
+    if sender_heads and receiver_heads:
+        return torch.einsum("...sd,rs->...rd", delta, absent)
+    if sender_heads:
+        return torch.einsum("...sd,s->...d", delta, absent[0])
+    if receiver_heads:
+        return delta.unsqueeze(-2) * absent[:, 0].unsqueeze(-1)
+    return delta * absent[0, 0]
 
 
 def _shifted(nodes: Nodes) -> Nodes:
@@ -124,16 +145,19 @@ def _block(receiver_shape: tuple[int, ...]) -> int:
     per_state = 1
     for d in receiver_shape:
         per_state *= d
-    return max(1, min(64, _STATE_ELEMENTS // max(1, per_state)))
+    return max(1, min(_MAX_BLOCK, _STATE_ELEMENTS // max(1, per_state)))
 
 
 def _receiver_node(p: Problem, stack: _Stacked, receiver: str, r: int, cands: list, c: Tensor,
-                   current: float, effects: dict[Edge, float], k: int) -> float:
-    """Decide every candidate edge into ``R[r]`` in the sequential order, ``k`` states per pass."""
+                   current: float, effects: dict[Edge, float], k_max: int) -> float:
+    """Decide every candidate edge into ``R[r]`` in the sequential order, up to ``k_max`` states per pass.
+
+    A stacked state costs as much compute as the reference's pass for it, so a misprediction wastes the
+    states after it: the block grows (doubles) while predictions hold and halves after a miss."""
     guess = torch.ones(len(cands), dtype=torch.bool)
     pos = 0
     while pos < len(cands):
-        end = min(len(cands), pos + k)
+        end = min(len(cands), pos + min(stack.block, k_max))
         pred = guess[pos:end].to(c.device)
         taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
         extra = torch.cumsum(taken, dim=0) - taken + c[pos:end]  # exclusive prefix of predicted removals + own
@@ -151,6 +175,7 @@ def _receiver_node(p: Problem, stack: _Stacked, receiver: str, r: int, cands: li
                 rest = torch.tensor([sc - cur < p.threshold for sc in scores[i + 1:]], dtype=torch.bool)
                 guess[pos + i + 1 : end] = rest
                 break
+        stack.block = min(2 * stack.block, _MAX_BLOCK) if accepted == end - pos else max(1, stack.block // 2)
         current, pos = cur, pos + accepted
     return current
 
