@@ -396,3 +396,15 @@ def test_every_circuits_function_takes_a_bridge(gpt2):
 
     restored = circuits.node_patching(gpt2, clean, corrupted, ld)
     assert restored["blocks.1.attn.hook_result"].shape == (4,) and "blocks.0.mlp.hook_out" in restored
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), seq=st.integers(1, 6), n=st.integers(1, 3))
+def test_kl_over_all_positions_is_the_mean_of_per_position_kls(seed, seq, n):
+    g = torch.Generator().manual_seed(seed)
+    full = torch.randn(3, seq, 5, generator=g, dtype=torch.float64)
+    runs = torch.randn(n, 3, seq, 5, generator=g, dtype=torch.float64)
+    every = metrics.kl(pos=None).many(runs, full)
+    per = torch.stack([metrics.kl(pos=i).many(runs, full) for i in range(seq)]).mean(0)
+    assert torch.allclose(every, per, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(metrics.kl().many(runs, full), metrics.kl(pos=seq - 1).many(runs, full), rtol=0, atol=0)
