@@ -183,10 +183,17 @@ def test_declaration_holds_on_the_real_forward(make):
 
 
 def test_unsupported_architecture_is_refused_naming_the_feature():
-    bridge = gpt2_bridge()
-    bridge.cfg.parallel_attn_mlp = True
-    with pytest.raises(ValueError, match="parallel"):
-        circuits.graph_of(bridge)
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=16, intermediate_size=32,
+                        vocab_size=VOCAB, max_position_embeddings=16, use_parallel_residual=True)
+    neox = build_bridge_from_module(GPTNeoXForCausalLM(cfg).double().eval(), "GPTNeoXForCausalLM", hf_config=cfg,
+                                    tokenizer=None, device="cpu")
+    clean, corrupted = tokens(11)
+    with pytest.raises(ValueError, match="parallel attention and MLP"):
+        circuits.acdc(neox, clean, corrupted, threshold=0.1)
+    with pytest.raises(ValueError, match="parallel attention and MLP"):
+        circuits.eap(neox, clean, corrupted)
 
 
 # ---------------------------------------------------------------------------- item 2: exactness
