@@ -82,7 +82,8 @@ def evaluate(
 
     if logit_diff is not None and not callable(logit_diff):
         raise TypeError(f"logit_diff must be a callable (logits) -> (batch,), got {type(logit_diff).__name__}")
-    full = model(clean)
+    with torch.no_grad():
+        full = model(clean)
     circ = run_circuit(model, circuit, clean, corrupted, ablation=ablation)
     n_nodes, n_hidden = hidden_nodes(graph, circuit)
     out: dict[str, float] = {

@@ -76,6 +76,9 @@ def _sender_slice(act: torch.Tensor, edge: Edge) -> torch.Tensor:
 
 def spec7_run(bridge, kept: set, clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
     """Logits of ``clean`` with every edge outside ``kept`` carrying the corrupted sender's output."""
+    bridge.set_use_attn_result(True)
+    bridge.set_use_split_qkv_input(True)
+    bridge.set_use_hook_mlp_in(True)
     all_edges = spec7_edges(bridge.cfg)
     senders = sorted({e.sender for e in all_edges})
     bad: dict[str, torch.Tensor] = {}
@@ -180,10 +183,17 @@ def test_declaration_holds_on_the_real_forward(make):
 
 
 def test_unsupported_architecture_is_refused_naming_the_feature():
-    bridge = gpt2_bridge()
-    bridge.cfg.parallel_attn_mlp = True
-    with pytest.raises(ValueError, match="parallel"):
-        circuits.graph_of(bridge)
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=16, intermediate_size=32,
+                        vocab_size=VOCAB, max_position_embeddings=16, use_parallel_residual=True)
+    neox = build_bridge_from_module(GPTNeoXForCausalLM(cfg).double().eval(), "GPTNeoXForCausalLM", hf_config=cfg,
+                                    tokenizer=None, device="cpu")
+    clean, corrupted = tokens(11)
+    with pytest.raises(ValueError, match="parallel attention and MLP"):
+        circuits.acdc(neox, clean, corrupted, threshold=0.1)
+    with pytest.raises(ValueError, match="parallel attention and MLP"):
+        circuits.eap(neox, clean, corrupted)
 
 
 # ---------------------------------------------------------------------------- item 2: exactness
@@ -220,15 +230,21 @@ def test_acdc_both_engines_match_the_hook_only_acdc_on_gpt2(gpt2):
     fast = circuits.acdc(gpt2, clean, corrupted, threshold=threshold, engine="fast")
     assert 0 < len(expected) < 110
     assert ref.edges == expected
-    assert fast.edges == expected
+    assert fast.edges == expected and fast.settings["engine_used"] == "fast_attention"
+    assert fast.effects.keys() == ref.effects.keys()  # the same edges tested, in the same order
+    assert list(fast.effects) == list(ref.effects)
 
 
-def test_acdc_engines_agree_on_a_gqa_llama(llama):
+@pytest.mark.parametrize("threshold", [0.0, 0.003, 0.05])
+def test_acdc_engines_agree_on_a_gqa_llama(llama, threshold):
     clean, corrupted = tokens(4)
-    ref = circuits.acdc(llama, clean, corrupted, threshold=0.01, engine="reference")
-    fast = circuits.acdc(llama, clean, corrupted, threshold=0.01, engine="fast")
+    ref = circuits.acdc(llama, clean, corrupted, threshold=threshold, engine="reference")
+    fast = circuits.acdc(llama, clean, corrupted, threshold=threshold, engine="fast")
+    assert fast.settings["engine_used"] == "fast_attention"
     assert fast.edges == ref.edges
-    assert 0 < ref.n_edges < ref.n_total_edges
+    assert list(fast.effects) == list(ref.effects)
+    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
+    assert (ref.n_edges < ref.n_total_edges) == (threshold > 0)  # KL of the full circuit is 0: at 0 nothing goes
 
 
 # ---------------------------------------------------------------------------- item 5: sequences
@@ -284,3 +300,118 @@ def test_mismatched_padded_or_training_inputs_are_refused_before_work(gpt2):
     bridge.train()
     with pytest.raises(ValueError, match="eval"):
         circuits.eap(bridge, clean, corrupted)
+
+
+# ---------------------------------------------------------------------------- item 4: EAP / EAP-IG
+def _tl_edge(node, n_layers: int) -> tuple[str, int]:
+    """TransformerLens's attribution-patching node -> (SPEC 7 hook, index)."""
+    kind = node.kind
+    if kind == "embed":
+        return "embed.hook_out", 0
+    if kind == "attn_head_out":
+        return f"blocks.{node.layer}.attn.hook_result", node.head
+    if kind in ("q_input", "k_input", "v_input"):
+        return f"blocks.{node.layer}.attn.hook_{kind}", node.head
+    if kind == "mlp_out":
+        return f"blocks.{node.layer}.mlp.hook_out", 0
+    if kind == "mlp_in":
+        return f"blocks.{node.layer}.hook_mlp_in", 0
+    assert kind == "logits"
+    return f"blocks.{n_layers - 1}.hook_out", 0
+
+
+def _task(logits: torch.Tensor) -> torch.Tensor:
+    return (logits[..., -1, 3] - logits[..., -1, 5]).mean() + 0.5 * torch.log_softmax(logits[..., -2, :], -1)[..., 7].mean()
+
+
+def test_eap_is_minus_transformer_lens_edge_attribution_summed_over_positions(gpt2):
+    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+
+    clean, corrupted = tokens(8)
+    tl = attribution_patch(gpt2, clean, corrupted, _task, EdgeAttributionConfig(granularity="edge"))
+    summed: dict[Edge, float] = {}
+    for (writer, reader), score in tl.edge_scores.items():
+        e = Edge(*_tl_edge(writer, 2), *_tl_edge(reader, 2))
+        summed[e] = summed.get(e, 0.0) + score
+    ours = circuits.eap(gpt2, clean, corrupted, lambda logits, full: _task(logits), point="corrupted")
+    assert set(ours) == set(summed) and len(ours) == 110
+    scale = max(abs(v) for v in ours.values())
+    assert scale > 1e-3
+    assert max(abs(ours[e] + summed[e]) for e in ours) < 1e-12 * max(1.0, scale)
+
+
+def test_eap_ig_averages_gradients_along_the_embedding_path(gpt2):
+    """EAP-IG with k steps against a direct computation: gradients at receivers with the embedding set to
+    a' + alpha (a - a'), alpha = (i + 1/2) / k, averaged; score = sum (a'_s - a_s) . grad_r over the r slice."""
+    clean, corrupted = tokens(9)
+    steps = 2
+    acts: dict[str, dict[str, torch.Tensor]] = {"clean": {}, "bad": {}}
+    edges = spec7_edges(gpt2.cfg)
+    senders, receivers = sorted({e.sender for e in edges}), sorted({e.receiver for e in edges})
+    for key, x in (("clean", clean), ("bad", corrupted)):
+        gpt2.run_with_hooks(x, fwd_hooks=[(s, lambda t, hook, k=key: acts[k].__setitem__(hook.name, t.detach()))
+                                          for s in senders])
+    with torch.no_grad():
+        full = gpt2(clean)
+    grads: dict[str, torch.Tensor] = {}
+    for i in range(steps):
+        alpha = (i + 0.5) / steps
+        mix = acts["bad"]["embed.hook_out"] + alpha * (acts["clean"]["embed.hook_out"] - acts["bad"]["embed.hook_out"])
+        seen: dict[str, torch.Tensor] = {}
+
+        def grab(t, hook):
+            t = t.view_as(t)
+            seen[hook.name] = t
+            return t
+
+        with torch.enable_grad():
+            logits = gpt2.run_with_hooks(clean, fwd_hooks=[("embed.hook_out", lambda t, hook: mix.clone().requires_grad_())]
+                                         + [(r, grab) for r in receivers])
+            g = torch.autograd.grad(spec7_kl_tensor(logits, full), [seen[r] for r in receivers])
+        for r, gr in zip(receivers, g):
+            grads[r] = grads.get(r, 0) + gr / steps
+    got = circuits.eap(gpt2, clean, corrupted, "kl", steps=steps)
+    for e in edges:
+        d = _sender_slice(acts["bad"][e.sender], e) - _sender_slice(acts["clean"][e.sender], e)
+        gr = grads[e.receiver][:, :, e.receiver_index] if grads[e.receiver].dim() == 4 else grads[e.receiver]
+        assert got[e] == pytest.approx(float((d * gr).sum()), rel=1e-9, abs=1e-13)
+
+
+def spec7_kl_tensor(logits: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    p = torch.log_softmax(full[:, -1], -1)
+    return (p.exp() * (p - torch.log_softmax(logits[:, -1], -1))).sum(-1).mean()
+
+
+def test_every_circuits_function_takes_a_bridge(gpt2):
+    clean, corrupted = tokens(10)
+    good, bad = torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6, 7, 8])
+    sweep = circuits.threshold_sweep(gpt2, clean, corrupted, [0.0, 1e9], engine="reference")
+    assert sweep.circuits[0.0].n_edges >= sweep.circuits[1e9].n_edges == 0
+    scores = circuits.eap(gpt2, clean, corrupted, metrics.logit_diff(good, bad))
+    top = circuits.circuit_from_scores(scores, gpt2, top_n=20)
+    assert top.n_edges == 20
+    refined = circuits.eap_then_acdc(gpt2, clean, corrupted, top_n=20, threshold=0.001)
+    assert refined.edges <= circuits.circuit_from_scores(circuits.eap(gpt2, clean, corrupted), gpt2, top_n=20).edges
+    report = circuits.evaluate(gpt2, Circuit.full(circuits.graph_of(gpt2)), clean, corrupted,
+                               clean_labels=good, corrupt_labels=bad)
+    assert report["kl"] == pytest.approx(0.0, abs=1e-12) and report["logit_diff_recovery"] == pytest.approx(1.0)
+
+    def ld(x):  # node_patching stacks copies of the batch: labels repeat
+        k = x.shape[0] // BATCH
+        rows = torch.arange(x.shape[0])
+        return x[rows, -1, good.repeat(k)] - x[rows, -1, bad.repeat(k)]
+
+    restored = circuits.node_patching(gpt2, clean, corrupted, ld)
+    assert restored["blocks.1.attn.hook_result"].shape == (4,) and "blocks.0.mlp.hook_out" in restored
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), seq=st.integers(1, 6), n=st.integers(1, 3))
+def test_kl_over_all_positions_is_the_mean_of_per_position_kls(seed, seq, n):
+    g = torch.Generator().manual_seed(seed)
+    full = torch.randn(3, seq, 5, generator=g, dtype=torch.float64)
+    runs = torch.randn(n, 3, seq, 5, generator=g, dtype=torch.float64)
+    every = metrics.kl(pos=None).many(runs, full)
+    per = torch.stack([metrics.kl(pos=i).many(runs, full) for i in range(seq)]).mean(0)
+    assert torch.allclose(every, per, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(metrics.kl().many(runs, full), metrics.kl(pos=seq - 1).many(runs, full), rtol=0, atol=0)
