@@ -1,9 +1,9 @@
-"""Demo: the induction circuit of a 2-layer GPT-2 trained in this repo, found with ACDC and EAP-IG.
+"""Demo: the induction circuit of a 2-layer transformer trained in this repo, found with ACDC and EAP-IG.
 
     PYTHONPATH=. python demos/induction_circuit.py [--model data/induction] [--train] [--out out/induction]
 
-The model (``hooked_bimt.zoo.induction``: repeated random tokens, trained on CPU, saved as safetensors +
-JSON) is loaded as a TransformerLens 4 ``TransformerBridge``. Its attention patterns name the
+The model (``hooked_bimt.zoo.induction``: Llama-style, rotary positions; repeated random tokens, trained on
+CPU, saved as safetensors + JSON) is loaded as a TransformerLens 4 ``TransformerBridge``. Its attention patterns name the
 previous-token head (layer 0) and the induction head (layer 1); the known mechanism is the edge
 ``blocks.0.attn.hook_result[prev] -> blocks.1.attn.hook_k_input[induction]`` (K-composition).
 Clean prompts end inside the second copy; corrupted ones reverse the first copy (same tokens, other
