@@ -93,7 +93,7 @@ function hbGraphView(root) {
   }
   function updateLegend() {
     var kinds = D.kinds.map(function (name, k) {
-      return '<span class="hb-sw" style="background:' + kindColor(k) + '"></span>' + esc(name);
+      return '<span class="hb-kind"><span class="hb-sw" style="background:' + kindColor(k) + '"></span>' + esc(name) + '</span>';
     }).join(" ");
     legend.innerHTML =
       '<div><b>' + D.n_edges + '</b> of ' + D.n_total_edges + ' edges (sparsity ' + (100 * D.sparsity).toFixed(2) + '%)</div>' +
