@@ -71,7 +71,8 @@ def main() -> None:
 
     metric = logit_diff(batch["clean_labels"], batch["corrupt_labels"])
     found = circuits.acdc(bridge, batch["clean"], batch["corrupted"], threshold=args.threshold, metric=metric)
-    print(f"ACDC: {found.n_edges} of {found.n_total_edges} edges in {found.seconds:.1f}s; known edge found: {edge in found.edges}")
+    print(f"ACDC: {found.n_edges} of {found.n_total_edges} edges in {found.seconds:.1f}s "
+          f"({found.settings['engine_used']} engine); known edge found: {edge in found.edges}")
     for e in sorted(found.edges, key=lambda e: -abs(found.effects[e])):
         print(f"   {found.effects[e]:+.3f}  {e}")
 
