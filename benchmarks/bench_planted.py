@@ -1,6 +1,7 @@
 """Planted-circuit benchmark (issue 6): pessimistic AUC and wall time per method per planted family.
 
     PYTHONPATH=. python benchmarks/bench_planted.py [--seeds 0 1 2] [--n-batch 64] [--ig-steps 10] [--eps 0.01]
+        [--families mlp residual_mlp attn_only gpt2_bridge]
 
 Methods: EAP (gradient at the corrupted run for KL), EAP-IG (``--ig-steps`` midpoints), and ACDC's
 threshold sweep (``circuits.threshold_sweep``; edges never pruned rank highest). Also reports whether
@@ -21,8 +22,12 @@ import torch
 from circuits.attribution import eap
 from circuits.graph import graph_of
 from circuits.planted import removal_effects
-from hooked_bimt.zoo.planted import FAMILIES
+from hooked_bimt.zoo.planted import FAMILIES as ZOO_FAMILIES
+from hooked_bimt.zoo.planted_bridge import planted_gpt2_bridge
 from circuits.roc import pessimistic_auc
+
+
+FAMILIES = {**ZOO_FAMILIES, "gpt2_bridge": planted_gpt2_bridge}  # the last: a TransformerLens 4 bridge (SPEC 7)
 
 
 def _timed(fn):
@@ -64,12 +69,14 @@ def main() -> None:
     ap.add_argument("--ig-steps", type=int, default=10)
     ap.add_argument("--eps", type=float, default=0.01, help="distractor weight (larger = harder)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     thresholds = [10.0 ** (k / 2) for k in range(-16, 1)]
     print("| family | edges | true edges | method | AUC (mean, min over seeds) | seconds (mean) | ACDC exact at mid threshold |")
     print("|---|---|---|---|---|---|---|")
-    for family, build in FAMILIES.items():
+    for family in args.families:
+        build = FAMILIES[family]
         rows: dict[str, tuple[list, list]] = {}
         exact = []
         for seed in args.seeds:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from circuits import metrics, planted, roc  # noqa: F401  (submodules users reach as circuits.metrics, ...)
+from circuits import metrics, models, planted, roc  # noqa: F401  (submodules; models registers family graphs)
 from circuits.acdc import acdc
 from circuits.attribution import circuit_from_scores, eap, eap_then_acdc
 from circuits.circuit import Circuit, model_identity
@@ -26,7 +26,7 @@ __all__ = [
     "Circuit", "Connection", "Edge", "Graph", "Nodes", "graph_of", "model_identity", "check_graph",
     "acdc", "threshold_sweep", "run_circuit", "node_patching", "evaluate",
     "eap", "circuit_from_scores", "eap_then_acdc", "pessimistic_auc", "roc_curve",
-    "metrics", "planted", "roc", "viz",
+    "metrics", "models", "planted", "roc", "viz",
 ]
 
 

@@ -61,7 +61,7 @@ def resolve_metric(metric: Union[str, Metric], point: str, steps: Optional[int])
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer or None, got {steps!r}")
     if point == "auto":
-        point = "corrupted" if resolved.fn is kl_metric.fn else "clean"
+        point = "corrupted" if resolved.fn is kl_metric.fn or resolved.name.startswith("kl(") else "clean"
     return resolved, point
 
 

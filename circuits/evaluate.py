@@ -9,6 +9,8 @@
   ``(LD_circuit - LD_ablated) / (LD_full - LD_ablated)``: full circuit 1, empty circuit 0 (NaN if LD_full == LD_ablated)
 - ``accuracy`` (circuit argmax == clean label) and ``full_accuracy``
 - ``n_edges``, ``edge_sparsity = 1 - n_edges / n_total_edges``
+- on sequence logits ``(batch, pos, vocab)`` kl, the default logit difference and accuracy read the last
+  position; logit_gap averages over every position
 - ``n_nodes``, ``node_sparsity = 1 - n_nodes / n_hidden``: a hidden node is in the circuit when an
   edge of the circuit touches it (as receiver input or as sender output)
 
@@ -56,6 +58,11 @@ def _labels(labels: Any, batch: int, name: str, device: torch.device) -> Tensor:
 
 
 @torch.no_grad()
+def _last_position(logits: Tensor) -> Tensor:
+    """Sequence logits ``(batch, pos, vocab)`` are labelled at their last position (SPEC 7); others unchanged."""
+    return logits[:, -1] if logits.dim() == 3 else logits
+
+
 def evaluate(
     model: Any,
     circuit: Circuit,
@@ -83,11 +90,13 @@ def evaluate(
         rows = torch.arange(b, device=device)
 
         def logit_diff(logits: Tensor) -> Tensor:
+            logits = _last_position(logits)
             return logits[rows, cl] - logits[rows, dl]
 
     if logit_diff is not None and not callable(logit_diff):
         raise TypeError(f"logit_diff must be a callable (logits) -> (batch,), got {type(logit_diff).__name__}")
-    full = model(clean)
+    with torch.no_grad():
+        full = model(clean)
     for name, lab in (("clean_labels", cl), ("corrupt_labels", dl)):
         if lab is not None:
             check_labels_range(lab, full.shape[-1], name)
@@ -107,6 +116,6 @@ def evaluate(
         out.update(logit_diff_full=ld_full, logit_diff_circuit=ld_circ, logit_diff_ablated=ld_abl,
                    logit_diff_recovery=(ld_circ - ld_abl) / (ld_full - ld_abl) if ld_full != ld_abl else float("nan"))
     if cl is not None:
-        out["accuracy"] = float((circ.argmax(-1) == cl).double().mean())
-        out["full_accuracy"] = float((full.argmax(-1) == cl).double().mean())
+        out["accuracy"] = float((_last_position(circ).argmax(-1) == cl).double().mean())
+        out["full_accuracy"] = float((_last_position(full).argmax(-1) == cl).double().mean())
     return out

@@ -177,9 +177,23 @@ class Graph:
                 raise ValueError(f"edge {edge}: node index {idx} out of range for {hook} ({self.nodes[hook].count} nodes)")
 
 
+# Graph builders for model families that cannot declare ``circuit_graph()`` themselves (e.g. TransformerLens
+# bridges, ``circuits.models.transformer_bridge``): (recognise(model) -> bool, build(model) -> Graph). The
+# family modules register themselves on import, so this module imports none of them.
+_BUILDERS: list[tuple[Callable[[Any], bool], Callable[[Any], "Graph"]]] = []
+
+
+def register_graph_builder(recognise: Callable[[Any], bool], build: Callable[[Any], "Graph"]) -> None:
+    """Make ``graph_of(model)`` use ``build(model)`` for models where ``recognise(model)`` holds."""
+    _BUILDERS.append((recognise, build))
+
+
 def graph_of(model: Any) -> Graph:
-    """The graph a model declares through ``model.circuit_graph()``; a clear error if it declares none."""
+    """The graph a model declares through ``model.circuit_graph()`` (or a registered family builder, e.g. for a
+    TransformerLens ``TransformerBridge``: SPEC 7); a clear error if there is none."""
     declare = getattr(model, "circuit_graph", None)
+    if declare is None:
+        declare = next((lambda b=build: b(model) for recognise, build in _BUILDERS if recognise(model)), None)
     if declare is None:
         raise TypeError(
             f"{type(model).__name__} declares no circuit graph: give it a method circuit_graph() -> circuits.Graph "

@@ -1,6 +1,7 @@
 """Metrics for circuit discovery: ``metric(logits, full_logits) -> scalar``, to be minimised.
 
-Each metric is a ``Metric``: callable on ``(batch, classes)`` logits, with a ``name`` (recorded in
+Each metric is a ``Metric``: callable on ``(batch, classes)`` logits (or a transformer's ``(batch, pos, vocab)``:
+the built-in ``kl`` and ``logit_diff`` then read the last position unless given ``pos=``), with a ``name`` (recorded in
 ``Circuit.settings``) and a batched form ``many(logits (..., batch, classes), full) -> (...)`` that
 the fast engine uses to score many candidate circuits at once.
 """
@@ -8,7 +9,7 @@ the fast engine uses to score many candidate circuits at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -34,6 +35,8 @@ class Metric:
 
 
 def _kl(logits: Tensor, full_logits: Tensor) -> Tensor:
+    if full_logits.dim() == 3:  # sequences (batch, pos, vocab): the last position (kl(pos=...) for others)
+        logits, full_logits = select_positions(logits, full_logits, -1)
     # sum_c p_full (log p_full - logits) + logsumexp(logits): one exp pass over the (many) circuit logits
     logp_full = torch.log_softmax(full_logits, dim=-1)
     p_full = logp_full.exp()
@@ -41,10 +44,66 @@ def _kl(logits: Tensor, full_logits: Tensor) -> Tensor:
     return (const - (p_full * logits).sum(dim=-1) + torch.logsumexp(logits, dim=-1)).mean(dim=-1)
 
 
-def kl() -> Metric:
+Pos = Union[int, slice, Tensor, None]
+
+
+def check_pos(pos: Any) -> Pos:
+    """Validate a position choice: an int, a slice, None (every position) or an integer index tensor
+    ``(batch,)`` / ``(batch, k)`` (per-example positions)."""
+    if pos is None or isinstance(pos, slice) or (isinstance(pos, int) and not isinstance(pos, bool)):
+        return pos
+    if isinstance(pos, Tensor) and not pos.is_floating_point() and pos.dtype != torch.bool and pos.dim() in (1, 2):
+        return pos
+    raise ValueError(f"pos must be an int, a slice, None or a 1-D/2-D integer index tensor, got {pos!r}")
+
+
+def select_positions(logits: Float[Tensor, "*n batch seq vocab"], full: Float[Tensor, "batch seq vocab"], pos: Pos
+                     ) -> tuple[Float[Tensor, "*n rows vocab"], Float[Tensor, "rows vocab"]]:
+    """Sequence logits at the chosen positions, positions folded into the batch: ``rows = batch * k``.
+
+    Classification logits (``full`` is ``(batch, classes)``) pass through unchanged. ``pos``: an int (default
+    -1, the last position), a slice, None (all positions), or an integer tensor ``(batch,)`` or ``(batch, k)`` of
+    per-example positions. A metric averaged over rows then averages over examples and chosen positions.
+    """
+    if full.dim() != 3:
+        return logits, full
+    seq = full.shape[1]
+    if pos is None or isinstance(pos, slice):
+        pick = torch.arange(seq, device=full.device)[pos if pos is not None else slice(None)]
+        idx = pick.unsqueeze(0).expand(full.shape[0], -1)
+    elif isinstance(pos, int):
+        if not -seq <= pos < seq:
+            raise ValueError(f"pos={pos} is out of range for sequences of length {seq}")
+        idx = torch.full((full.shape[0], 1), pos % seq, device=full.device)
+    else:
+        idx = (pos if pos.dim() == 2 else pos.unsqueeze(1)).to(full.device)
+        if idx.shape[0] != full.shape[0] or bool(((idx < -seq) | (idx >= seq)).any()):
+            raise ValueError(f"pos index tensor of shape {tuple(pos.shape)} does not fit a batch of {full.shape[0]} "
+                             f"sequences of length {seq}")
+        idx = idx % seq
+    if idx.shape[1] == 0:
+        raise ValueError(f"pos={pos!r} selects no position of sequences of length {seq}")
+
+    def gather(x: Tensor) -> Tensor:
+        index = idx.unsqueeze(-1).expand(*x.shape[:-3], *idx.shape, x.shape[-1])
+        return torch.gather(x, -2, index).flatten(-3, -2)
+
+    return gather(logits), gather(full)
+
+
+def kl(pos: Pos = -1) -> Metric:
     """``KL(softmax(full) || softmax(logits))`` averaged over the batch:
-    ``mean_b sum_c p_full[b,c] (log p_full[b,c] - log p[b,c])``."""
-    return Metric("kl", _kl)
+    ``mean_b sum_c p_full[b,c] (log p_full[b,c] - log p[b,c])``. On sequence logits ``(batch, pos, vocab)`` it
+    reads position ``pos`` (default the last; a slice, None or a per-example index tensor averages over the
+    chosen positions too, ``select_positions``)."""
+    pos = check_pos(pos)
+    if isinstance(pos, int) and pos == -1:
+        return Metric("kl", _kl)  # the shared function: engines recognise it by identity
+    return Metric(f"kl(pos={_pos_name(pos)})", lambda logits, full: _kl(*select_positions(logits, full, pos)))
+
+
+def _pos_name(pos: Pos) -> str:
+    return "per-example" if isinstance(pos, Tensor) else repr(pos)
 
 
 def _check_labels(labels: Any, name: str) -> Tensor:
@@ -56,18 +115,26 @@ def _check_labels(labels: Any, name: str) -> Tensor:
     return labels
 
 
-def logit_diff(clean_labels: Int[Tensor, " batch"], corrupt_labels: Int[Tensor, " batch"]) -> Metric:
-    """``-mean_b (logits[b, clean_label_b] - logits[b, corrupt_label_b])`` (``full_logits`` unused)."""
+def logit_diff(clean_labels: Int[Tensor, " batch"], corrupt_labels: Int[Tensor, " batch"], pos: Pos = -1) -> Metric:
+    """``-mean_b (logits[b, clean_label_b] - logits[b, corrupt_label_b])`` (``full_logits`` only gives the shape).
+
+    On sequence logits ``(batch, pos, vocab)`` it reads position ``pos`` (default the last); with several
+    positions per example (a slice, None, a ``(batch, k)`` index tensor) each example's label is used at each
+    of its positions and the mean runs over examples and positions."""
     clean_labels = _check_labels(clean_labels, "clean_labels")
     corrupt_labels = _check_labels(corrupt_labels, "corrupt_labels")
     if clean_labels.shape != corrupt_labels.shape:
         raise ValueError(f"clean_labels and corrupt_labels differ in length: {len(clean_labels)} vs {len(corrupt_labels)}")
+    pos = check_pos(pos)
 
     def fn(logits: Tensor, full_logits: Tensor) -> Tensor:
-        if logits.shape[-2] != len(clean_labels):
-            raise ValueError(f"logit_diff: {len(clean_labels)} labels for a batch of {logits.shape[-2]}")
-        c = clean_labels.to(logits.device)
-        d = corrupt_labels.to(logits.device)
+        n = len(clean_labels)
+        if full_logits.shape[0] != n:
+            raise ValueError(f"logit_diff: {n} labels for a batch of {full_logits.shape[0]}")
+        logits, full_logits = select_positions(logits, full_logits, pos)
+        k = full_logits.shape[0] // n  # positions per example (rows are example-major)
+        c = clean_labels.to(logits.device).repeat_interleave(k)
+        d = corrupt_labels.to(logits.device).repeat_interleave(k)
         rows = torch.arange(len(c), device=logits.device)
         return -(logits[..., rows, c] - logits[..., rows, d]).mean(dim=-1)
 

@@ -26,6 +26,7 @@ from torch import Tensor
 from circuits.circuit import Circuit
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
 from circuits.validate import check_model_and_inputs
+from circuits.models.transformer_bridge import check_bridge_inputs, check_eval_mode, is_bridge
 
 ABLATIONS = ("resample", "zero", "mean")
 EdgeMask = dict[tuple[str, str], Bool[Tensor, "n_recv n_send"]]
@@ -47,8 +48,12 @@ def check_batches(model: torch.nn.Module, clean: Any, corrupted: Any) -> tuple[T
 
     Raises ``TypeError`` for non-tensors and ``ValueError`` for mismatched shapes or batch sizes,
     empty batches, complex or boolean inputs, or NaN. Integer inputs (token ids) keep their dtype;
-    floating inputs take the model's dtype.
+    floating inputs take the model's dtype. A model in training mode with dropout on, and on a
+    TransformerLens bridge padding or non-token inputs, are refused too (``circuits.models.transformer_bridge``).
     """
+    check_eval_mode(model)
+    if is_bridge(model):
+        check_bridge_inputs(model, clean, corrupted)
     for name, x in (("clean", clean), ("corrupted", corrupted)):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")

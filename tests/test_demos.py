@@ -72,3 +72,24 @@ def test_beyond_the_mlp_demos_train_and_find_a_circuit(name, monkeypatch, capsys
     acc = float(re.search(r"trained: accuracy ([0-9.]+)", out).group(1))
     kept, total = map(int, re.search(r"ACDC: (\d+) of (\d+) edges", out).groups())
     assert acc >= 0.9 and 0 < kept < total
+
+
+def test_induction_demo_finds_and_draws_the_circuit(monkeypatch, tmp_path, capsys):
+    """Issue 11 item 6: the shipped induction model, ACDC + EAP-IG on its bridge, views saved."""
+    import re
+
+    _run_script("induction_circuit.py", ["--out", str(tmp_path / "ind")], monkeypatch)
+    out = capsys.readouterr().out
+    assert re.search(r"ACDC: \d+ of 110 edges", out) and "EAP-IG: known edge ranked" in out
+    assert (tmp_path / "ind" / "induction_acdc.html").stat().st_size > 0
+    assert (tmp_path / "ind" / "induction_eap_ig.html").stat().st_size > 0
+
+
+def test_induction_notebook_cells_run(tmp_path):
+    nb = json.loads((DEMOS / "induction.ipynb").read_text())
+    ns: dict = {"__name__": "__main__"}
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    for cell in cells:
+        exec(compile("".join(cell["source"]), "induction.ipynb", "exec"), ns)
+    assert ns["found"].n_total_edges == 110 and ns["view"].n_edges == ns["found"].n_edges
+    assert (tmp_path / "out" / "induction" / "induction_acdc.html").stat().st_size > 0

@@ -1,7 +1,8 @@
 """ACDC (Conmy et al. 2023): ``circuits.acdc(model, clean, corrupted, threshold=...)``.
 
 Layout: ``loop.py`` the SPEC 4 order both engines share, ``reference.py`` one forward pass per tested
-edge, ``fast.py`` the exact fast engine for MLP-shaped graphs, ``discover.py`` the public function.
+edge, ``fast.py`` the exact fast engine for MLP-shaped graphs, ``fast_attention.py`` the one for TransformerLens
+bridges (heads as nodes, candidate circuits stacked on the batch), ``discover.py`` the public function.
 """
 
 from circuits.acdc.discover import ENGINES, acdc

@@ -3,7 +3,8 @@
 ``Circuit.effects[e]`` is ``new - current`` when ``e`` was tested. ``engine="reference"`` runs one
 patched forward pass per tested edge through the hook points (``circuits.acdc.reference``);
 ``engine="fast"`` (``circuits.acdc.fast``) reaches the same decisions on MLP-shaped graphs that declare
-their nonlinearity (``Graph.activations``) and falls back to the reference on any other graph.
+their nonlinearity (``Graph.activations``), ``circuits.acdc.fast_attention`` on TransformerLens bridges
+(heads as nodes), and falls back to the reference on any other graph.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.acdc import fast
+from circuits.acdc import fast, fast_attention
 from circuits.acdc.loop import Problem, check_threshold
 from circuits.acdc.reference import reference_engine
 from circuits.circuit import Circuit, model_identity
@@ -72,10 +73,16 @@ def acdc(
     t0 = time.perf_counter()
     a_prime = corrupted_activations(model, corrupted, ablation, graph)
     problem = Problem(model, graph, clean, a_prime, metric_obj, threshold, start_mask, progress)
-    used = "fast" if engine == "fast" and fast.supports(model, graph) else "reference"
+    used = "reference"
+    if engine == "fast" and fast.supports(model, graph):
+        used = "fast"
+    elif engine == "fast" and fast_attention.supports(model, graph):
+        used = "fast_attention"
     with torch.no_grad():  # discovery needs no gradients: no autograd bookkeeping on any op, either engine
         if used == "fast":
             mask, effects, n_tested = fast.fast_engine(problem)
+        elif used == "fast_attention":
+            mask, effects, n_tested = fast_attention.fast_attention_engine(problem)
         else:
             mask, effects, n_tested = reference_engine(problem)
     seconds = time.perf_counter() - t0
@@ -83,6 +90,7 @@ def acdc(
                 "engine": engine, "engine_used": used, "n_tested": n_tested, "restricted": edges is not None}
     if hasattr(problem, "flops"):
         settings["downstream_flops"] = int(problem.flops)
+    if hasattr(problem, "passes"):
         settings["verify_passes"] = int(problem.passes)
     return Circuit(edges=edges_of_mask(mask), n_total_edges=graph.n_edges, seconds=seconds, effects=effects,
                    settings=settings, model=model_identity(model))

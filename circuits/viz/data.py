@@ -7,8 +7,9 @@ the matplotlib figures show the same numbers whatever the model's device and dty
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 from jaxtyping import Float
@@ -24,6 +25,11 @@ def check_model(model: Any) -> None:
     missing = [a for a in ("widths", "linears", "coords", "n_layers") if not hasattr(model, a)]
     if missing:
         raise TypeError(f"{type(model).__name__} is not a HookedMLP-shaped model (missing {', '.join(missing)})")
+
+
+def is_mlp_shaped(model: Any) -> bool:
+    """Has ``widths``, ``linears``, ``coords`` and ``n_layers`` (what the neuron view draws)."""
+    return all(hasattr(model, a) for a in ("widths", "linears", "coords", "n_layers"))
 
 
 def check_circuit(model: Any, circuit: Any, check_model: bool = True) -> None:
@@ -43,10 +49,15 @@ def check_width_by(width_by: str) -> str:
     return width_by
 
 
-def check_input_shape(model: Any, input_shape: Optional[Sequence[int]]) -> Optional[tuple[int, int]]:
-    """``None`` or an ``(h, w)`` pair with ``h * w == widths[0]``."""
+def check_input_shape(model: Any, input_shape: Union[Sequence[int], str, None]) -> Optional[tuple[int, int]]:
+    """``None`` or an ``(h, w)`` pair with ``h * w == widths[0]``; ``"auto"``: ``(s, s)`` if ``widths[0] == s * s``."""
     if input_shape is None:
         return None
+    if isinstance(input_shape, str):
+        if input_shape != "auto":
+            raise ValueError(f"input_shape must be 'auto', None or (h, w), got {input_shape!r}")
+        side = math.isqrt(model.widths[0])
+        return (side, side) if side * side == model.widths[0] else None
     shape = tuple(input_shape)
     if len(shape) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"input_shape must be None or two positive integers (h, w), got {input_shape!r}")

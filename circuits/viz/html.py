@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import uuid
 from importlib import resources
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from circuits.circuit import Circuit
+from circuits.graph import graph_of
 from circuits.viz import data as vd
+from circuits.viz import graph_view
 from circuits.viz.layout import LAYOUTS, check_layout, node_layout
 from circuits.viz.render import OfflineHTML
 
@@ -35,14 +37,16 @@ class CircuitGraph(OfflineHTML):
     ``data`` is the dict embedded in the page (edges, weights, effects, positions, heat map).
     """
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, Any], kind: str = "mlp") -> None:
         self.data = data
+        self.kind = kind
+        script, entry = ("circuit_graph.js", "hbCircuitGraph") if kind == "mlp" else ("graph_view.js", "hbGraphView")
         uid = "hb-circuit-" + uuid.uuid4().hex[:12]
         payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
         fragment = (
             f'<div class="hb-circuit" id="{uid}">\n<style>{_asset("circuit_graph.css")}</style>\n'
             f'<script type="application/json" class="{_DATA_CLASS}">{payload}</script>\n'
-            f'<script>\n{_asset("circuit_graph.js")}\nhbCircuitGraph(document.getElementById("{uid}"));\n</script>\n</div>'
+            f'<script>\n{_asset(script)}\n{entry}(document.getElementById("{uid}"));\n</script>\n</div>'
         )
         super().__init__(fragment, title=data["title"])
 
@@ -102,33 +106,43 @@ def circuit_graph(
     layout: str = "bimt",
     width_by: str = "effect",
     background: bool = True,
-    input_shape: Optional[Sequence[int]] = (28, 28),
+    input_shape: Union[Sequence[int], str, None] = "auto",
     output_labels: Optional[Sequence[Any]] = None,
     title: Optional[str] = None,
     check_model: bool = True,
 ) -> CircuitGraph:
-    """An interactive, self-contained view of ``circuit`` on ``model`` (a ``HookedMLP``).
+    """An interactive, self-contained view of ``circuit`` on ``model``: any model with a circuit graph.
 
-    Neurons sit at their BIMT coordinates (``layout="bimt"``) or in columns (``"layered"``); edges are
-    blue (positive) / red (negative) by the sign of the weight ``W_l[j, i]``, with width growing with
+    A ``HookedMLP``-shaped model (``widths``, ``linears``, ``coords``, ``n_layers``) gets the neuron view:
+    neurons at their BIMT coordinates (``layout="bimt"``) or in columns (``"layered"``); edges blue
+    (positive) / red (negative) by the sign of the weight ``W_l[j, i]``, with width growing with
     |effect size| (``width_by="effect"``) or |weight| (``"weight"``). A circuit without effect sizes is
-    drawn by weight. The full network is a faint canvas underneath (``background``); the input
-    is a heat map ``heat[i] = sum_j |v_ij|`` over the pixel's circuit edges when ``input_shape`` is given.
+    drawn by weight. The full network is a faint canvas underneath (``background``); the input is a heat
+    map ``heat[i] = sum_j |v_ij|`` over the pixel's circuit edges when ``input_shape`` is an ``(h, w)``
+    pair; ``"auto"`` (default) is ``(s, s)`` when the input width is a square ``s * s``, else no image.
+
+    Any other model (a TransformerLens bridge, the zoo's residual MLP and attention-only models, your
+    own) gets the unit view of ``circuits.viz.graph_view``, built from ``circuits.graph_of(model)``:
+    layers as rows, heads and MLPs (or neurons) as units, edges coloured by the input they feed (q, k,
+    v, MLP in, output), width by |effect|, names and effect sizes on hover. ``layout``, ``width_by``,
+    ``background``, ``input_shape`` and ``output_labels`` only apply to the neuron view.
 
     Raises:
         ValueError: the circuit is not from this model (hook names, indices, total edge count; its graph
             signature or model fingerprint, unless ``check_model=False`` for a deliberate transfer), an
             unknown ``layout`` / ``width_by``, an ``input_shape`` or ``output_labels`` that does not fit.
-        TypeError: ``model`` is not HookedMLP-shaped or ``circuit`` is not a ``Circuit``.
+        TypeError: ``model`` declares no circuit graph or ``circuit`` is not a ``Circuit``.
     """
     check_layout(layout)
     vd.check_width_by(width_by)
-    vd.check_model(model)
+    if title is None:
+        title = f"Circuit: {circuit.n_edges} of {circuit.n_total_edges} edges" if isinstance(circuit, Circuit) else ""
+    if not vd.is_mlp_shaped(model):
+        vd.check_circuit(model, circuit, check_model)
+        return CircuitGraph(graph_view.view_data(graph_of(model), circuit, str(title)), kind="graph")
     vd.check_circuit(model, circuit, check_model)
     shape = vd.check_input_shape(model, input_shape)
     labels = vd.check_output_labels(model, output_labels)
-    if title is None:
-        title = f"Circuit: {circuit.n_edges} of {circuit.n_total_edges} edges"
     return CircuitGraph(
         view_data(
             model, circuit, layout=layout, width_by=width_by, background=bool(background),

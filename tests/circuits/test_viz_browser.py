@@ -117,3 +117,72 @@ def test_click_highlights_downstream_paths_and_toggles_layout(saved, tmp_path):
     assert attr(dom, "data-layout") == "layered"
     assert int(attr(dom, "data-test-after-toggle")) == circuit.n_edges
     assert int(attr(dom, "data-highlighted-edges")) == expected  # the highlight survives the toggle
+
+
+@pytest.fixture(scope="module")
+def bridge_page(tmp_path_factory):
+    """A 2-layer, 4-head GPT-2 bridge with a random half of its 110 edges, effects of both signs."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=2, n_head=4, n_embd=16, vocab_size=11, n_positions=8)
+    bridge = build_bridge_from_module(GPT2LMHeadModel(cfg).double().eval(), "GPT2LMHeadModel", hf_config=cfg,
+                                      tokenizer=None, device="cpu")
+    g = graph_of(bridge)
+    rng = random.Random(0)
+    edges = rng.sample(list(g.edges()), 55)
+    circuit = Circuit.from_edges(g, edges, effects={e: rng.gauss(0, 1) for e in edges})
+    page = viz.circuit_graph(bridge, circuit).save(tmp_path_factory.mktemp("bridge") / "bridge.html")
+    return page, circuit
+
+
+BRIDGE_INTERACT = """<script>
+(function () {
+  var root = document.querySelector(".hb-circuit");
+  var path = root.querySelector('path.edge[data-k="0"]');
+  path.dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 10, clientY: 10 }));
+  root.setAttribute("data-test-tip", root.querySelector(".hb-tip").textContent.split(String.fromCharCode(10)).join(" | "));
+  ["q", "k", "v", "mlp_in", "out"].forEach(function (kind) {
+    root.setAttribute("data-test-" + kind.replace("_", "-"), root.querySelectorAll("path.edge.hb-kind-" + kind).length);
+  });
+  var colours = {};
+  root.querySelectorAll("path.edge").forEach(function (p) { colours[p.getAttribute("stroke")] = 1; });
+  root.setAttribute("data-test-colours", Object.keys(colours).length);
+})();
+</script></body>"""
+
+
+def test_bridge_page_draws_every_edge_offline_with_q_k_v_apart(bridge_page, tmp_path):
+    page, circuit = bridge_page
+    assert not re.search(r"https?://|//cdn|\ssrc=", page.read_text())
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.read_text().replace("</body>", BRIDGE_INTERACT, 1))
+    dom = browser.dump_dom(probed)
+    (svg,) = re.findall(r'<svg class="hb-svg" width=.*?</svg>', dom, re.S)
+    assert len(re.findall(r'<path class="edge', svg)) == circuit.n_edges == int(attr(dom, "data-edges-drawn"))
+    assert int(attr(dom, "data-units-drawn")) == 12  # embed, 2 x (4 heads + MLP), out
+    assert attr(dom, "data-resources") == "0"
+    for kind, suffix in (("q", "hook_q_input"), ("k", "hook_k_input"), ("v", "hook_v_input"),
+                         ("mlp-in", "hook_mlp_in"), ("out", "blocks.1.hook_out")):
+        assert int(attr(dom, f"data-test-{kind}")) == sum(e.receiver.endswith(suffix) for e in circuit.edges)
+    assert int(attr(dom, "data-test-colours")) == 5  # each receiver kind its own colour
+    first = sorted(circuit.edges)[0]
+    tip = attr(dom, "data-test-tip")
+    assert tip.startswith(f"{first.sender}[{first.sender_index}] \u2192 {first.receiver}[{first.receiver_index}]")
+    assert float(re.search(r"effect: (\S+)", tip).group(1)) == pytest.approx(circuit.effects[first], rel=1e-3)
+
+
+@pytest.mark.parametrize("which", ["mlp25", "attn_only"])
+def test_other_models_render_offline(which, tmp_path):
+    from hooked_bimt.zoo import HookedAttnOnly
+
+    torch.manual_seed(0)
+    model = HookedMLP((25, 8, 4)) if which == "mlp25" else HookedAttnOnly(2, 3, 16, 4, 6, 10)
+    g = graph_of(model)
+    rng = random.Random(1)
+    edges = rng.sample(list(g.edges()), g.n_edges // 2)
+    circuit = Circuit.from_edges(g, edges, effects={e: rng.gauss(0, 1) for e in edges})
+    dom = browser.dump_dom(viz.circuit_graph(model, circuit).save(tmp_path / "p.html"))
+    assert int(attr(dom, "data-edges-drawn")) == circuit.n_edges
+    assert attr(dom, "data-resources") == "0"

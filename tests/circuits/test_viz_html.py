@@ -190,7 +190,7 @@ def test_bad_arguments_are_value_errors(mnist_model, circuit, kwargs, match):
 def test_wrong_types_are_type_errors(mnist_model, circuit):
     with pytest.raises(TypeError, match="Circuit"):
         viz.circuit_graph(mnist_model, {"edges": []})
-    with pytest.raises(TypeError, match="HookedMLP"):
+    with pytest.raises(TypeError, match="declares no circuit graph"):
         viz.circuit_graph(torch.nn.Linear(3, 3), circuit)
 
 

@@ -1,0 +1,209 @@
+"""The fast ACDC engine for attention graphs (TransformerLens bridges, SPEC 7): the reference's decisions
+with many candidate circuits scored in one forward pass.
+
+While ACDC processes a receiver hook R at layer l (output-first), every sender of R is upstream of R, so its
+activation ``a_S`` in the current circuit is fixed; removing the edge s -> R[r] adds exactly
+
+    c_{s->r} = [contribute_{S->R}((a'_S - a_S) restricted to node s)] restricted to node r
+
+to receiver node r's input. The sequential loop over the senders of R[r] visits states that differ from
+the current circuit only in R[r]'s input: state j (testing edge e_j) adds ``sum_{i<j removed} c_i + c_j``.
+
+Speculate and verify: predict each decision (first: removed; later: its outcome in the last pass), build
+the chain of states the loop would visit under those predictions, stack them on the batch axis and score
+them in one forward pass; accept decisions up to and including the first that differs from its prediction
+(each accepted one was scored at exactly the state the sequential loop has). The stacked pass starts at the
+receiver's layer: the clean batch runs once through the layers before l and is copied per candidate at
+``blocks.{l}.hook_in`` (at the output hook for the output receiver), so the early layers are not repeated.
+Float64 reaches the reference's edge sets: the two differ only in the order of floating-point additions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from circuits.acdc.loop import Problem, clean_up, drop_incoming, has_outgoing, receiver_order
+from circuits.graph import Edge, Graph, Nodes
+from circuits.models import transformer_bridge
+from circuits.models.transformer_bridge import is_bridge
+from circuits.patching import EdgeMask, run_with_mask
+
+_STATE_ELEMENTS = 1 << 23  # bound on one stacked receiver activation (states x batch x pos x heads x d)
+_MAX_BLOCK = 64
+
+
+def supports(model: Any, graph: Graph) -> bool:
+    """Bridges whose graph is SPEC 7's, built by ``circuits.models.transformer_bridge`` (its contributions are
+    what ``_mix`` computes; receivers named ``blocks.{l}.…`` give the layer a stacked pass starts at)."""
+    return (is_bridge(model) and all(r.startswith("blocks.") for r in graph.receivers())
+            and all(c.contribute.__module__ == transformer_bridge.__name__ for c in graph.connections))
+
+
+def _layer(hook: str) -> int:
+    return int(hook.split(".")[1])
+
+
+def _node(t: Tensor, nodes: Nodes, index: int) -> Tensor:
+    """Node ``index`` of a batch-first activation (the whole tensor for a one-node hook)."""
+    return t if nodes.axis is None else t.select(nodes.axis, index)
+
+
+def _slice_sender(delta: Tensor, nodes: Nodes, index: int) -> Tensor:
+    if nodes.axis is None:
+        return delta
+    out = torch.zeros_like(delta)
+    out.select(nodes.axis, index).copy_(delta.select(nodes.axis, index))
+    return out
+
+
+class _Stacked:
+    """Forward passes of ``n`` candidate states of receiver node ``R[r]``, stacked on the batch axis."""
+
+    def __init__(self, p: Problem, receiver: str) -> None:
+        self.p, self.graph, self.receiver = p, p.graph, receiver
+        self.grow_at = receiver if receiver == p.graph.output else f"blocks.{_layer(receiver)}.hook_in"
+        self.senders = set(self.graph.senders())
+        self.receivers = set(self.graph.receivers())
+        self.passes = 0
+        self.block = 4  # states per pass, adapted to how well decisions are predicted (``_receiver_node``)
+
+    def score(self, r: int, extra: Tensor) -> Tensor:
+        """The metric of each state: the current circuit with ``extra[j]`` added to ``R[r]``'s input.
+
+        Activations after the copy point hold ``n`` states x ``batch`` rows; they are viewed as
+        ``(n, batch, ...)`` so that ``a'`` and the patch terms of unstacked senders broadcast over states."""
+        n, b = extra.shape[0], self.p.clean.shape[0]
+        graph, a_prime = self.graph, self.p.a_prime
+        absent = {k: None if bool(m.all()) else (~m).to(extra.dtype) for k, m in self.p.mask.items()}
+        current: dict[str, Tensor] = {}
+
+        def fn(act: Tensor, hook: Any) -> Tensor:
+            name = hook.name
+            if name == self.grow_at:
+                act = act.repeat(n, *([1] * (act.dim() - 1)))
+            stacked = act.shape[0] != b
+            if name in self.receivers:
+                term: Optional[Tensor] = None
+                for conn in graph.connections_into(name):
+                    a = absent[(conn.sender, name)]
+                    if a is None:
+                        continue
+                    cur = current[conn.sender]
+                    delta = a_prime[conn.sender] - (cur.view(n, b, *cur.shape[1:]) if cur.shape[0] != b else cur)
+                    t = _mix(delta, a, graph.nodes[conn.sender].axis is not None, graph.nodes[name].axis is not None)
+                    term = t if term is None else term + t
+                if term is not None:
+                    act = (act.view(n, b, *act.shape[1:]) + term).view(act.shape) if stacked else act + term
+            if name == self.receiver:
+                act = act.clone()
+                _node(act.view(n, b, *act.shape[1:]), _shifted(graph.nodes[name]), r).add_(extra)
+            if name in self.senders:
+                current[name] = act
+            return act
+
+        hooks = sorted(self.senders | self.receivers | {self.grow_at})
+        with torch.no_grad(), self.p.model.hooks(fwd_hooks=[(h, fn) for h in hooks]):
+            logits = self.p.model(self.p.clean)
+        self.passes += 1
+        return self.p.metric.many(logits.reshape(n, b, *logits.shape[1:]), self.p.full_logits).reshape(n)
+
+
+def _mix(delta: Tensor, absent: Tensor, sender_heads: bool, receiver_heads: bool) -> Tensor:
+    """The absent edges' share of a receiver input, for SPEC 7's contributions (a sender's output summed into
+    the residual stream, copied to every receiver head): ``term[..., r, :] = sum_s absent[r, s] delta[..., s, :]``.
+    ``delta`` is ``(..., pos, [head,] d)``; ``absent`` is ``(n_receiver_nodes, n_sender_nodes)``."""
+    if sender_heads and receiver_heads:
+        return torch.einsum("...sd,rs->...rd", delta, absent)
+    if sender_heads:
+        return torch.einsum("...sd,s->...d", delta, absent[0])
+    if receiver_heads:
+        return delta.unsqueeze(-2) * absent[:, 0].unsqueeze(-1)
+    return delta * absent[0, 0]
+
+
+def _shifted(nodes: Nodes) -> Nodes:
+    """The same nodes on an activation with one more leading (state) axis."""
+    if nodes.axis is None or nodes.axis < 0:
+        return nodes
+    return Nodes(nodes.hook, nodes.count, nodes.axis + 1)
+
+
+def _contributions(p: Problem, receiver: str, r: int, cands: list[tuple[Any, int]], acts: dict[str, Tensor]) -> Tensor:
+    """``c_{s->r}`` of each candidate edge (module docstring), stacked: ``(n_cand, batch, *node_shape)``."""
+    graph = p.graph
+    out = []
+    for conn, s in cands:
+        delta = _slice_sender(p.a_prime[conn.sender] - acts[conn.sender], graph.nodes[conn.sender], s)
+        out.append(_node(conn.contribute(delta), graph.nodes[receiver], r))
+    return torch.stack(out)
+
+
+def _block(receiver_shape: tuple[int, ...]) -> int:
+    per_state = 1
+    for d in receiver_shape:
+        per_state *= d
+    return max(1, min(_MAX_BLOCK, _STATE_ELEMENTS // max(1, per_state)))
+
+
+def _receiver_node(p: Problem, stack: _Stacked, receiver: str, r: int, cands: list, c: Tensor,
+                   current: float, effects: dict[Edge, float], k_max: int) -> float:
+    """Decide every candidate edge into ``R[r]`` in the sequential order, up to ``k_max`` states per pass.
+
+    A stacked state costs as much compute as the reference's pass for it, so a misprediction wastes the
+    states after it: the block grows (doubles) while predictions hold and halves after a miss."""
+    guess = torch.ones(len(cands), dtype=torch.bool)
+    pos = 0
+    while pos < len(cands):
+        end = min(len(cands), pos + min(stack.block, k_max))
+        pred = guess[pos:end].to(c.device)
+        taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
+        extra = torch.cumsum(taken, dim=0) - taken + c[pos:end]  # exclusive prefix of predicted removals + own
+        scores = stack.score(r, extra).tolist()
+        cur, accepted = current, 0
+        for i, new in enumerate(scores):
+            conn, s = cands[pos + i]
+            effects[Edge(conn.sender, s, receiver, r)] = new - cur
+            removed = new - cur < p.threshold
+            if removed:
+                p.mask[(conn.sender, receiver)][r, s] = False
+                cur = new
+            accepted = i + 1
+            if removed != bool(pred[i]):
+                rest = torch.tensor([sc - cur < p.threshold for sc in scores[i + 1:]], dtype=torch.bool)
+                guess[pos + i + 1 : end] = rest
+                break
+        stack.block = min(2 * stack.block, _MAX_BLOCK) if accepted == end - pos else max(1, stack.block // 2)
+        current, pos = cur, pos + accepted
+    return current
+
+
+def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
+    """Same contract as ``circuits.acdc.reference.reference_engine`` (module docstring for how)."""
+    graph, mask = p.graph, p.mask
+    current = p.score(mask)
+    effects: dict[Edge, float] = {}
+    passes = 0
+    for receiver in receiver_order(graph, p.progress):
+        out = graph.node_output.get(receiver)
+        conns = graph.connections_into(receiver)
+        acts: Optional[dict[str, Tensor]] = None  # senders' current activations: fixed while R is processed
+        stack = _Stacked(p, receiver)
+        for r in range(graph.nodes[receiver].count):
+            if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, r):
+                drop_incoming(graph, mask, receiver, r)
+                continue
+            cands = [(c, s) for c in conns for s in range(graph.nodes[c.sender].count)
+                     if bool(mask[(c.sender, receiver)][r, s])]
+            if not cands:
+                continue
+            if acts is None:
+                _, acts = run_with_mask(p.model, p.clean, p.a_prime, mask, graph, tuple(c.sender for c in conns))
+            c = _contributions(p, receiver, r, cands, acts)
+            current = _receiver_node(p, stack, receiver, r, cands, c, current, effects, _block(tuple(c.shape[1:])))
+        passes += stack.passes
+    clean_up(graph, mask)
+    p.passes = passes
+    return mask, effects, len(effects)

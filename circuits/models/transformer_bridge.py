@@ -1,0 +1,217 @@
+"""SPEC 7: the circuit graph of a TransformerLens 4 ``TransformerBridge``, built from ``bridge.cfg``.
+
+The residual stream of a sequential (attention, then MLP) pre-norm transformer is a sum:
+
+    resid(l) = embed + pos + sum_{l' < l} ( sum_h result_{l',h} + b_O,l' + mlp_out_{l'} )
+
+so every receiver is linear in the senders' outputs, up to terms equal in the clean and corrupted runs
+(positional embeddings, output biases). The graph:
+
+* Senders: the input node ``embed.hook_out`` (one node), each layer's heads ``blocks.{l}.attn.hook_result``
+  (``(batch, pos, head, d_model)``, nodes on the head axis), each MLP's output ``blocks.{l}.mlp.hook_out``
+  (one node).
+* Receivers: each head's query/key/value input ``blocks.{l}.attn.hook_{q,k,v}_input`` (the residual before
+  the layer norm, ``(batch, pos, head, d_model)``, nodes on the head axis), each MLP's input
+  ``blocks.{l}.hook_mlp_in`` (one node), and the output ``blocks.{L-1}.hook_out`` (``hook_resid_post``).
+* Contributions: ``contribute(a) = a`` broadcast to every receiver head (input, MLP), and
+  ``contribute(result) = sum_h result[..., h, :]`` broadcast likewise (heads).
+
+Grouped-query attention (``n_key_value_heads < n_heads``): the key and value inputs exist once per KV
+group (``hook_k_input`` is ``(batch, pos, n_kv, d_model)``), so k/v receivers are per KV group: the edge
+``S -> hook_k_input[g]`` feeds every query head of group g (heads ``g * n_heads/n_kv ...``). For ACDC's
+dead-node and clean-up rules a head's inputs are then its query input only (a KV group is shared by
+several heads, so it is no one head's input); with full multi-head attention a head has all three.
+
+Names are the canonical hook names (those ``hook.name`` reports inside a hook): ``embed.hook_out`` is
+TL's ``hook_embed``, ``blocks.{l}.mlp.hook_out`` is ``blocks.{l}.hook_mlp_out``, ``blocks.{l}.hook_out``
+is ``blocks.{l}.hook_resid_post``. Building the graph turns on the gated hooks it needs
+(``set_use_attn_result``, ``set_use_split_qkv_input``, ``set_use_hook_mlp_in``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor
+
+from circuits.graph import Connection, Graph, Nodes, register_graph_builder
+
+HEAD_AXIS = 2  # (batch, pos, head, d_model)
+INPUT = "embed.hook_out"
+_POSITIONAL = ("standard", "rotary", "alibi")
+
+
+def is_bridge(model: Any) -> bool:
+    """Whether ``model`` is a TransformerLens 4 ``TransformerBridge`` (checked without importing TL eagerly)."""
+    return any(c.__module__.startswith("transformer_lens.model_bridge") and c.__name__ == "TransformerBridge"
+               for c in type(model).__mro__)
+
+
+def result_hook(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_result"
+
+
+def mlp_out_hook(layer: int) -> str:
+    return f"blocks.{layer}.mlp.hook_out"
+
+
+def qkv_hook(layer: int, role: str) -> str:
+    return f"blocks.{layer}.attn.hook_{role}_input"
+
+
+def mlp_in_hook(layer: int) -> str:
+    return f"blocks.{layer}.hook_mlp_in"
+
+
+def output_hook(n_layers: int) -> str:
+    return f"blocks.{n_layers - 1}.hook_out"
+
+
+def _check_architecture(cfg: Any) -> None:
+    """Refuse, naming the feature, what the SPEC 7 graph cannot describe additively."""
+    problems = []
+    if getattr(cfg, "parallel_attn_mlp", False):
+        problems.append("parallel attention and MLP (parallel_attn_mlp=True): the MLP does not read the heads")
+    if getattr(cfg, "use_normalization_before_and_after", False):
+        problems.append("normalization after the sublayers (use_normalization_before_and_after=True): "
+                        "the residual stream is not a sum of the senders' outputs")
+    if getattr(cfg, "post_embedding_ln", False):
+        problems.append("a layer norm after the embedding (post_embedding_ln=True)")
+    if getattr(cfg, "positional_embedding_type", "standard") not in _POSITIONAL:
+        problems.append(f"positional_embedding_type={cfg.positional_embedding_type!r} (supported: {list(_POSITIONAL)})")
+    if getattr(cfg, "num_experts", None):
+        problems.append("mixture-of-experts MLPs (num_experts set)")
+    if problems:
+        raise ValueError(f"{getattr(cfg, 'architecture', 'this model')}: circuits cannot build a SPEC 7 graph: "
+                         + "; ".join(problems))
+
+
+def required_hooks(n_layers: int, attn_only: bool) -> list[str]:
+    hooks = [INPUT]
+    for layer in range(n_layers):
+        hooks += [qkv_hook(layer, r) for r in "qkv"] + [result_hook(layer)]
+        if not attn_only:
+            hooks += [mlp_in_hook(layer), mlp_out_hook(layer)]
+    return hooks + [output_hook(n_layers)]
+
+
+def enable_hooks(bridge: Any) -> None:
+    """Turn on the gated hooks the graph uses; a clear error if the bridge cannot."""
+    for setter, flag in (("set_use_attn_result", "use_attn_result"), ("set_use_split_qkv_input", "use_split_qkv_input"),
+                         ("set_use_hook_mlp_in", "use_hook_mlp_in")):
+        if getattr(bridge.cfg, flag, False):
+            continue
+        fn = getattr(bridge, setter, None)
+        if fn is None:
+            raise ValueError(f"{type(bridge).__name__} has no {setter}(): circuits needs the gated hook it enables")
+        fn(True)
+
+
+def _broadcast(n_heads: int) -> Callable[[Tensor], Tensor]:
+    """A residual-stream tensor ``(batch, pos, d)`` copied to every receiver head: ``(batch, pos, n_heads, d)``."""
+    return lambda a: a.unsqueeze(HEAD_AXIS).expand(*a.shape[:HEAD_AXIS], n_heads, a.shape[-1])
+
+
+def _heads_to(n_heads: Optional[int]) -> Callable[[Tensor], Tensor]:
+    """Heads' outputs ``(batch, pos, H, d)`` summed into the residual stream, copied per receiver head if any."""
+    if n_heads is None:
+        return lambda a: a.sum(dim=HEAD_AXIS)
+    return lambda a: a.sum(dim=HEAD_AXIS, keepdim=True).expand(*a.shape[:HEAD_AXIS], n_heads, a.shape[-1])
+
+
+def _identity(a: Tensor) -> Tensor:
+    return a
+
+
+def _connections_into(receiver: str, n_recv: Optional[int], senders: list[tuple[str, bool]]) -> list[Connection]:
+    """Connections from ``senders`` ((hook, is_heads)) into ``receiver`` (``n_recv`` heads, None: one node)."""
+    out = []
+    for hook, heads in senders:
+        if heads:
+            fn = _heads_to(n_recv)
+        else:
+            fn = _identity if n_recv is None else _broadcast(n_recv)
+        out.append(Connection(sender=hook, receiver=receiver, contribute=fn))
+    return out
+
+
+def bridge_graph(bridge: Any) -> Graph:
+    """SPEC 7's graph of ``bridge`` (module docstring); turns on the gated hooks; errors name what is missing."""
+    cfg = bridge.cfg
+    _check_architecture(cfg)
+    L, H = int(cfg.n_layers), int(cfg.n_heads)
+    n_kv = int(getattr(cfg, "n_key_value_heads", None) or H)
+    if H % n_kv:
+        raise ValueError(f"n_heads={H} is not a multiple of n_key_value_heads={n_kv}")
+    attn_only = bool(getattr(cfg, "attn_only", False))
+    enable_hooks(bridge)
+    missing = [h for h in required_hooks(L, attn_only) if h not in bridge.hook_dict]
+    if missing:
+        raise ValueError(f"{getattr(cfg, 'architecture', type(bridge).__name__)}: the bridge lacks hook points the "
+                         f"SPEC 7 graph needs: {missing}")
+
+    nodes: dict[str, Nodes] = {INPUT: Nodes(INPUT, 1, axis=None)}
+    node_output: dict[str, str] = {}
+    conns: list[Connection] = []
+    senders: list[tuple[str, bool]] = [(INPUT, False)]
+    for layer in range(L):
+        res = result_hook(layer)
+        nodes[res] = Nodes(res, H, axis=HEAD_AXIS)
+        for role in "qkv":
+            hook, count = qkv_hook(layer, role), (H if role == "q" else n_kv)
+            nodes[hook] = Nodes(hook, count, axis=HEAD_AXIS)
+            if count == H:
+                node_output[hook] = res
+            conns += _connections_into(hook, count, senders)
+        senders.append((res, True))
+        if not attn_only:
+            m_in, m_out = mlp_in_hook(layer), mlp_out_hook(layer)
+            nodes[m_in], nodes[m_out] = Nodes(m_in, 1, axis=None), Nodes(m_out, 1, axis=None)
+            node_output[m_in] = m_out
+            conns += _connections_into(m_in, None, senders)
+            senders.append((m_out, False))
+    out = output_hook(L)
+    nodes[out] = Nodes(out, 1, axis=None)
+    conns += _connections_into(out, None, senders)
+    return Graph(nodes=nodes, connections=tuple(conns), output=out, node_output=node_output)
+
+
+def check_bridge_inputs(bridge: Any, clean: Any, corrupted: Any) -> None:
+    """Refuse, before any work, what the patching rule cannot handle on a bridge: padding (an attention mask or
+    pad tokens, whose positions the clean and corrupted runs would treat differently), non-token inputs, and a
+    model in training mode with dropout on (two runs of one input would differ)."""
+    for name, x in (("clean", clean), ("corrupted", corrupted)):
+        if isinstance(x, dict) or hasattr(x, "attention_mask"):
+            raise ValueError(f"{name}: padded batches (an attention_mask) are not supported; pass equal-length token "
+                             "tensors without padding")
+        if isinstance(x, Tensor) and (x.is_floating_point() or x.dim() != 2):
+            raise ValueError(f"{name}: a bridge takes token ids of shape (batch, pos), got {x.dtype} {tuple(x.shape)}")
+    pad = _pad_token_id(bridge)
+    if pad is not None:
+        for name, x in (("clean", clean), ("corrupted", corrupted)):
+            if isinstance(x, Tensor) and bool((x == pad).any()):
+                raise ValueError(f"{name} contains the pad token {pad}: padded batches are not supported (patching "
+                                 "would mix padded and real positions); use equal-length sequences")
+
+
+def _pad_token_id(bridge: Any) -> Optional[int]:
+    tok = getattr(bridge, "tokenizer", None)
+    pad = getattr(tok, "pad_token_id", None) if tok is not None else None
+    if pad is None:
+        return None
+    specials = {getattr(tok, "bos_token_id", None), getattr(tok, "eos_token_id", None)}
+    return None if pad in specials else int(pad)  # GPT-2 style tokenizers reuse BOS/EOS as pad: not padding
+
+
+def check_eval_mode(model: Any) -> None:
+    """A model with an active dropout layer (training mode) gives two different runs for one input."""
+    if not isinstance(model, torch.nn.Module):
+        return
+    for name, module in model.named_modules():
+        if module.training and isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            raise ValueError(f"{type(model).__name__} is in training mode with dropout on ({name or 'model'}, "
+                             f"p={module.p}): call model.eval() before circuit discovery")
+
+
+register_graph_builder(is_bridge, bridge_graph)
