@@ -25,7 +25,7 @@ from torch import Tensor
 
 from circuits.acdc import Problem, clean_up
 from circuits.graph import Edge, Graph
-from circuits.metrics import _kl
+from circuits.metrics import ChangedKL, _kl
 from circuits.patching import run_with_mask
 
 _BLOCK = 192  # candidate states scored per verification pass
@@ -63,15 +63,12 @@ class _State:
         self.flops = 0
         self.passes = 0  # batched verification passes (speculation rounds)
         # KL (the default metric) is scored on the changed logits only, see _score_logits.
-        self.kl = p.metric.fn is _kl
-        logp_full = torch.log_softmax(p.full_logits.detach(), dim=-1)
-        self.p_full = logp_full.exp()
-        self.kl_const = (self.p_full * logp_full).sum(dim=-1)
+        self.kl = ChangedKL(p.full_logits.detach()) if p.metric.fn is _kl else None
         # Downstream of a receiver is final while it is processed (ACDC goes output-first), so the
         # present-weight slices it propagates through are built once per receiver; the KL terms of the
         # unchanged logits only change when a decision is committed (``version``).
         self._down: dict[tuple[int, int], list[tuple[Tensor, Tensor]]] = {}
-        self._base: dict[tuple[int, int], tuple[int, Tensor, Tensor, Tensor]] = {}
+        self._base: dict[tuple[int, int], tuple[int, tuple[Tensor, Tensor, Tensor]]] = {}
         self.version = 0
         self.refresh()
 
@@ -135,28 +132,19 @@ class _State:
     def _score_logits(self, key: tuple[int, int], rows: Tensor, delta: Tensor) -> Tensor:
         """Metric of each state whose logits are the current ones plus ``delta`` (n, b, r) on classes ``rows``.
 
-        For KL only the changed classes are touched: with x = x0 + delta on ``rows``,
-        KL = mean_b [ sum_c p log p - sum_c p x + lse(x) ], where sum_c p x = sum_c p x0 + sum_rows p delta
-        and lse(x) = s + log( sum_{c not in rows} e^{x0_c - s} + sum_rows e^{x_c - s} ), s = max_c x0_c.
+        For KL only the changed classes are touched (``circuits.metrics.ChangedKL``, equal to the metric's
+        KL in exact arithmetic); its delta-free terms are cached per receiver until the next commit.
         """
         x0 = self.Z[self.L]
-        if not self.kl:
+        if self.kl is None:
             logits = x0.unsqueeze(0).repeat(delta.shape[0], 1, 1)
             logits[:, :, rows] += delta
             return self.p.metric.many(logits, self.p.full_logits)
         cached = self._base.get(key)
         if cached is None or cached[0] != self.version:
-            shift = x0.amax(dim=-1, keepdim=True)  # (b, 1): a constant per example, so no overflow
-            keep = torch.ones(x0.shape[-1], dtype=torch.bool, device=x0.device)
-            keep[rows] = False  # sum the unchanged classes directly: no cancellation
-            rest = (x0[:, keep] - shift).exp().sum(dim=-1)
-            const = self.kl_const - (self.p_full * x0).sum(dim=-1) + shift.squeeze(-1)
-            cached = (self.version, shift, rest, const)
+            cached = (self.version, self.kl.base(x0, rows))
             self._base[key] = cached
-        _, shift, rest, const = cached
-        changed = (x0[:, rows] + delta - shift).exp().sum(dim=-1)  # (n, b)
-        lin = (delta * self.p_full[:, rows]).sum(dim=-1)
-        return (const - lin + torch.log(rest + changed)).mean(dim=-1)
+        return self.kl(cached[1], rows, delta)
 
 
 def _chain(st: _State, k: int, j: int, z0: Tensor, d: Tensor, pred: Tensor, current: Tensor):

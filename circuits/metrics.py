@@ -7,6 +7,7 @@ the fast engine uses to score many candidate circuits at once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -33,17 +34,63 @@ class Metric:
         return torch.stack([torch.as_tensor(self.fn(x, full_logits)) for x in logits])
 
 
-def _kl(logits: Tensor, full_logits: Tensor) -> Tensor:
-    # sum_c p_full (log p_full - logits) + logsumexp(logits): one exp pass over the (many) circuit logits
+def _entropy_terms(full_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """``p_full = softmax(full)`` and ``sum_c p_full log p_full`` from ``log_softmax`` (a class whose
+    probability underflows to 0 contributes exactly 0, never ``0 * -inf``)."""
     logp_full = torch.log_softmax(full_logits, dim=-1)
     p_full = logp_full.exp()
-    const = (p_full * logp_full).sum(dim=-1)
-    return (const - (p_full * logits).sum(dim=-1) + torch.logsumexp(logits, dim=-1)).mean(dim=-1)
+    return p_full, torch.where(p_full > 0, p_full * logp_full, torch.zeros_like(p_full)).sum(dim=-1)
+
+
+def _kl(logits: Tensor, full_logits: Tensor) -> Tensor:
+    """``mean_b sum_c p_c (log p_c - log q_c)`` with both log-probabilities from ``log_softmax``.
+
+    ``log_softmax(x)_c = x_c - max x - log sum_d exp(x_d - max x)`` is finite for any finite logits, so
+    classes ~100+ below the maximum (whose probabilities underflow, in float32 too) give no -inf or NaN;
+    classes with ``p_c == 0`` contribute exactly 0.
+    """
+    logq = torch.log_softmax(logits, dim=-1)
+    logp_full = torch.log_softmax(full_logits, dim=-1)
+    p_full = logp_full.exp()
+    terms = torch.where(p_full > 0, p_full * (logp_full - logq), torch.zeros_like(logq))
+    return terms.sum(dim=-1).mean(dim=-1)
+
+
+class ChangedKL:
+    """The KL of many logit tensors that differ from one base ``x0`` on a few classes only (fast ACDC).
+
+    With ``x = x0 + delta`` on the classes ``rows`` (``delta``: ``(n, batch, len(rows))``), a shift
+    ``s_b = max_c x0[b, c]`` and ``y = x - s``, the KL of ``kl()`` equals (using ``sum_c p_c = 1``)
+
+        KL_b = sum_c p_c log p_c - sum_c p_c y0_c - sum_{c in rows} p_c delta_c
+               + logaddexp( logsumexp_{c not in rows} y0_c,  logsumexp_{c in rows} (y0_c + delta_c) )
+
+    so only the changed classes are touched per candidate; both log-sum-exps are the stable ones
+    (finite for any finite logits, whatever their range), the unchanged-class one is computed once
+    per base (``base``).
+    """
+
+    def __init__(self, full_logits: Float[Tensor, "batch classes"]) -> None:
+        self.p_full, self.neg_entropy = _entropy_terms(full_logits)
+
+    def base(self, x0: Float[Tensor, "batch classes"], rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """What does not depend on ``delta``: ``(y0[:, rows], sum p log p - sum p y0, lse over the other classes)``."""
+        y0 = x0 - x0.amax(dim=-1, keepdim=True)
+        keep = torch.ones(x0.shape[-1], dtype=torch.bool, device=x0.device)
+        keep[rows] = False
+        rest = torch.logsumexp(y0[:, keep], dim=-1) if bool(keep.any()) else torch.full_like(y0[:, 0], -math.inf)
+        return y0[:, rows], self.neg_entropy - (self.p_full * y0).sum(dim=-1), rest
+
+    def __call__(self, base: tuple[Tensor, Tensor, Tensor], rows: Tensor,
+                 delta: Float[Tensor, "n batch r"]) -> Float[Tensor, " n"]:
+        y_rows, const, rest = base
+        lse = torch.logaddexp(rest, torch.logsumexp(y_rows + delta, dim=-1))
+        return (const - (delta * self.p_full[:, rows]).sum(dim=-1) + lse).mean(dim=-1)
 
 
 def kl() -> Metric:
     """``KL(softmax(full) || softmax(logits))`` averaged over the batch:
-    ``mean_b sum_c p_full[b,c] (log p_full[b,c] - log p[b,c])``."""
+    ``mean_b sum_c p_full[b,c] (log p_full[b,c] - log p[b,c])``, stable for any finite logits (``_kl``)."""
     return Metric("kl", _kl)
 
 
