@@ -15,6 +15,7 @@ reaches the same decisions on MLP-shaped graphs and falls back to the reference 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Any, Iterable, Optional
@@ -39,6 +40,17 @@ from circuits.patching import (
 )
 
 ENGINES = ("fast", "reference")
+
+
+def working_copy(model: Any, dtype: Optional[torch.dtype]) -> Any:
+    """``model`` itself if it already computes in ``dtype`` (or ``dtype`` is None), else an upcast deep copy."""
+    if dtype is None:
+        return model
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float64) or None, got {dtype!r}")
+    if model_device_dtype(model)[1] == dtype:
+        return model
+    return copy.deepcopy(model).to(dtype)
 
 
 def check_threshold(threshold: Any) -> float:
@@ -102,25 +114,51 @@ def _receiver_order(graph: Graph, progress: bool) -> Iterable[str]:
     return order
 
 
+def unchanged_edges(p: Problem, receiver: str) -> dict[str, Tensor]:
+    """Per connection into ``receiver``: a ``(n_recv, n_send)`` mask of the edges whose removal changes nothing.
+
+    The tie rule both engines apply: removing ``s -> r`` adds ``[contribute((a'_S - a_S)|_s)]|_r`` to the
+    receiver, which is exactly 0 when ``a'_S == a_S`` on node ``s`` on every row or, for a declared dense
+    weight, when ``W[r, s] == 0``. Such an edge has effect exactly 0 by rule (removed iff ``0 < threshold``,
+    ``current`` unchanged), never a rounding residue of a cancellation. ``a_S`` is the current circuit's
+    sender activation, fixed while ``receiver`` is processed (senders fire before their receiver).
+    """
+    conns = p.graph.connections_into(receiver)
+    senders = tuple(dict.fromkeys(c.sender for c in conns))
+    _, cache = run_with_mask(p.model, p.clean, p.a_prime, p.mask, p.graph, senders)
+    out = {}
+    for c in conns:
+        nodes = p.graph.nodes[c.sender]
+        moved = p.a_prime[c.sender] != cache[c.sender]
+        if nodes.axis is None:
+            still = ~moved.any().reshape(1)
+        else:
+            still = ~moved.movedim(nodes.axis, 0).reshape(nodes.count, -1).any(dim=1)
+        same = still.unsqueeze(0).expand(p.graph.nodes[receiver].count, nodes.count)
+        out[c.sender] = same | (c.weight() == 0) if c.weight is not None else same.clone()
+    return out
+
+
 def reference_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
-    """One patched forward pass per tested edge, straight from the SPEC loop."""
+    """One patched forward pass per tested edge, straight from the SPEC loop (ties: ``unchanged_edges``)."""
     graph, mask = p.graph, p.mask
     current = p.score(mask)
     effects: dict[Edge, float] = {}
     for receiver in _receiver_order(graph, p.progress):
         out = graph.node_output.get(receiver)
         conns = graph.connections_into(receiver)
+        unchanged = unchanged_edges(p, receiver)
         for r in range(graph.nodes[receiver].count):
             if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, r):
                 drop_incoming(graph, mask, receiver, r)
                 continue
             for c in conns:
-                m = mask[(c.sender, receiver)]
+                m, same = mask[(c.sender, receiver)], unchanged[c.sender][r].tolist()
                 for s in range(graph.nodes[c.sender].count):
                     if not bool(m[r, s]):
                         continue
                     m[r, s] = False
-                    new = p.score(mask)
+                    new = current if same[s] else p.score(mask)
                     effects[Edge(c.sender, s, receiver, r)] = new - current
                     if new - current < p.threshold:
                         current = new
@@ -141,6 +179,7 @@ def acdc(
     engine: str = "fast",
     edges: Optional[Iterable[Edge]] = None,
     progress: bool = False,
+    dtype: Optional[torch.dtype] = torch.float64,
 ) -> Circuit:
     """Discover a circuit with ACDC (module docstring); returns a ``Circuit`` with effects and settings.
 
@@ -150,15 +189,20 @@ def acdc(
         ablation: "resample", "zero" or "mean" (``circuits.patching``).
         engine: "fast" (exact, MLP graphs; other graphs use the reference) or "reference".
         edges: optional subset; edges outside it start absent and are never tested.
+        dtype: the floating dtype discovery runs in (default float64): a float32 model is scored on an
+            upcast copy (the user's model is untouched; the circuit records the model's own fingerprint),
+            so float32 rounding (~1e-7 on the KL) cannot decide a near-tie and both engines give the same
+            circuit. ``None``: the model's own dtype (faster, float32 near-ties re-scored, see fast.py).
     """
     threshold = check_threshold(threshold)
     check_ablation(ablation)
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
     metric_obj = resolve(metric)
+    user_model, model = model, working_copy(model, dtype)
     graph = graph_of(model)
     clean, corrupted = check_batches(model, clean, corrupted)
-    device, _ = model_device_dtype(model)
+    device, used_dtype = model_device_dtype(model)
     start_mask = full_mask(graph, device) if edges is None else mask_of_edges(graph, list(edges), device)
 
     t0 = time.perf_counter()
@@ -177,9 +221,11 @@ def acdc(
             mask, effects, n_tested = reference_engine(problem)
     seconds = time.perf_counter() - t0
     settings = {"algorithm": "acdc", "threshold": threshold, "metric": metric_obj.name, "ablation": ablation,
-                "engine": engine, "engine_used": used, "n_tested": n_tested, "restricted": edges is not None}
+                "engine": engine, "engine_used": used, "n_tested": n_tested, "restricted": edges is not None,
+                "dtype": str(used_dtype).replace("torch.", "")}
     if hasattr(problem, "flops"):
         settings["downstream_flops"] = int(problem.flops)
         settings["verify_passes"] = int(problem.passes)
+        settings["ties_rescored"] = int(problem.rescored)
     return Circuit(edges=edges_of_mask(mask), n_total_edges=graph.n_edges, seconds=seconds, effects=effects,
-                   settings=settings, model=model_identity(model))
+                   settings=settings, model=model_identity(user_model))

@@ -160,12 +160,84 @@ def _chain(st: _State, k: int, j: int, z0: Tensor, d: Tensor, pred: Tensor, curr
     return T, before
 
 
-def _receiver(st: _State, k: int, j: int, cand: Tensor, diff: Tensor, current: Tensor):
-    """Decide the candidate senders ``cand`` (ascending, nonzero diff) of receiver j of layer k+1."""
+class _Ties:
+    """Near-ties decided exactly as the reference decides them, so rounding cannot flip a decision.
+
+    An effect within ``tol`` of the threshold (``tol = 32 eps (1 + max|full logits|) (1 + |current|)``,
+    far above the engines' measured disagreement: <= 1 eps of the KL) is re-scored the reference's way:
+    ``Problem.score`` of the same two masks the reference compares (the state with the edge removed, and
+    the state of its last scored removal, ``scored``), subtracted in Python floats. Elsewhere the two
+    engines' effects differ by less than ``tol`` and fall on the same side of the threshold.
+    """
+
+    def __init__(self, st: _State) -> None:
+        self.st, self.p = st, st.p
+        self.scored = {key: m.clone() for key, m in self.p.mask.items()}  # the reference's ``current`` state
+        eps = torch.finfo(self.p.full_logits.dtype).eps
+        self.unit = 32 * eps * (1.0 + float(self.p.full_logits.abs().max()))
+        self.rescored = 0
+
+    def row(self, k: int, j: int, upto: int, decided: Tensor) -> Tensor:
+        """Row j of mask k when sender ``upto`` is tested: rule-zero senders before it gone (if thr > 0),
+        ``decided`` (removal flags of the first candidates) applied, the rest as at the receiver's start."""
+        r, zero_c, cand = self.row0.clone(), self.zero_c, self.cand
+        if self.p.threshold > 0:
+            r[zero_c[zero_c < upto]] = False
+        r[cand[: len(decided)][decided]] = False
+        return r
+
+    def score_row(self, k: int, j: int, row: Tensor) -> float:
+        conn = self.st.conns[k]
+        mask = dict(self.p.mask)
+        mk = self.st.M[k].clone()
+        mk[j] = row
+        mask[(conn.sender, conn.receiver)] = mk
+        return self.p.score(mask)
+
+    def effect(self, k: int, j: int, q: int, decided: Tensor) -> float:
+        """The reference's effect of removing candidate ``q`` after the decisions ``decided`` (len q)."""
+        self.rescored += 1
+        cand = self.cand
+        new = self.score_row(k, j, self.row(k, j, int(cand[q]), torch.cat([decided, decided.new_ones(1)])))
+        gone = torch.nonzero(decided).flatten()
+        if len(gone):
+            last = int(gone[-1])
+            cur = self.score_row(k, j, self.row(k, j, int(cand[last]), decided[: last + 1]))
+        else:
+            cur = self.p.score(self.scored)
+        return new - cur
+
+    def start(self, row0: Tensor, zero_c: Tensor, cand: Tensor) -> None:
+        self.row0, self.zero_c, self.cand = row0, zero_c, cand
+
+    def committed(self, k: int, j: int, removed: Tensor) -> None:
+        """After receiver j's decisions: the state of its last scored removal becomes ``scored``."""
+        last = int(torch.nonzero(removed).flatten()[-1])
+        self.scored = {key: m.clone() for key, m in self.p.mask.items()}
+        conn = self.st.conns[k]
+        self.scored[(conn.sender, conn.receiver)][j] = self.row(k, j, int(self.cand[last]), removed[: last + 1])
+
+
+def _settle_ties(st: _State, ties: _Ties, k: int, j: int, pos: int, m: int, eff: Tensor, outcome: Tensor,
+                 removed: Tensor, current: Tensor) -> int:
+    """Re-decide the near-ties among the first ``m + 1`` of this pass the reference's way (in place);
+    returns the new last accepted index (a re-decided tie that differs from the prediction ends the pass)."""
+    near = torch.nonzero((eff[: m + 1] - st.p.threshold).abs() <= ties.unit * (1.0 + abs(float(current)))).flatten()
+    for q in near.tolist():
+        was = bool(outcome[q])
+        e = ties.effect(k, j, pos + q, torch.cat([removed[:pos], outcome[:q]]))
+        eff[q], outcome[q] = e, e < st.p.threshold
+        if bool(outcome[q]) != was and q < m:
+            return q
+    return m
+
+
+def _receiver(st: _State, ties: _Ties, k: int, j: int, cand: Tensor, diff: Tensor, current: Tensor):
+    """Decide the candidate senders ``cand`` (ascending, nonzero change) of receiver j of layer k+1."""
     thr = st.p.threshold
     d = diff[:, cand] * st.W[k][j, cand]  # (b, n): change of z_j when each edge is removed
     z0 = st.Z[k + 1][:, j].clone()
-    effects = torch.empty(len(cand), dtype=d.dtype, device=d.device)
+    effects = torch.empty(len(cand), dtype=torch.float64, device=d.device)  # holds re-scored ties exactly
     removed = torch.zeros(len(cand), dtype=torch.bool, device=d.device)
     # first guess: every edge goes (most do); after a failed prediction, the outcomes of the last pass
     guess = torch.ones(len(cand), dtype=torch.bool, device=d.device)
@@ -175,10 +247,11 @@ def _receiver(st: _State, k: int, j: int, cand: Tensor, diff: Tensor, current: T
         dd, pred = d[:, pos:end], guess[pos:end]
         T, before = _chain(st, k, j, z0, dd, pred, current)
         st.passes += 1
-        eff = T - before
+        eff = (T - before).to(torch.float64)
         outcome = eff < thr
         wrong = torch.nonzero(outcome != pred).flatten()
         m = int(wrong[0]) if len(wrong) else len(pred) - 1
+        m = _settle_ties(st, ties, k, j, pos, m, eff, outcome, removed, current)
         guess[pos + m + 1 : end] = outcome[m + 1 :]
         effects[pos : pos + m + 1] = eff[: m + 1]
         removed[pos : pos + m + 1] = outcome[: m + 1]
@@ -193,6 +266,7 @@ def _receiver(st: _State, k: int, j: int, cand: Tensor, diff: Tensor, current: T
 def fast_engine(p: Problem) -> tuple[dict, dict[Edge, float], int]:
     """Same contract as ``circuits.acdc.reference_engine``; ``p.flops`` gets the downstream FLOP count."""
     st = _State(p)
+    ties = _Ties(st)
     logits = st.Z[st.L]
     current = p.metric(logits, p.full_logits).detach().reshape(())
     records: list[tuple[int, int, Tensor, Tensor]] = []
@@ -203,28 +277,31 @@ def fast_engine(p: Problem) -> tuple[dict, dict[Edge, float], int]:
 
         ks = tqdm(ks, desc="acdc layers (fast)")
     for k in ks:
-        diff = st.P[k] - st.A[k]
-        nonzero = (diff != 0).any(dim=0)
+        diff = st.P[k] - st.A[k]  # A[k] is fixed while layer k+1 is processed
+        moved = (diff != 0).any(dim=0)  # tie rule (acdc.unchanged_edges): a'_i == a_i or W[j,i] == 0
         for j in range(st.M[k].shape[0]):
             if k + 1 < st.L and not bool(st.M[k + 1][:, j].any()):
                 st.M[k][j, :] = False
                 continue
             present = st.M[k][j]
-            zero_c = torch.nonzero(present & ~nonzero).flatten()
+            live = moved & (st.W[k][j] != 0)
+            zero_c = torch.nonzero(present & ~live).flatten()
+            cand = torch.nonzero(present & live).flatten()
+            ties.start(present.clone(), zero_c, cand)
             if len(zero_c):  # effect exactly 0: removed iff 0 < threshold; the state does not change
-                records.append((k, j, zero_c, torch.zeros(len(zero_c), dtype=diff.dtype, device=diff.device)))
+                records.append((k, j, zero_c, torch.zeros(len(zero_c), dtype=torch.float64, device=present.device)))
                 if 0.0 < thr:
                     st.M[k][j, zero_c] = False
-            cand = torch.nonzero(present & nonzero).flatten()
             if not len(cand):
                 continue
-            effects, removed, current, zj = _receiver(st, k, j, cand, diff, current)
+            effects, removed, current, zj = _receiver(st, ties, k, j, cand, diff, current)
             records.append((k, j, cand, effects))
             if bool(removed.any()):
                 st.M[k][j, cand[removed]] = False
+                ties.committed(k, j, removed)
                 st.commit(k, j, zj)
     clean_up(p.graph, p.mask)
-    p.flops, p.passes = st.flops, st.passes
+    p.flops, p.passes, p.rescored = st.flops, st.passes, ties.rescored
     return p.mask, _effects_in_test_order(st, records), sum(len(r[2]) for r in records)
 
 
