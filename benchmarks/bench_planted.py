@@ -20,7 +20,8 @@ import torch
 
 from circuits.attribution import eap
 from circuits.graph import graph_of
-from circuits.planted import FAMILIES, removal_effects
+from circuits.planted import removal_effects
+from hooked_bimt.zoo.planted import FAMILIES
 from circuits.roc import pessimistic_auc
 
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import torch
 
 from circuits.graph import Edge, Graph
-from hooked_bimt.atomic import atomic_write_json
+from circuits._io import atomic_write_json
 
 FORMAT_VERSION = 1
 

@@ -14,6 +14,12 @@ Every receiver hook other than the output belongs to a node whose *output* is a 
 (``Graph.node_output``): ``blocks.0.hook_pre[j]`` is the input of the neuron whose output is
 ``blocks.0.hook_post[j]``. ACDC uses it to drop the inputs of nodes that feed nothing and the
 outputs of nodes that receive nothing.
+
+``Graph.activations`` declares what an engine needs to know per node beyond the linear edges: for a
+receiver hook R with ``node_output[R] = S``, ``activations[R]`` is the elementwise map with
+``a_S = activations[R](z_R)`` (SiLU for a ``HookedMLP`` neuron). An engine that propagates changes
+itself (``circuits.acdc.fast``) reads the nonlinearity from here, never from the model's class; a
+receiver without an entry is left to engines that run the model's own forward pass.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 from torch import Tensor
+
+Elementwise = Callable[[Tensor], Tensor]
 
 
 class Edge(NamedTuple):
@@ -85,12 +93,15 @@ class Connection:
 
 @dataclass(frozen=True)
 class Graph:
-    """A model's declaration: its nodes, its connections (receivers in forward order), its output hook."""
+    """A model's declaration: its nodes, its connections (receivers in forward order), its output hook,
+    which node's input hook feeds which output hook (``node_output``), and the elementwise map from a
+    node's input to its output where there is one (``activations``, keyed by input hook)."""
 
     nodes: dict[str, Nodes]
     connections: tuple[Connection, ...]
     output: str
     node_output: dict[str, str] = field(default_factory=dict)
+    activations: dict[str, Elementwise] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for c in self.connections:
@@ -104,6 +115,11 @@ class Graph:
                 raise ValueError(f"node_output {receiver!r} -> {sender!r} names an undeclared hook")
             if self.nodes[receiver].count != self.nodes[sender].count:
                 raise ValueError(f"node_output {receiver!r} -> {sender!r}: node counts differ")
+        for receiver, fn in self.activations.items():
+            if receiver not in self.node_output:
+                raise ValueError(f"activations[{receiver!r}]: not a node input hook (no node_output entry)")
+            if not callable(fn):
+                raise TypeError(f"activations[{receiver!r}] must be an elementwise callable, got {type(fn).__name__}")
 
     def receivers(self) -> list[str]:
         """Receiver hooks in forward order (the order of first appearance in ``connections``)."""
@@ -159,8 +175,12 @@ def graph_of(model: Any) -> Graph:
     return graph
 
 
-def mlp_graph(model: Any) -> Graph:
-    """The declaration of a ``HookedMLP``-shaped model: neuron -> neuron edges through ``linears[k]``."""
+def mlp_graph(model: Any, activation: Optional[Elementwise] = None) -> Graph:
+    """The declaration of a ``HookedMLP``-shaped model: neuron -> neuron edges through ``linears[k]``.
+
+    ``z_{k+1} = b_k + W_k a_k`` (the bias is the constant); ``activation`` (elementwise,
+    ``a = activation(z)`` for every hidden layer) goes into ``Graph.activations``.
+    """
     widths = model.widths
     L = len(widths) - 1
 
@@ -189,12 +209,7 @@ def mlp_graph(model: Any) -> Graph:
                 weight=lambda lin=lin: lin.weight,
             )
         )
-    return Graph(nodes=nodes, connections=tuple(conns), output="hook_logits", node_output=node_output)
+    activations = {pre: activation for pre in node_output} if activation is not None else {}
+    return Graph(nodes=nodes, connections=tuple(conns), output="hook_logits", node_output=node_output,
+                 activations=activations)
 
-
-def check_graph(model: Any, graph: Optional[Graph] = None, example_input: Any = None, **kwargs: Any) -> dict[str, float]:
-    """Verify a declaration against the model (contributions sum to each receiver's input); see
-    ``circuits.protocol_check.check_graph``, which this forwards to."""
-    from circuits.protocol_check import check_graph as _check
-
-    return _check(model, graph, example_input, **kwargs)

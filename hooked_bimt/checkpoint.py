@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -18,9 +18,6 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from hooked_bimt.atomic import atomic_write_bytes, atomic_write_json
-
-if TYPE_CHECKING:
-    from hooked_bimt.model import HookedMLP
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -31,7 +28,7 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or does not match its config; the message names the file."""
 
 
-def save_model(model: "HookedMLP", directory: str | os.PathLike, **metadata: Any) -> Path:
+def save_model(model: torch.nn.Module, directory: str | os.PathLike, **metadata: Any) -> Path:
     """Write ``model`` into ``directory`` (created if needed) and return the directory.
 
     ``metadata`` (regime, step, seed, metrics, ...) goes into ``config.json`` next to the model's
@@ -72,16 +69,22 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint weights {path} are corrupt (not a readable safetensors file): {err}") from err
 
 
-def load_model(directory: str | os.PathLike, device: str | torch.device | None = None) -> "HookedMLP":
-    """Rebuild the model saved in ``directory`` bit-exactly (weights, buffers, dtype), on ``device``."""
-    from hooked_bimt.model import HookedMLP
+def load_model(
+    directory: str | os.PathLike,
+    build: Callable[..., torch.nn.Module],
+    device: str | torch.device | None = None,
+) -> torch.nn.Module:
+    """Rebuild the model saved in ``directory`` bit-exactly (weights, buffers, dtype), on ``device``.
 
+    ``build(**config["model"])`` makes the empty model (``HookedMLP`` for ``HookedMLP.load``), so this file
+    needs no model class: the model imports the checkpoint, never the reverse.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} not found")
     config = read_metadata(directory)
     try:
-        model = HookedMLP(**config["model"])
+        model = build(**config["model"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint config {directory / CONFIG} describes no valid model: {err}") from err
     path = directory / WEIGHTS

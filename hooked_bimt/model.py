@@ -24,6 +24,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from hooked_bimt._compat import HookedRootModule, HookPoint
+from hooked_bimt.checkpoint import load_model, save_model
 from hooked_bimt.geometry import Layout, network_coords
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ class HookedMLP(HookedRootModule):
         """The circuit-discovery graph: neuron -> neuron edges, ``W_k[j, i] * a_k[i]`` (``circuits.graph``)."""
         from circuits.graph import mlp_graph
 
-        return mlp_graph(self)
+        return mlp_graph(self, activation=ACTIVATIONS[self.activation])
 
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict[str, Any]:
@@ -226,13 +227,9 @@ class HookedMLP(HookedRootModule):
 
     def save(self, directory: str | Path, **metadata: Any) -> Path:
         """Write ``model.safetensors`` + ``config.json`` into ``directory`` atomically; see ``checkpoint``."""
-        from hooked_bimt.checkpoint import save_model
-
         return save_model(self, directory, **metadata)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> "HookedMLP":
         """Rebuild a model written by ``save``; clear errors for a missing, corrupt or mismatched file."""
-        from hooked_bimt.checkpoint import load_model
-
-        return load_model(directory, device=device)
+        return load_model(directory, cls, device=device)

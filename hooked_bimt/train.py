@@ -26,7 +26,7 @@ from jaxtyping import Float, Int64
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hooked_bimt.checkpoint import load_model, read_metadata, save_model
+from hooked_bimt.checkpoint import read_metadata, save_model
 from hooked_bimt.cost import connection_cost, layer_distances
 from hooked_bimt.data import MNISTSplit, load_mnist
 from hooked_bimt.memory import CPU_METHOD, CUDA_METHOD, PeakMemory, optimizer_tensors
@@ -158,7 +158,7 @@ class TrainResult:
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> "TrainResult":
         """Read back what ``save`` wrote."""
         meta = read_metadata(directory)
-        model = load_model(directory, device=device)
+        model = HookedMLP.load(directory, device=device)
         return cls(
             model=model,
             history=meta.get("history", []),

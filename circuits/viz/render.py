@@ -13,7 +13,7 @@ from pathlib import Path
 
 from circuitsvis.utils.render import RenderedHTML
 
-from hooked_bimt.atomic import atomic_write_text
+from circuits._io import atomic_write_text
 
 
 class OfflineHTML(RenderedHTML):

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from circuits.circuit import Circuit
 from circuits.viz import data as vd
 from circuits.viz.layout import check_layout, node_layout
-from hooked_bimt.atomic import atomic_write
+from circuits._io import atomic_write
 
 POS, NEG = "#2166ac", "#b2182b"
 FORMATS = (".png", ".svg", ".pdf")

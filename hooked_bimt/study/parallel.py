@@ -24,8 +24,7 @@ def _train_one(out: str, preset_name: str, train_config: dict[str, Any], regime:
     from circuits import model_identity
     from hooked_bimt import load_mnist
     from hooked_bimt.study import measure
-    from hooked_bimt.study.presets import get_preset
-    from hooked_bimt.study.reproduce import training_data
+    from hooked_bimt.study.presets import get_preset, training_data
     from hooked_bimt.study.units import RunStore
     from hooked_bimt.train import TrainConfig
 

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from circuits import Circuit, model_identity
 from hooked_bimt.study import measure
+from hooked_bimt.study.environment import machine
 from hooked_bimt.study.figures import network_figure, summary_figures
 from hooked_bimt.study.presets import Preset
 from hooked_bimt.study.report import write_report
@@ -78,8 +79,6 @@ class Pipeline:
         return rows
 
     def setup(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from hooked_bimt.study.reproduce import machine
-
         pairs = []
         for task in self.tasks:
             rs = [r for r in rows if r["task"] == task.name]

@@ -112,3 +112,14 @@ def demo_training(quick: bool) -> DemoSetup:
         data = (MNISTSplit(images=train_split.images[:n_tr], labels=train_split.labels[:n_tr]),
                 MNISTSplit(images=test_split.images[:n_te], labels=test_split.labels[:n_te]))
     return DemoSetup(config=p.train_config(), data=data, test=test_split, n_pairs=p.batch_size)
+
+
+def training_data(preset: Preset, train_split: Any, test_split: Any) -> tuple[Any, Any]:
+    """The splits ``train()`` sees: all of MNIST, or the preset's leading subset (smoke)."""
+    from hooked_bimt import MNISTSplit
+
+    if preset.train_subset is None:
+        return train_split, test_split
+    n_tr, n_te = preset.train_subset
+    return (MNISTSplit(images=train_split.images[:n_tr], labels=train_split.labels[:n_tr]),
+            MNISTSplit(images=test_split.images[:n_te], labels=test_split.labels[:n_te]))

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from hooked_bimt.study.presets import PRESETS, Preset, get_preset
+from hooked_bimt.study.environment import machine  # noqa: F401  (re-exported: reproduce.machine)
+from hooked_bimt.study.presets import PRESETS, Preset, get_preset, training_data
 from hooked_bimt.study.tasks import get_task
 from hooked_bimt.study.units import RunStore
 
@@ -62,17 +62,6 @@ def _validate(preset: str, seeds: int | None, device: str, threshold: float | No
     if not task_objs:
         raise ValueError("at least one task is needed")
     return p, n_seeds, _check_device(device), float(thr), task_objs
-
-
-def training_data(preset: Preset, train_split: Any, test_split: Any) -> tuple[Any, Any]:
-    """The splits ``train()`` sees: all of MNIST, or the preset's leading subset (smoke)."""
-    from hooked_bimt import MNISTSplit
-
-    if preset.train_subset is None:
-        return train_split, test_split
-    n_tr, n_te = preset.train_subset
-    return (MNISTSplit(images=train_split.images[:n_tr], labels=train_split.labels[:n_tr]),
-            MNISTSplit(images=test_split.images[:n_te], labels=test_split.labels[:n_te]))
 
 
 def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None = None, device: str = "cpu", *,
@@ -146,9 +135,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hooked-bimt reproduce", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
-
-
-def machine() -> dict[str, Any]:
-    return {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform()}
-

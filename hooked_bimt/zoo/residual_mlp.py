@@ -138,7 +138,9 @@ class HookedResidualMLP(HookedRootModule):
                 writer = self.blocks[j].W_out.weight
                 conns.append(_connection(Connection, f"blocks.{j}.hook_post", receiver,
                                          lambda r=reader, w=writer: r @ w))
-        return Graph(nodes=nodes, connections=tuple(conns), output="hook_logits", node_output=node_output)
+        act = ACTIVATIONS[self.activation]  # a_post = act(z_pre), declared for engines that propagate changes
+        return Graph(nodes=nodes, connections=tuple(conns), output="hook_logits", node_output=node_output,
+                     activations={pre: act for pre in node_output})
 
 
 def _connection(cls: type, sender: str, receiver: str, weight) -> Any:

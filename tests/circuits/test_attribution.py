@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 import circuits
 from circuits.attribution import circuit_from_scores, eap, eap_then_acdc, kl_metric
 from circuits.graph import Edge, graph_of
-from circuits.planted import planted_mlp, removal_effects
+from circuits.planted import removal_effects
+from hooked_bimt.zoo.planted import planted_mlp
 from hooked_bimt.model import HookedMLP
 from hooked_bimt.zoo import HookedAttnOnly, HookedResidualMLP
 

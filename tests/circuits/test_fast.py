@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from circuits import acdc, graph_of
-from circuits.fast import supports
+from circuits.acdc.fast import supports
+from circuits.graph import mlp_graph
 from circuits.metrics import logit_diff
+from hooked_bimt.model import HookedMLP
 
 
 def assert_same(ref, fast):
@@ -102,7 +105,7 @@ def test_fast_runs_in_the_model_dtype(batches):
 # ---------------------------------------------------------------------------- issue 10: engine-independent circuits
 import copy  # noqa: E402
 
-from circuits import fast as fast_module  # noqa: E402
+from circuits.acdc import fast as fast_module  # noqa: E402
 from circuits.circuit import model_identity  # noqa: E402
 
 
@@ -214,3 +217,36 @@ def test_multi_block_speculation_matches_reference(monkeypatch, block):
     fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
     assert fast.settings["verify_passes"] >= 6 * 24 // block  # every receiver needed several blocks
     assert_same(acdc(model, clean, corrupted, threshold=thr, engine="reference"), fast)
+
+
+class _SoftplusMLP(HookedMLP):
+    """A HookedMLP subclass whose forward uses softplus (not its ``activation`` string) and says so in its graph."""
+
+    def forward(self, x):
+        h = self.hook_in(self.check_input(x))
+        for k, block in enumerate(self.blocks):
+            h = block.hook_post(torch.nn.functional.softplus(block.hook_pre(self.linears[k](h))))
+        return self.hook_logits(self.linears[-1](h))
+
+    def circuit_graph(self):
+        return mlp_graph(self, activation=torch.nn.functional.softplus)
+
+
+def test_fast_engine_takes_the_nonlinearity_from_the_graph(batches):
+    torch.manual_seed(4)
+    model = _SoftplusMLP((5, 4, 3, 3), activation="silu").double()  # the "silu" string is not what runs
+    with torch.no_grad():
+        for lin in model.linears:
+            lin.weight.mul_(3.0)
+    fast = acdc(model, *batches, threshold=0.01, engine="fast")
+    assert_same(acdc(model, *batches, threshold=0.01, engine="reference"), fast)
+    assert 0 < fast.n_edges < fast.n_total_edges
+
+
+def test_fast_engine_needs_every_hidden_nonlinearity_declared(mlp, batches):
+    graph = graph_of(mlp)
+    undeclared = dataclasses.replace(graph, activations={})
+    assert supports(mlp, graph) and not supports(mlp, undeclared)
+    mlp.circuit_graph = lambda: undeclared  # a model that declares its edges but no nonlinearity
+    out = acdc(mlp, *batches, threshold=0.003, engine="fast")
+    assert out.settings["engine_used"] == "reference"

@@ -10,7 +10,8 @@ import torch
 import circuits
 from circuits.attribution import eap
 from circuits.graph import graph_of
-from circuits.planted import FAMILIES, planted_attn_only, planted_mlp, planted_residual_mlp, removal_effects
+from circuits.planted import removal_effects
+from hooked_bimt.zoo.planted import FAMILIES, planted_attn_only, planted_mlp, planted_residual_mlp
 from circuits.roc import pessimistic_auc
 
 

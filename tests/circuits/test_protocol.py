@@ -151,9 +151,3 @@ def test_the_worked_example_in_the_docs_runs_and_passes():
     exec(declare + "\n" + check, namespace)
     assert graph_of(namespace["model"]).n_edges == 4 * 5 + 4 * 2 + 5 * 2
 
-
-def test_check_graph_is_reachable_from_circuits_graph_and_the_package():
-    import circuits.graph
-
-    m = _mlp()
-    assert circuits.graph.check_graph(m, None, _x()).keys() == circuits.check_graph(m, example_input=_x()).keys()

@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 
 from bimt_fixtures import small_model
 from hooked_bimt import HookedMLP, relocate
-from hooked_bimt.checkpoint import CheckpointError, load_model, read_metadata, save_model
+from hooked_bimt.checkpoint import CheckpointError, read_metadata, save_model
 
 
 def _moved_model():
@@ -42,7 +42,7 @@ def test_wrong_shape_names_tensor_and_file(tmp_path):
     tensors["linears.0.weight"] = torch.zeros(8, 16, dtype=torch.float64)
     save_file(tensors, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"model.safetensors.*linears.0.weight.*\(8, 16\)"):
-        load_model(tmp_path)
+        HookedMLP.load(tmp_path)
 
 
 def test_corrupt_and_missing_files(tmp_path):
@@ -50,15 +50,15 @@ def test_corrupt_and_missing_files(tmp_path):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="model.safetensors.*corrupt"):
-        load_model(tmp_path)
+        HookedMLP.load(tmp_path)
     weights.unlink()
     with pytest.raises(CheckpointError, match="model.safetensors.*not found"):
-        load_model(tmp_path)
+        HookedMLP.load(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json.*not valid JSON"):
-        load_model(tmp_path)
+        HookedMLP.load(tmp_path)
     with pytest.raises(CheckpointError, match="not found"):
-        load_model(tmp_path / "absent")
+        HookedMLP.load(tmp_path / "absent")
 
 
 def test_config_that_does_not_match(tmp_path):
@@ -67,7 +67,7 @@ def test_config_that_does_not_match(tmp_path):
     cfg["model"]["widths"] = [16, 9, 4, 5]
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="missing"):
-        load_model(tmp_path)
+        HookedMLP.load(tmp_path)
 
 
 def test_metadata_must_be_json(tmp_path):

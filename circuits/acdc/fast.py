@@ -1,8 +1,8 @@
 """The fast ACDC engine for MLP-shaped graphs: the reference's decisions, without a forward pass per edge.
 
 Applies when every connection has a dense ``weight``, connection k feeds only connection k+1 (via
-``Graph.node_output``), nodes are neurons on the last axis and the model names its elementwise
-activation (``model.activation`` in ``hooked_bimt.model.ACTIVATIONS``). Why it is exact:
+``Graph.node_output``), nodes are neurons on the last axis and the graph declares every hidden node's
+elementwise nonlinearity (``Graph.activations``; never read from the model's class). Why it is exact:
 
 * Removing edge i->j while testing receiver layer k+1 changes only ``z_{k+1}[j]``, by
   ``d_i = W[j,i] (a'_k[i] - a_k[i])`` (a vector over the batch). Layers <= k are fixed (ACDC goes
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from circuits.acdc import Problem, clean_up
+from circuits.acdc.loop import Problem, clean_up
 from circuits.graph import Edge, Graph
 from circuits.metrics import ChangedKL, _kl
 from circuits.patching import run_with_mask
@@ -33,11 +33,9 @@ _BLOCK = 192  # candidate states scored per verification pass
 
 def supports(model: Any, graph: Graph) -> bool:
     """Whether ``graph`` is a plain MLP chain this engine handles (otherwise use the reference)."""
-    from hooked_bimt.model import ACTIVATIONS
-
     conns = graph.connections
-    if not isinstance(getattr(model, "activation", None), str) or model.activation not in ACTIVATIONS:
-        return False
+    if any(c.receiver not in graph.activations for c in conns[:-1]):
+        return False  # a hidden node whose nonlinearity is not declared: only a forward pass knows it
     if any(c.weight is None for c in conns) or conns[-1].receiver != graph.output:
         return False
     if len({c.sender for c in conns}) != len(conns) or len({c.receiver for c in conns}) != len(conns):
@@ -51,12 +49,11 @@ class _State:
     """The current circuit's activations and the per-layer data the engine reads."""
 
     def __init__(self, p: Problem) -> None:
-        from hooked_bimt.model import ACTIVATIONS
-
         self.p = p
         self.conns = p.graph.connections
         self.L = len(self.conns)
-        self.act = ACTIVATIONS[p.model.activation]
+        # the declared nonlinearity of each hidden layer: A[k+1] = acts[k](Z[k+1]) (Graph.activations)
+        self.acts = [p.graph.activations[c.receiver] for c in self.conns[:-1]]
         self.W = [c.weight().detach() for c in self.conns]
         self.M = [p.mask[(c.sender, c.receiver)] for c in self.conns]
         self.P = [p.a_prime[c.sender] for c in self.conns]
@@ -85,7 +82,7 @@ class _State:
         self.Z[k + 1][:, j] = zj
         if k + 1 == self.L:
             return
-        new = self.act(zj)
+        new = self.acts[k](zj)
         d_act = (new - self.A[k + 1][:, j]).unsqueeze(-1)
         self.A[k + 1][:, j] = new
         idx = torch.tensor([j], device=zj.device)
@@ -96,7 +93,7 @@ class _State:
             self.Z[m + 1][:, rows] = z
             if m + 1 == self.L:
                 return
-            new = self.act(z)
+            new = self.acts[m](z)
             d_act = new - self.A[m + 1][:, rows]
             self.A[m + 1][:, rows] = new
             idx = rows
@@ -120,13 +117,13 @@ class _State:
         if k + 1 == self.L:
             rows = torch.tensor([j], device=zj.device)
             return self._score_logits((k, j), rows, (zj - self.Z[self.L][:, j]).unsqueeze(-1))
-        d_act = (self.act(zj) - self.A[k + 1][:, j]).unsqueeze(-1)  # (n, b, 1)
+        d_act = (self.acts[k](zj) - self.A[k + 1][:, j]).unsqueeze(-1)  # (n, b, 1)
         for m, (rows, sub) in enumerate(self._downstream(k, j), start=k + 1):
             self.flops += 2 * n * b * sub.shape[0] * sub.shape[1]
             delta = d_act @ sub.T
             if m + 1 == self.L:
                 return self._score_logits((k, j), rows, delta)
-            d_act = self.act(self.Z[m + 1][:, rows] + delta) - self.A[m + 1][:, rows]
+            d_act = self.acts[m](self.Z[m + 1][:, rows] + delta) - self.A[m + 1][:, rows]
         raise AssertionError("unreachable")
 
     def _score_logits(self, key: tuple[int, int], rows: Tensor, delta: Tensor) -> Tensor:
@@ -264,7 +261,7 @@ def _receiver(st: _State, ties: _Ties, k: int, j: int, cand: Tensor, diff: Tenso
 
 
 def fast_engine(p: Problem) -> tuple[dict, dict[Edge, float], int]:
-    """Same contract as ``circuits.acdc.reference_engine``; ``p.flops`` gets the downstream FLOP count."""
+    """Same contract as ``circuits.acdc.reference.reference_engine``; ``p.flops`` gets the downstream FLOP count."""
     st = _State(p)
     ties = _Ties(st)
     logits = st.Z[st.L]

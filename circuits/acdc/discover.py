@@ -1,0 +1,104 @@
+"""``circuits.acdc(...)``: validate the inputs, pick an engine, run the shared loop, return a ``Circuit``.
+
+``Circuit.effects[e]`` is ``new - current`` when ``e`` was tested. ``engine="reference"`` runs one
+patched forward pass per tested edge through the hook points (``circuits.acdc.reference``);
+``engine="fast"`` (``circuits.acdc.fast``) reaches the same decisions on MLP-shaped graphs that declare
+their nonlinearity (``Graph.activations``) and falls back to the reference on any other graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Iterable, Optional
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from circuits.acdc import fast
+from circuits.acdc.loop import Problem, check_threshold
+from circuits.acdc.reference import reference_engine
+from circuits.circuit import Circuit, model_identity
+from circuits.graph import Edge, graph_of
+from circuits.metrics import resolve
+from circuits.patching import (
+    check_ablation,
+    check_batches,
+    corrupted_activations,
+    edges_of_mask,
+    full_mask,
+    mask_of_edges,
+    model_device_dtype,
+)
+
+ENGINES = ("fast", "reference")
+
+
+def working_copy(model: Any, dtype: Optional[torch.dtype]) -> Any:
+    """``model`` itself if it already computes in ``dtype`` (or ``dtype`` is None), else an upcast deep copy."""
+    if dtype is None:
+        return model
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float64) or None, got {dtype!r}")
+    if model_device_dtype(model)[1] == dtype:
+        return model
+    return copy.deepcopy(model).to(dtype)
+
+
+def acdc(
+    model: Any,
+    clean: Float[Tensor, "batch ..."],
+    corrupted: Float[Tensor, "batch ..."],
+    *,
+    threshold: float,
+    metric: Any = "kl",
+    ablation: str = "resample",
+    engine: str = "fast",
+    edges: Optional[Iterable[Edge]] = None,
+    progress: bool = False,
+    dtype: Optional[torch.dtype] = torch.float64,
+) -> Circuit:
+    """Discover a circuit with ACDC (module docstring); returns a ``Circuit`` with effects and settings.
+
+    Args:
+        threshold: remove an edge when ``metric(C without e) - metric(C) < threshold`` (>= 0).
+        metric: "kl", a ``circuits.metrics.Metric`` (e.g. ``logit_diff(...)``) or ``(logits, full) -> scalar``.
+        ablation: "resample", "zero" or "mean" (``circuits.patching``).
+        engine: "fast" (exact, MLP graphs; other graphs use the reference) or "reference".
+        edges: optional subset; edges outside it start absent and are never tested.
+        dtype: the floating dtype discovery runs in (default float64): a float32 model is scored on an
+            upcast copy (the user's model is untouched; the circuit records the model's own fingerprint),
+            so float32 rounding (~1e-7 on the KL) cannot decide a near-tie and both engines give the same
+            circuit. ``None``: the model's own dtype (faster, float32 near-ties re-scored, see fast.py).
+    """
+    threshold = check_threshold(threshold)
+    check_ablation(ablation)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
+    metric_obj = resolve(metric)
+    user_model, model = model, working_copy(model, dtype)
+    graph = graph_of(model)
+    clean, corrupted = check_batches(model, clean, corrupted)
+    device, used_dtype = model_device_dtype(model)
+    start_mask = full_mask(graph, device) if edges is None else mask_of_edges(graph, list(edges), device)
+
+    t0 = time.perf_counter()
+    a_prime = corrupted_activations(model, corrupted, ablation, graph)
+    problem = Problem(model, graph, clean, a_prime, metric_obj, threshold, start_mask, progress)
+    used = "fast" if engine == "fast" and fast.supports(model, graph) else "reference"
+    with torch.no_grad():  # discovery needs no gradients: no autograd bookkeeping on any op, either engine
+        if used == "fast":
+            mask, effects, n_tested = fast.fast_engine(problem)
+        else:
+            mask, effects, n_tested = reference_engine(problem)
+    seconds = time.perf_counter() - t0
+    settings = {"algorithm": "acdc", "threshold": threshold, "metric": metric_obj.name, "ablation": ablation,
+                "engine": engine, "engine_used": used, "n_tested": n_tested, "restricted": edges is not None,
+                "dtype": str(used_dtype).replace("torch.", "")}
+    if hasattr(problem, "flops"):
+        settings["downstream_flops"] = int(problem.flops)
+        settings["verify_passes"] = int(problem.passes)
+        settings["ties_rescored"] = int(problem.rescored)
+    return Circuit(edges=edges_of_mask(mask), n_total_edges=graph.n_edges, seconds=seconds, effects=effects,
+                   settings=settings, model=model_identity(user_model))
