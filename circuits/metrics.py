@@ -73,18 +73,31 @@ class ChangedKL:
     def __init__(self, full_logits: Float[Tensor, "batch classes"]) -> None:
         self.p_full, self.neg_entropy = _entropy_terms(full_logits)
 
-    def base(self, x0: Float[Tensor, "batch classes"], rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """What does not depend on ``delta``: ``(y0[:, rows], sum p log p - sum p y0, lse over the other classes)``."""
+    def base(self, x0: Float[Tensor, "batch classes"], rows: Tensor) -> tuple[Tensor, ...]:
+        """What does not depend on ``delta``: ``y0[:, rows]``, ``sum p log p - sum p y0``, the log-sum-exp
+        ``rest`` over the other classes (-inf if none), ``exp(rest)`` and ``min(rest)``."""
         y0 = x0 - x0.amax(dim=-1, keepdim=True)
         keep = torch.ones(x0.shape[-1], dtype=torch.bool, device=x0.device)
         keep[rows] = False
         rest = torch.logsumexp(y0[:, keep], dim=-1) if bool(keep.any()) else torch.full_like(y0[:, 0], -math.inf)
-        return y0[:, rows], self.neg_entropy - (self.p_full * y0).sum(dim=-1), rest
+        return y0[:, rows], self.neg_entropy - (self.p_full * y0).sum(dim=-1), rest, rest.exp(), float(rest.min())
 
-    def __call__(self, base: tuple[Tensor, Tensor, Tensor], rows: Tensor,
-                 delta: Float[Tensor, "n batch r"]) -> Float[Tensor, " n"]:
-        y_rows, const, rest = base
-        lse = torch.logaddexp(rest, torch.logsumexp(y_rows + delta, dim=-1))
+    def __call__(self, base: tuple[Tensor, ...], rows: Tensor, delta: Float[Tensor, "n batch r"]) -> Float[Tensor, " n"]:
+        """``KL(x0 + delta on rows)`` for each of the ``n`` deltas.
+
+        The log-sum-exp takes one exp pass, ``log(exp(rest) + sum_rows exp(y))``, when that can neither
+        overflow nor lose the sum to underflow (every ``y`` below ``log(max float) - 10``, and per example
+        ``rest`` or the largest ``y`` above ``log(tiny) + 10``); otherwise the stable
+        ``logaddexp(rest, logsumexp(y))``. Both compute the same number to a few ulps.
+        """
+        y_rows, const, rest, exp_rest, rest_min = base
+        y = y_rows + delta
+        info = torch.finfo(y.dtype)
+        hi, lo = math.log(info.max) - 10.0, math.log(info.tiny) + 10.0
+        if y.numel() and float(y.max()) < hi and (rest_min > lo or float(y.amax(dim=-1).min()) > lo):
+            lse = torch.log(exp_rest + y.exp().sum(dim=-1))
+        else:
+            lse = torch.logaddexp(rest, torch.logsumexp(y, dim=-1))
         return (const - (delta * self.p_full[:, rows]).sum(dim=-1) + lse).mean(dim=-1)
 
 

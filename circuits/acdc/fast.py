@@ -28,7 +28,9 @@ from circuits.graph import Edge, Graph
 from circuits.metrics import ChangedKL, _kl
 from circuits.patching import run_with_mask
 
-_BLOCK = 192  # candidate states scored per verification pass
+_BLOCK = 192  # most candidate states scored per verification pass
+_GROW = 2.0  # next block: _GROW x the decisions the last pass accepted (adaptive, within [_MIN_BLOCK, _BLOCK])
+_MIN_BLOCK = 8
 
 
 def supports(model: Any, graph: Graph) -> bool:
@@ -59,6 +61,7 @@ class _State:
         self.P = [p.a_prime[c.sender] for c in self.conns]
         self.flops = 0
         self.passes = 0  # batched verification passes (speculation rounds)
+        self.block: dict[int, int] = {}  # current adaptive block length per layer
         # KL (the default metric) is scored on the changed logits only, see _score_logits.
         self.kl = ChangedKL(p.full_logits.detach()) if p.metric.fn is _kl else None
         # Downstream of a receiver is final while it is processed (ACDC goes output-first), so the
@@ -238,9 +241,9 @@ def _receiver(st: _State, ties: _Ties, k: int, j: int, cand: Tensor, diff: Tenso
     removed = torch.zeros(len(cand), dtype=torch.bool, device=d.device)
     # first guess: every edge goes (most do); after a failed prediction, the outcomes of the last pass
     guess = torch.ones(len(cand), dtype=torch.bool, device=d.device)
-    pos = 0
+    pos, blk = 0, st.block.get(k, _BLOCK)
     while pos < len(cand):
-        end = min(len(cand), pos + _BLOCK)  # bounded chains: a failed prediction wastes at most one block
+        end = min(len(cand), pos + blk)  # bounded chains: a failed prediction wastes at most one block
         dd, pred = d[:, pos:end], guess[pos:end]
         T, before = _chain(st, k, j, z0, dd, pred, current)
         st.passes += 1
@@ -250,6 +253,8 @@ def _receiver(st: _State, ties: _Ties, k: int, j: int, cand: Tensor, diff: Tenso
         m = int(wrong[0]) if len(wrong) else len(pred) - 1
         m = _settle_ties(st, ties, k, j, pos, m, eff, outcome, removed, current)
         guess[pos + m + 1 : end] = outcome[m + 1 :]
+        # adaptive length: about twice the run of correct predictions, so a failure wastes little
+        blk = min(_BLOCK, max(min(_MIN_BLOCK, _BLOCK), int(_GROW * (m + 1)) if m + 1 < len(pred) else 2 * blk))
         effects[pos : pos + m + 1] = eff[: m + 1]
         removed[pos : pos + m + 1] = outcome[: m + 1]
         took = outcome[: m + 1]
@@ -257,6 +262,7 @@ def _receiver(st: _State, ties: _Ties, k: int, j: int, cand: Tensor, diff: Tenso
             z0 = z0 + dd[:, : m + 1][:, took].sum(dim=1)
             current = T[: m + 1][took][-1]
         pos += m + 1
+    st.block[k] = blk
     return effects, removed, current, z0
 
 
@@ -308,10 +314,12 @@ def _effects_in_test_order(st: _State, records: list[tuple[int, int, Tensor, Ten
     for k, j, idx, eff in records:
         grouped.setdefault((k, j), []).append((idx, eff))
     effects_out: dict[Edge, float] = {}
+    make = tuple.__new__
     for (k, j), parts in grouped.items():
         idx = torch.cat([a for a, _ in parts]) if len(parts) > 1 else parts[0][0]
         eff = torch.cat([b for _, b in parts]) if len(parts) > 1 else parts[0][1]
         order = torch.argsort(idx)
         sender, receiver = st.conns[k].sender, st.conns[k].receiver
-        effects_out.update(zip([Edge(sender, i, receiver, j) for i in idx[order].tolist()], eff[order].tolist()))
+        keys = [make(Edge, (sender, i, receiver, j)) for i in idx[order].tolist()]  # Edge(...), minus its lambda
+        effects_out.update(zip(keys, eff[order].tolist()))
     return effects_out

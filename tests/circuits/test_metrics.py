@@ -136,3 +136,20 @@ def test_kl_with_classes_far_below_the_maximum(dtype):
     x[:, 0] += torch.tensor([-250.0, -900.0], dtype=torch.float64)
     assert bool(torch.isfinite(moved).all())
     assert float(moved[0]) == pytest.approx(mp_kl(x, full.double()), rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shift", [-900.0, -60.0, 0.5, 60.0, 800.0])
+def test_changed_kl_both_log_sum_exp_paths(dtype, shift):
+    """A class pushed up or down by ``shift`` (beyond exp's range in float32 at 60+, in float64 at 800):
+    the one-pass and the stable log-sum-exp both match mpmath."""
+    full = torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.0, 3.0, -2.0, 1.0]], dtype=dtype)
+    for rows in (torch.tensor([0]), torch.tensor([0, 1, 2, 3])):
+        ckl = metrics.ChangedKL(full)
+        delta = torch.full((1, 2, len(rows)), shift, dtype=dtype)
+        delta[..., 0] = -shift / 3
+        got = ckl(ckl.base(full, rows), rows, delta)
+        x = full.double().clone()
+        x[:, rows] += delta[0].double()
+        assert bool(torch.isfinite(got).all())
+        assert float(got[0]) == pytest.approx(mp_kl(x, full.double()), rel=1e-5, abs=tolerance(x, full, dtype))
