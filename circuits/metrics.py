@@ -82,8 +82,9 @@ class ChangedKL:
         rest = torch.logsumexp(y0[:, keep], dim=-1) if bool(keep.any()) else torch.full_like(y0[:, 0], -math.inf)
         return y0[:, rows], self.neg_entropy - (self.p_full * y0).sum(dim=-1), rest, rest.exp(), float(rest.min())
 
-    def __call__(self, base: tuple[Tensor, ...], rows: Tensor, delta: Float[Tensor, "n batch r"]) -> Float[Tensor, " n"]:
-        """``KL(x0 + delta on rows)`` for each of the ``n`` deltas.
+    def __call__(self, base: tuple[Tensor, ...], rows: Tensor, delta: Float[Tensor, "n batch r"],
+                 per_example: bool = False) -> Tensor:
+        """``KL(x0 + delta on rows)`` for each of the ``n`` deltas: ``(n,)``, or ``(n, batch)`` per example.
 
         The log-sum-exp takes one exp pass, ``log(exp(rest) + sum_rows exp(y))``, when that can neither
         overflow nor lose the sum to underflow (every ``y`` below ``log(max float) - 10``, and per example
@@ -98,7 +99,8 @@ class ChangedKL:
             lse = torch.log(exp_rest + y.exp().sum(dim=-1))
         else:
             lse = torch.logaddexp(rest, torch.logsumexp(y, dim=-1))
-        return (const - (delta * self.p_full[:, rows]).sum(dim=-1) + lse).mean(dim=-1)
+        out = const - (delta * self.p_full[:, rows]).sum(dim=-1) + lse
+        return out if per_example else out.mean(dim=-1)
 
 
 def kl() -> Metric:

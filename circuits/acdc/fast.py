@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,6 +32,7 @@ from circuits.patching import run_with_mask
 _BLOCK = 192  # most candidate states scored per verification pass
 _GROW = 2.0  # next block: _GROW x the decisions the last pass accepted (adaptive, within [_MIN_BLOCK, _BLOCK])
 _MIN_BLOCK = 8
+_PREDICT = True  # first guesses from a quadratic model of the KL (``_predict``)
 
 
 def supports(model: Any, graph: Graph) -> bool:
@@ -114,22 +116,23 @@ class _State:
             self._down[key] = chain
         return self._down[key]
 
-    def scores(self, k: int, j: int, zj: Tensor) -> Tensor:
-        """Metric of the circuit with ``z_{k+1}[j]`` replaced by each row of ``zj`` (n, batch)."""
+    def scores(self, k: int, j: int, zj: Tensor, per_example: bool = False) -> Tensor:
+        """Metric of the circuit with ``z_{k+1}[j]`` replaced by each row of ``zj`` (n, batch); KL only:
+        ``per_example`` gives the (n, batch) per-example KL instead of its mean."""
         n, b = zj.shape
         if k + 1 == self.L:
             rows = torch.tensor([j], device=zj.device)
-            return self._score_logits((k, j), rows, (zj - self.Z[self.L][:, j]).unsqueeze(-1))
+            return self._score_logits((k, j), rows, (zj - self.Z[self.L][:, j]).unsqueeze(-1), per_example)
         d_act = (self.acts[k](zj) - self.A[k + 1][:, j]).unsqueeze(-1)  # (n, b, 1)
         for m, (rows, sub) in enumerate(self._downstream(k, j), start=k + 1):
             self.flops += 2 * n * b * sub.shape[0] * sub.shape[1]
             delta = d_act @ sub.T
             if m + 1 == self.L:
-                return self._score_logits((k, j), rows, delta)
+                return self._score_logits((k, j), rows, delta, per_example)
             d_act = self.acts[m](self.Z[m + 1][:, rows] + delta) - self.A[m + 1][:, rows]
         raise AssertionError("unreachable")
 
-    def _score_logits(self, key: tuple[int, int], rows: Tensor, delta: Tensor) -> Tensor:
+    def _score_logits(self, key: tuple[int, int], rows: Tensor, delta: Tensor, per_example: bool = False) -> Tensor:
         """Metric of each state whose logits are the current ones plus ``delta`` (n, b, r) on classes ``rows``.
 
         For KL only the changed classes are touched (``circuits.metrics.ChangedKL``, equal to the metric's
@@ -144,7 +147,30 @@ class _State:
         if cached is None or cached[0] != self.version:
             cached = (self.version, self.kl.base(x0, rows))
             self._base[key] = cached
-        return self.kl(cached[1], rows, delta)
+        return self.kl(cached[1], rows, delta, per_example)
+
+
+def _predict(st: _State, k: int, j: int, z0: Tensor, d: Tensor) -> Tensor:
+    """Guessed decisions from a quadratic model of the KL in ``z_j`` (a guess only: every decision is verified).
+
+    The KL is a mean of per-example terms and ``z_j[b]`` moves only example b's logits, so
+    ``KL(z0 + u) ~ KL(z0) + mean_b (g_b u_b + h_b u_b^2 / 2)`` with g, h from central differences at a
+    step ``s`` of the size of the changes (one pass, 3 states). Removing candidate i after the removed
+    set R then costs ``a_i + sum_{i' in R, i' < i} G[i, i']`` with ``a_i = mean_b (g_b d_ib + h_b d_ib^2 / 2)``
+    and ``G = (d h) d^T / B``: the sequential loop on that model is a cheap scalar recursion.
+    """
+    s = float(d.abs().amax(dim=0).median()) or 1.0
+    f = st.scores(k, j, torch.stack([z0, z0 + s, z0 - s]), per_example=True).to(torch.float64)
+    g, h = (f[1] - f[2]) / (2 * s), (f[1] - 2 * f[0] + f[2]) / (s * s)
+    dt = d.T.to(torch.float64)  # (n, b)
+    a = ((g * dt + 0.5 * h * dt * dt).mean(dim=-1)).cpu().numpy()
+    G = ((dt * h) @ dt.T / dt.shape[1]).cpu().numpy()
+    acc, out, thr = np.zeros(len(a)), np.zeros(len(a), dtype=bool), st.p.threshold
+    for i in range(len(a)):
+        if a[i] + acc[i] < thr:
+            out[i] = True
+            acc += G[:, i]
+    return torch.from_numpy(out).to(d.device)
 
 
 def _chain(st: _State, k: int, j: int, z0: Tensor, d: Tensor, pred: Tensor, current: Tensor):
@@ -239,8 +265,12 @@ def _receiver(st: _State, ties: _Ties, k: int, j: int, cand: Tensor, diff: Tenso
     z0 = st.Z[k + 1][:, j].clone()
     effects = torch.empty(len(cand), dtype=torch.float64, device=d.device)  # holds re-scored ties exactly
     removed = torch.zeros(len(cand), dtype=torch.bool, device=d.device)
-    # first guess: every edge goes (most do); after a failed prediction, the outcomes of the last pass
-    guess = torch.ones(len(cand), dtype=torch.bool, device=d.device)
+    # first guess: the quadratic model's (KL), else every edge goes (most do); after a failed prediction,
+    # the outcomes of the last pass
+    if st.kl is not None and _PREDICT and len(cand) > 1:
+        guess = _predict(st, k, j, z0, d)
+    else:
+        guess = torch.ones(len(cand), dtype=torch.bool, device=d.device)
     pos, blk = 0, st.block.get(k, _BLOCK)
     while pos < len(cand):
         end = min(len(cand), pos + blk)  # bounded chains: a failed prediction wastes at most one block
