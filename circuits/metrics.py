@@ -87,15 +87,18 @@ class ChangedKL:
         """``KL(x0 + delta on rows)`` for each of the ``n`` deltas: ``(n,)``, or ``(n, batch)`` per example.
 
         The log-sum-exp takes one exp pass, ``log(exp(rest) + sum_rows exp(y))``, when that can neither
-        overflow nor lose the sum to underflow (every ``y`` below ``log(max float) - 10``, and per example
-        ``rest`` or the largest ``y`` above ``log(tiny) + 10``); otherwise the stable
+        overflow nor lose the sum to underflow (every ``delta`` below ``log(max float) - 10``, and ``rest``
+        or every ``delta`` above ``log(tiny) + 10``); otherwise the stable
         ``logaddexp(rest, logsumexp(y))``. Both compute the same number to a few ulps.
         """
         y_rows, const, rest, exp_rest, rest_min = base
         y = y_rows + delta
         info = torch.finfo(y.dtype)
         hi, lo = math.log(info.max) - 10.0, math.log(info.tiny) + 10.0
-        if y.numel() and float(y.max()) < hi and (rest_min > lo or float(y.amax(dim=-1).min()) > lo):
+        # y <= max(delta) as y0 <= 0; an example whose top class of x0 (y0 = 0) is in rows has a y >= min(delta),
+        # any other has rest >= 0
+        d_lo, d_hi = (float(v) for v in torch.aminmax(delta)) if delta.numel() else (0.0, 0.0)
+        if d_hi < hi and (rest_min > lo or d_lo > lo):
             lse = torch.log(exp_rest + y.exp().sum(dim=-1))
         else:
             lse = torch.logaddexp(rest, torch.logsumexp(y, dim=-1))

@@ -70,6 +70,7 @@ class _State:
         # present-weight slices it propagates through are built once per receiver; the KL terms of the
         # unchanged logits only change when a decision is committed (``version``).
         self._down: dict[tuple[int, int], list[tuple[Tensor, Tensor]]] = {}
+        self._rows: dict[tuple[int, int], tuple[int, list]] = {}
         self._base: dict[tuple[int, int], tuple[int, tuple[Tensor, Tensor, Tensor]]] = {}
         self.version = 0
         self.refresh()
@@ -103,8 +104,9 @@ class _State:
             self.A[m + 1][:, rows] = new
             idx = rows
 
-    def _downstream(self, k: int, j: int) -> list[tuple[Tensor, Tensor]]:
-        """(rows, present weights) per layer from neuron j of layer k+1 to the logits, through the circuit."""
+    def _downstream(self, k: int, j: int) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """(rows, present weights, z rows, a rows) per layer from neuron j of layer k+1 to the logits,
+        through the circuit; the weights are final while j is processed, z and a change on commits."""
         key = (k, j)
         if key not in self._down:
             chain, idx = [], torch.tensor([j], device=self.W[k].device)
@@ -114,7 +116,13 @@ class _State:
                 chain.append((rows, sub[rows]))
                 idx = rows
             self._down[key] = chain
-        return self._down[key]
+        cached = self._rows.get(key)
+        if cached is None or cached[0] != self.version:
+            chain = self._down[key]
+            cached = (self.version, [(rows, sub, self.Z[m + 1][:, rows], self.A[m + 1][:, rows] if m + 1 < self.L else None)
+                                     for m, (rows, sub) in enumerate(chain, start=k + 1)])
+            self._rows[key] = cached
+        return cached[1]
 
     def scores(self, k: int, j: int, zj: Tensor, per_example: bool = False) -> Tensor:
         """Metric of the circuit with ``z_{k+1}[j]`` replaced by each row of ``zj`` (n, batch); KL only:
@@ -124,12 +132,14 @@ class _State:
             rows = torch.tensor([j], device=zj.device)
             return self._score_logits((k, j), rows, (zj - self.Z[self.L][:, j]).unsqueeze(-1), per_example)
         d_act = (self.acts[k](zj) - self.A[k + 1][:, j]).unsqueeze(-1)  # (n, b, 1)
-        for m, (rows, sub) in enumerate(self._downstream(k, j), start=k + 1):
+        for m, (rows, sub, z_rows, a_rows) in enumerate(self._downstream(k, j), start=k + 1):
             self.flops += 2 * n * b * sub.shape[0] * sub.shape[1]
-            delta = d_act @ sub.T
             if m + 1 == self.L:
-                return self._score_logits((k, j), rows, delta, per_example)
-            d_act = self.acts[m](self.Z[m + 1][:, rows] + delta) - self.A[m + 1][:, rows]
+                return self._score_logits((k, j), rows, d_act @ sub.T, per_example)
+            # z + d_act @ sub.T in one op; from the single changed neuron it is an outer product
+            z = torch.addcmul(z_rows, d_act, sub.T) if sub.shape[1] == 1 else torch.baddbmm(
+                z_rows.expand(n, -1, -1), d_act, sub.T.expand(n, -1, -1))
+            d_act = self.acts[m](z) - a_rows
         raise AssertionError("unreachable")
 
     def _score_logits(self, key: tuple[int, int], rows: Tensor, delta: Tensor, per_example: bool = False) -> Tensor:
