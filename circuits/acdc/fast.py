@@ -175,11 +175,11 @@ def _predict(st: _State, k: int, j: int, z0: Tensor, d: Tensor) -> Tensor:
     dt = d.T.to(torch.float64)  # (n, b)
     a = ((g * dt + 0.5 * h * dt * dt).mean(dim=-1)).cpu().numpy()
     G = ((dt * h) @ dt.T / dt.shape[1]).cpu().numpy()
-    acc, out, thr = np.zeros(len(a)), np.zeros(len(a), dtype=bool), st.p.threshold
+    acc, out, thr = a.copy(), np.zeros(len(a), dtype=bool), st.p.threshold
     for i in range(len(a)):
-        if a[i] + acc[i] < thr:
+        if acc[i] < thr:
             out[i] = True
-            acc += G[:, i]
+            acc[i + 1 :] += G[i, i + 1 :]  # G is symmetric: row i is column i, contiguous
     return torch.from_numpy(out).to(d.device)
 
 
@@ -277,7 +277,7 @@ def _receiver(st: _State, ties: _Ties, k: int, j: int, cand: Tensor, diff: Tenso
     removed = torch.zeros(len(cand), dtype=torch.bool, device=d.device)
     # first guess: the quadratic model's (KL), else every edge goes (most do); after a failed prediction,
     # the outcomes of the last pass
-    if st.kl is not None and _PREDICT and len(cand) > 1:
+    if st.kl is not None and _PREDICT and len(cand) > 8:
         guess = _predict(st, k, j, z0, d)
     else:
         guess = torch.ones(len(cand), dtype=torch.bool, device=d.device)
