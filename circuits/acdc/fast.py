@@ -8,12 +8,17 @@ elementwise nonlinearity (``Graph.activations``; never read from the model's cla
   ``d_i = W[j,i] (a'_k[i] - a_k[i])`` (a vector over the batch). Layers <= k are fixed (ACDC goes
   output-first) and the change travels downstream only through edges still in the circuit, since
   absent edges carry ``a'``: ``dz_{m+1} = (a_m^new - a_m) @ (W_m * present_m).T`` over the neurons
-  that changed. Senders with ``a'_i == a_i`` on every example have effect exactly 0.
-* Speculate and verify: predict each remaining sender's decision (first: removed, as most are;
-  later: its outcome in the last verified pass), build the chain of states the sequential
+  that changed.
+* Ties, as the reference: an edge with ``a'_i == a_i`` on every example or ``W[j,i] == 0`` has effect
+  exactly 0 by rule (``loop.unchanged_edges``); an effect within rounding of the threshold is re-scored
+  by the reference's own computation (``_Ties``), so rounding cannot make the engines disagree.
+* Speculate and verify: predict each remaining sender's decision (first: the sequential loop run on a
+  quadratic per-example model of the KL, ``_predict``, or "removed" for other metrics; after a failed
+  prediction: its outcome in the last verified pass), build the chain of states the sequential
   loop would visit under those predictions (exclusive prefix sums of the removed ``d_i``), score
   all of them in one batched pass, and accept decisions up to the first that differs from its
   prediction. Every accepted decision was scored at exactly the state the sequential loop has.
+  Chains are cut into blocks of about twice the last run of correct predictions (at most ``_BLOCK``).
 """
 
 from __future__ import annotations
