@@ -38,6 +38,7 @@ _BLOCK = 192  # most candidate states scored per verification pass
 _GROW = 2.0  # next block: _GROW x the decisions the last pass accepted (adaptive, within [_MIN_BLOCK, _BLOCK])
 _MIN_BLOCK = 8
 _PREDICT = True  # first guesses from a quadratic model of the KL (``_predict``)
+_SWEEPS = 12  # Jacobi sweeps of that model's sequential recursion
 
 
 def supports(model: Any, graph: Graph) -> bool:
@@ -172,7 +173,7 @@ def _predict(st: _State, k: int, j: int, z0: Tensor, d: Tensor) -> Tensor:
     ``KL(z0 + u) ~ KL(z0) + mean_b (g_b u_b + h_b u_b^2 / 2)`` with g, h from central differences at a
     step ``s`` of the size of the changes (one pass, 3 states). Removing candidate i after the removed
     set R then costs ``a_i + sum_{i' in R, i' < i} G[i, i']`` with ``a_i = mean_b (g_b d_ib + h_b d_ib^2 / 2)``
-    and ``G = (d h) d^T / B``: the sequential loop on that model is a cheap scalar recursion.
+    and ``G = (d h) d^T / B``: the sequential loop on that model, solved by a few Jacobi sweeps.
     """
     s = float(d.abs().amax(dim=0).median()) or 1.0
     f = st.scores(k, j, torch.stack([z0, z0 + s, z0 - s]), per_example=True).to(torch.float64)
@@ -180,11 +181,11 @@ def _predict(st: _State, k: int, j: int, z0: Tensor, d: Tensor) -> Tensor:
     dt = d.T.to(torch.float64)  # (n, b)
     a = ((g * dt + 0.5 * h * dt * dt).mean(dim=-1)).cpu().numpy()
     G = ((dt * h) @ dt.T / dt.shape[1]).cpu().numpy()
-    acc, out, thr = a.copy(), np.zeros(len(a), dtype=bool), st.p.threshold
-    for i in range(len(a)):
-        if acc[i] < thr:
-            out[i] = True
-            acc[i + 1 :] += G[i, i + 1 :]  # G is symmetric: row i is column i, contiguous
+    # the recursion's fixed point, Jacobi style: out = (a + strictly-lower(G) @ out < thr), a few sweeps
+    lower, thr = np.tril(G, -1), st.p.threshold
+    out = a < thr
+    for _ in range(_SWEEPS):
+        out = a + lower @ out < thr
     return torch.from_numpy(out).to(d.device)
 
 
