@@ -8,6 +8,7 @@ the fast engine uses to score many candidate circuits at once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -34,14 +35,78 @@ class Metric:
         return torch.stack([torch.as_tensor(self.fn(x, full_logits)) for x in logits])
 
 
-def _kl(logits: Tensor, full_logits: Tensor) -> Tensor:
-    if full_logits.dim() == 3:  # sequences (batch, pos, vocab): the last position (kl(pos=...) for others)
-        logits, full_logits = select_positions(logits, full_logits, -1)
-    # sum_c p_full (log p_full - logits) + logsumexp(logits): one exp pass over the (many) circuit logits
+def _entropy_terms(full_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """``p_full = softmax(full)`` and ``sum_c p_full log p_full`` from ``log_softmax`` (a class whose
+    probability underflows to 0 contributes exactly 0, never ``0 * -inf``)."""
     logp_full = torch.log_softmax(full_logits, dim=-1)
     p_full = logp_full.exp()
-    const = (p_full * logp_full).sum(dim=-1)
-    return (const - (p_full * logits).sum(dim=-1) + torch.logsumexp(logits, dim=-1)).mean(dim=-1)
+    return p_full, torch.where(p_full > 0, p_full * logp_full, torch.zeros_like(p_full)).sum(dim=-1)
+
+
+def _kl(logits: Tensor, full_logits: Tensor) -> Tensor:
+    """``mean_b sum_c p_c (log p_c - log q_c)`` with both log-probabilities from ``log_softmax``.
+
+    ``log_softmax(x)_c = x_c - max x - log sum_d exp(x_d - max x)`` is finite for any finite logits, so
+    classes ~100+ below the maximum (whose probabilities underflow, in float32 too) give no -inf or NaN;
+    classes with ``p_c == 0`` contribute exactly 0.
+    """
+    if full_logits.dim() == 3:  # sequences (batch, pos, vocab): the last position (kl(pos=...) for others)
+        logits, full_logits = select_positions(logits, full_logits, -1)
+    logq = torch.log_softmax(logits, dim=-1)
+    logp_full = torch.log_softmax(full_logits, dim=-1)
+    p_full = logp_full.exp()
+    terms = torch.where(p_full > 0, p_full * (logp_full - logq), torch.zeros_like(logq))
+    return terms.sum(dim=-1).mean(dim=-1)
+
+
+class ChangedKL:
+    """The KL of many logit tensors that differ from one base ``x0`` on a few classes only (fast ACDC).
+
+    With ``x = x0 + delta`` on the classes ``rows`` (``delta``: ``(n, batch, len(rows))``), a shift
+    ``s_b = max_c x0[b, c]`` and ``y = x - s``, the KL of ``kl()`` equals (using ``sum_c p_c = 1``)
+
+        KL_b = sum_c p_c log p_c - sum_c p_c y0_c - sum_{c in rows} p_c delta_c
+               + logaddexp( logsumexp_{c not in rows} y0_c,  logsumexp_{c in rows} (y0_c + delta_c) )
+
+    so only the changed classes are touched per candidate; both log-sum-exps are the stable ones
+    (finite for any finite logits, whatever their range), the unchanged-class one is computed once
+    per base (``base``).
+    """
+
+    def __init__(self, full_logits: Float[Tensor, "batch classes"]) -> None:
+        self.p_full, self.neg_entropy = _entropy_terms(full_logits)
+
+    def base(self, x0: Float[Tensor, "batch classes"], rows: Tensor) -> tuple[Tensor, ...]:
+        """What does not depend on ``delta``: ``y0[:, rows]``, ``sum p log p - sum p y0``, the log-sum-exp
+        ``rest`` over the other classes (-inf if none), ``exp(rest)`` and ``min(rest)``."""
+        y0 = x0 - x0.amax(dim=-1, keepdim=True)
+        keep = torch.ones(x0.shape[-1], dtype=torch.bool, device=x0.device)
+        keep[rows] = False
+        rest = torch.logsumexp(y0[:, keep], dim=-1) if bool(keep.any()) else torch.full_like(y0[:, 0], -math.inf)
+        return y0[:, rows], self.neg_entropy - (self.p_full * y0).sum(dim=-1), rest, rest.exp(), float(rest.min())
+
+    def __call__(self, base: tuple[Tensor, ...], rows: Tensor, delta: Float[Tensor, "n batch r"],
+                 per_example: bool = False) -> Tensor:
+        """``KL(x0 + delta on rows)`` for each of the ``n`` deltas: ``(n,)``, or ``(n, batch)`` per example.
+
+        The log-sum-exp takes one exp pass, ``log(exp(rest) + sum_rows exp(y))``, when that can neither
+        overflow nor lose the sum to underflow (every ``delta`` below ``log(max float) - 10``, and ``rest``
+        or every ``delta`` above ``log(tiny) + 10``); otherwise the stable
+        ``logaddexp(rest, logsumexp(y))``. Both compute the same number to a few ulps.
+        """
+        y_rows, const, rest, exp_rest, rest_min = base
+        y = y_rows + delta
+        info = torch.finfo(y.dtype)
+        hi, lo = math.log(info.max) - 10.0, math.log(info.tiny) + 10.0
+        # y <= max(delta) as y0 <= 0; an example whose top class of x0 (y0 = 0) is in rows has a y >= min(delta),
+        # any other has rest >= 0
+        d_lo, d_hi = (float(v) for v in torch.aminmax(delta)) if delta.numel() else (0.0, 0.0)
+        if d_hi < hi and (rest_min > lo or d_lo > lo):
+            lse = torch.log(exp_rest + y.exp().sum(dim=-1))
+        else:
+            lse = torch.logaddexp(rest, torch.logsumexp(y, dim=-1))
+        out = const - (delta * self.p_full[:, rows]).sum(dim=-1) + lse
+        return out if per_example else out.mean(dim=-1)
 
 
 Pos = Union[int, slice, Tensor, None]
@@ -93,7 +158,7 @@ def select_positions(logits: Float[Tensor, "*n batch seq vocab"], full: Float[Te
 
 def kl(pos: Pos = -1) -> Metric:
     """``KL(softmax(full) || softmax(logits))`` averaged over the batch:
-    ``mean_b sum_c p_full[b,c] (log p_full[b,c] - log p[b,c])``. On sequence logits ``(batch, pos, vocab)`` it
+    ``mean_b sum_c p_full[b,c] (log p_full[b,c] - log p[b,c])``, stable for any finite logits (``_kl``). On sequence logits ``(batch, pos, vocab)`` it
     reads position ``pos`` (default the last; a slice, None or a per-example index tensor averages over the
     chosen positions too, ``select_positions``)."""
     pos = check_pos(pos)

@@ -9,6 +9,7 @@ their nonlinearity (``Graph.activations``), ``circuits.acdc.fast_attention`` on 
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any, Iterable, Optional
 
@@ -37,6 +38,17 @@ from circuits.protocol_check import check_declaration
 ENGINES = ("fast", "reference")
 
 
+def working_copy(model: Any, dtype: Optional[torch.dtype]) -> Any:
+    """``model`` itself if it already computes in ``dtype`` (or ``dtype`` is None), else an upcast deep copy."""
+    if dtype is None:
+        return model
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float64) or None, got {dtype!r}")
+    if model_device_dtype(model)[1] == dtype:
+        return model
+    return copy.deepcopy(model).to(dtype)
+
+
 def acdc(
     model: Any,
     clean: Float[Tensor, "batch ..."],
@@ -48,6 +60,7 @@ def acdc(
     engine: str = "fast",
     edges: Optional[Iterable[Edge]] = None,
     progress: bool = False,
+    dtype: Optional[torch.dtype] = torch.float64,
 ) -> Circuit:
     """Discover a circuit with ACDC (module docstring); returns a ``Circuit`` with effects and settings.
 
@@ -57,6 +70,10 @@ def acdc(
         ablation: "resample", "zero" or "mean" (``circuits.patching``).
         engine: "fast" (exact, MLP graphs; other graphs use the reference) or "reference".
         edges: optional subset; edges outside it start absent and are never tested.
+        dtype: the floating dtype discovery runs in (default float64): a float32 model is scored on an
+            upcast copy (the user's model is untouched; the circuit records the model's own fingerprint),
+            so float32 rounding (~1e-7 on the KL) cannot decide a near-tie and both engines give the same
+            circuit. ``None``: the model's own dtype (faster, float32 near-ties re-scored, see fast.py).
     """
     check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     threshold = check_threshold(threshold)
@@ -64,10 +81,11 @@ def acdc(
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
     metric_obj = resolve(metric)
+    user_model, model = model, working_copy(model, dtype)
     graph = graph_of(model)
     clean, corrupted = check_batches(model, clean, corrupted)
     graph = check_declaration(model, graph, clean, corrupted)  # refuses a lying graph; forward order as fired
-    device, _ = model_device_dtype(model)
+    device, used_dtype = model_device_dtype(model)
     start_mask = full_mask(graph, device) if edges is None else mask_of_edges(graph, list(edges), device)
 
     t0 = time.perf_counter()
@@ -87,10 +105,12 @@ def acdc(
             mask, effects, n_tested = reference_engine(problem)
     seconds = time.perf_counter() - t0
     settings = {"algorithm": "acdc", "threshold": threshold, "metric": metric_obj.name, "ablation": ablation,
-                "engine": engine, "engine_used": used, "n_tested": n_tested, "restricted": edges is not None}
+                "engine": engine, "engine_used": used, "n_tested": n_tested, "restricted": edges is not None,
+                "dtype": str(used_dtype).replace("torch.", "")}
     if hasattr(problem, "flops"):
         settings["downstream_flops"] = int(problem.flops)
     if hasattr(problem, "passes"):
         settings["verify_passes"] = int(problem.passes)
+        settings["ties_rescored"] = int(problem.rescored)
     return Circuit(edges=edges_of_mask(mask), n_total_edges=graph.n_edges, seconds=seconds, effects=effects,
-                   settings=settings, model=model_identity(model))
+                   settings=settings, model=model_identity(user_model))

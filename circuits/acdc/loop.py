@@ -6,6 +6,7 @@
         for the sender hooks of j in connection order; sender nodes i ascending:
             new = metric(C without i->j)
             if new - current < threshold: C = C without i->j; current = new
+        (tie rule: an edge whose removal changes nothing has new - current == 0 exactly, see unchanged_edges)
     finally drop edges out of hidden nodes with no incoming edge left (forward order, so it cascades).
 
 This module holds the pieces of that order (the threshold rule, the dead-node and clean-up rules, the
@@ -76,6 +77,31 @@ class Problem:
     def score(self, mask: EdgeMask) -> float:
         logits, _ = run_with_mask(self.model, self.clean, self.a_prime, mask, self.graph)
         return float(self.metric(logits, self.full_logits))
+
+
+def unchanged_edges(p: Problem, receiver: str) -> dict[str, Tensor]:
+    """Per connection into ``receiver``: a ``(n_recv, n_send)`` mask of the edges whose removal changes nothing.
+
+    The tie rule both engines apply: removing ``s -> r`` adds ``[contribute((a'_S - a_S)|_s)]|_r`` to the
+    receiver, which is exactly 0 when ``a'_S == a_S`` on node ``s`` on every row or, for a declared dense
+    weight, when ``W[r, s] == 0``. Such an edge has effect exactly 0 by rule (removed iff ``0 < threshold``,
+    ``current`` unchanged), never a rounding residue of a cancellation. ``a_S`` is the current circuit's
+    sender activation, fixed while ``receiver`` is processed (senders fire before their receiver).
+    """
+    conns = p.graph.connections_into(receiver)
+    senders = tuple(dict.fromkeys(c.sender for c in conns))
+    _, cache = run_with_mask(p.model, p.clean, p.a_prime, p.mask, p.graph, senders)
+    out = {}
+    for c in conns:
+        nodes = p.graph.nodes[c.sender]
+        moved = p.a_prime[c.sender] != cache[c.sender]
+        if nodes.axis is None:
+            still = ~moved.any().reshape(1)
+        else:
+            still = ~moved.movedim(nodes.axis, 0).reshape(nodes.count, -1).any(dim=1)
+        same = still.unsqueeze(0).expand(p.graph.nodes[receiver].count, nodes.count)
+        out[c.sender] = same | (c.weight() == 0) if c.weight is not None else same.clone()
+    return out
 
 
 def receiver_order(graph: Graph, progress: bool) -> Iterable[str]:

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from circuits.acdc.loop import Problem, clean_up, drop_incoming, has_outgoing, receiver_order
+from circuits.acdc.loop import Problem, clean_up, drop_incoming, has_outgoing, receiver_order, unchanged_edges
 from circuits.graph import Edge
 from circuits.patching import EdgeMask
 
 
 def reference_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
-    """One patched forward pass per tested edge, straight from the SPEC loop; returns
+    """One patched forward pass per tested edge, straight from the SPEC loop (ties: ``unchanged_edges``); returns
     (final mask, effect ``new - current`` per tested edge in test order, number of edges tested)."""
     graph, mask = p.graph, p.mask
     current = p.score(mask)
@@ -17,17 +17,18 @@ def reference_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
     for receiver in receiver_order(graph, p.progress):
         out = graph.node_output.get(receiver)
         conns = graph.connections_into(receiver)
+        unchanged = unchanged_edges(p, receiver)
         for r in range(graph.nodes[receiver].count):
             if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, r):
                 drop_incoming(graph, mask, receiver, r)
                 continue
             for c in conns:
-                m = mask[(c.sender, receiver)]
+                m, same = mask[(c.sender, receiver)], unchanged[c.sender][r].tolist()
                 for s in range(graph.nodes[c.sender].count):
                     if not bool(m[r, s]):
                         continue
                     m[r, s] = False
-                    new = p.score(mask)
+                    new = current if same[s] else p.score(mask)
                     effects[Edge(c.sender, s, receiver, r)] = new - current
                     if new - current < p.threshold:
                         current = new
