@@ -111,6 +111,6 @@ def acdc(
         settings["downstream_flops"] = int(problem.flops)
     if hasattr(problem, "passes"):
         settings["verify_passes"] = int(problem.passes)
-        settings["ties_rescored"] = int(problem.rescored)
+        settings["ties_rescored"] = int(getattr(problem, "rescored", 0))
     return Circuit(edges=edges_of_mask(mask), n_total_edges=graph.n_edges, seconds=seconds, effects=effects,
                    settings=settings, model=model_identity(user_model))

@@ -5,7 +5,7 @@
   modes included when they exist).
 - ``quick``: ``TrainConfig.quick()`` at 6,000 steps, 2 seeds, 2 batches of 64 pairs per task, 3 thresholds:
   ``make demo``, a few minutes on a 2-core CPU, MNIST load included. Its numbers are indicative only.
-- ``smoke``: for tests only: 150 steps, two regimes, small hidden layers when the training
+- ``smoke``: for tests only: 150 steps (swaps every 50, so the swap path runs), two regimes, small hidden layers when the training
   config allows it, one batch of 8 pairs, 3 thresholds, a training subset. Finishes in seconds; means nothing.
 
 ACDC thresholds (KL, nats): each discovery unit runs ACDC once per threshold, so every regime has a
@@ -84,7 +84,7 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke", base_config="quick", n_seeds=1, n_batches=1, batch_size=8, thresholds=(1e-5, 1e-4, 1e-3),
         regimes=("l1", "bimt"),
-        train_overrides={"steps": 150, "eval_every": 50, "widths": (784, 12, 12, 10)},
+        train_overrides={"steps": 150, "eval_every": 50, "swap_every": 50, "widths": (784, 12, 12, 10)},
         train_subset=(2000, 500),
         note="For tests only: 150 training steps, two regimes, one batch of 8 pairs, 3 thresholds. Numbers mean nothing.",
     ),
