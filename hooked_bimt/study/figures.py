@@ -46,7 +46,7 @@ def _write_palette_png(fig: Any, tmp: Path) -> None:
     from PIL import Image  # matplotlib's own dependency
 
     buf = io.BytesIO()
-    fig.savefig(buf, dpi=DPI, format="png")
+    fig.savefig(buf, dpi=DPI, format="png", bbox_inches="tight")  # no clipped axis labels
     buf.seek(0)
     with Image.open(buf) as img:
         img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG", optimize=True)
@@ -56,7 +56,7 @@ def _save(fig: Any, path: Path) -> Path:
     if path.suffix.lower() in ("", ".png"):
         atomic_write(path, lambda tmp: _write_palette_png(fig, tmp))
     else:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".")))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip("."), bbox_inches="tight"))
     plt.close(fig)
     return path
 
