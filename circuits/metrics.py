@@ -86,8 +86,9 @@ class ChangedKL:
         return y0[:, rows], self.neg_entropy - (self.p_full * y0).sum(dim=-1), rest, rest.exp(), float(rest.min())
 
     def __call__(self, base: tuple[Tensor, ...], rows: Tensor, delta: Float[Tensor, "n batch r"],
-                 per_example: bool = False) -> Tensor:
-        """``KL(x0 + delta on rows)`` for each of the ``n`` deltas: ``(n,)``, or ``(n, batch)`` per example.
+                 per_example: bool = False, classes_first: bool = False) -> Tensor:
+        """``KL(x0 + delta on rows)`` for each of the ``n`` deltas: ``(n,)``, or ``(n, batch)`` per example;
+        ``classes_first``: ``delta`` is laid out ``(r, n, batch)`` (what ``W @ d_act^T`` gives).
 
         The log-sum-exp takes one exp pass, ``log(exp(rest) + sum_rows exp(y))``, when that can neither
         overflow nor lose the sum to underflow (every ``delta`` below ``log(max float) - 10``, and ``rest``
@@ -95,18 +96,27 @@ class ChangedKL:
         ``logaddexp(rest, logsumexp(y))``. Both compute the same number to a few ulps.
         """
         y_rows, const, rest, exp_rest, rest_min = base
+        if classes_first:  # delta (r, n, batch): the same sums over the leading (class) axis
+            y_rows, p_rows, axis = y_rows.T.unsqueeze(1), self.p_full[:, rows].T.unsqueeze(1), 0
+        else:
+            p_rows, axis = self.p_full[:, rows], -1
         y = y_rows + delta
-        info = torch.finfo(y.dtype)
+        if self._one_pass(delta, rest_min):
+            lse = torch.log(exp_rest + y.exp().sum(dim=axis))
+        else:
+            lse = torch.logaddexp(rest, torch.logsumexp(y, dim=axis))
+        out = const - (delta * p_rows).sum(dim=axis) + lse
+        return out if per_example else out.mean(dim=-1)
+
+    @staticmethod
+    def _one_pass(delta: Tensor, rest_min: float) -> bool:
+        """Whether ``log(exp(rest) + sum exp(y))`` can neither overflow nor lose the sum to underflow."""
+        info = torch.finfo(delta.dtype)
         hi, lo = math.log(info.max) - 10.0, math.log(info.tiny) + 10.0
         # y <= max(delta) as y0 <= 0; an example whose top class of x0 (y0 = 0) is in rows has a y >= min(delta),
         # any other has rest >= 0
         d_lo, d_hi = (float(v) for v in torch.aminmax(delta)) if delta.numel() else (0.0, 0.0)
-        if d_hi < hi and (rest_min > lo or d_lo > lo):
-            lse = torch.log(exp_rest + y.exp().sum(dim=-1))
-        else:
-            lse = torch.logaddexp(rest, torch.logsumexp(y, dim=-1))
-        out = const - (delta * self.p_full[:, rows]).sum(dim=-1) + lse
-        return out if per_example else out.mean(dim=-1)
+        return d_hi < hi and (rest_min > lo or d_lo > lo)
 
 
 Pos = Union[int, slice, Tensor, None]

@@ -250,3 +250,27 @@ def test_fast_engine_needs_every_hidden_nonlinearity_declared(mlp, batches):
     mlp.circuit_graph = lambda: undeclared  # a model that declares its edges but no nonlinearity
     out = acdc(mlp, *batches, threshold=0.003, engine="fast")
     assert out.settings["engine_used"] == "reference"
+
+
+@pytest.mark.parametrize("correct", [False, True])
+def test_model_corrected_reguesses_keep_the_reference_circuit(monkeypatch, correct):
+    """After a failed prediction the rest of the pass is re-guessed from its measured effects, corrected by
+    the quadratic model's interaction with the flipped decision (``_reguess``): guesses only, so the circuit
+    is the reference's whether the correction is on or off, and it does change some guesses here."""
+    monkeypatch.setattr(fast_module, "_CORRECT", correct)
+    changed = []
+    plain = fast_module._reguess
+
+    def spy(G, pos, m, eff, outcome, pred, thr):
+        out = plain(G, pos, m, eff, outcome, pred, thr)
+        changed.append(int((out != (eff[m + 1 :] < thr)).sum()))
+        return out
+
+    monkeypatch.setattr(fast_module, "_reguess", spy)
+    model = make_mlp(7, widths=(40, 5, 3))
+    clean, corrupted = make_batches(7, batch=6, d_in=40)
+    effects = acdc(model, clean, corrupted, threshold=0.0, engine="reference").effects
+    thr = float(torch.tensor(list(effects.values())).abs().median())
+    fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
+    assert_same(acdc(model, clean, corrupted, threshold=thr, engine="reference"), fast)
+    assert len(changed) > 0 and (sum(changed) > 0) == correct

@@ -115,10 +115,14 @@ def test_changed_kl_equals_the_kl_of_the_changed_logits(pair, dtype, data):
     ckl = metrics.ChangedKL(full)
     got = ckl(ckl.base(x0, rows), rows, delta)
     assert got.shape == (n,) and bool(torch.isfinite(got).all())
+    # the fast engine's (classes, n, batch) layout: the same numbers to rounding
+    first = ckl(ckl.base(x0, rows), rows, delta.permute(2, 0, 1).contiguous(), per_example=True, classes_first=True)
+    assert first.shape == (n, x0.shape[0])
     for i in range(n):
         x = x0.double().clone()
         x[:, rows] += delta[i].double()
         assert float(got[i]) == pytest.approx(mp_kl(x, full.double()), abs=tolerance(x, full, dt))
+        assert float(first[i].mean()) == pytest.approx(mp_kl(x, full.double()), abs=tolerance(x, full, dt))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
