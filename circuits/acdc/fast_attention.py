@@ -148,28 +148,34 @@ def _block(receiver_shape: tuple[int, ...]) -> int:
     return max(1, min(_MAX_BLOCK, _STATE_ELEMENTS // max(1, per_state)))
 
 
-def _receiver_node(p: Problem, stack: _Stacked, receiver: str, r: int, cands: list, c: Tensor,
-                   current: float, effects: dict[Edge, float], k_max: int) -> float:
+def _receiver_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: Tensor,
+                   current: float, effects: dict[Edge, float], k_max: int, offset: Optional[Tensor] = None) -> float:
     """Decide every candidate edge into ``R[r]`` in the sequential order, up to ``k_max`` states per pass.
 
-    A stacked state costs as much compute as the reference's pass for it, so a misprediction wastes the
-    states after it: the block grows (doubles) while predictions hold and halves after a miss."""
+    A stacked state costs compute, so a misprediction wastes the states after it: the block grows (doubles)
+    while predictions hold and halves after a miss. ``offset`` (delta path: states are scored against a cached
+    baseline taken before this node's removals) accumulates the accepted removals' contributions. An edge whose
+    contribution is exactly 0 has effect exactly 0 (the tie rule of ``loop.unchanged_edges``)."""
     guess = torch.ones(len(cands), dtype=torch.bool)
+    zero = (c.reshape(len(cands), -1) == 0).all(dim=1).tolist()
     pos = 0
     while pos < len(cands):
         end = min(len(cands), pos + min(stack.block, k_max))
         pred = guess[pos:end].to(c.device)
         taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
         extra = torch.cumsum(taken, dim=0) - taken + c[pos:end]  # exclusive prefix of predicted removals + own
-        scores = stack.score(r, extra).tolist()
+        scores = stack.score(r, extra if offset is None else extra + offset).tolist()
         cur, accepted = current, 0
         for i, new in enumerate(scores):
             conn, s = cands[pos + i]
+            new = cur if zero[pos + i] else new
             effects[Edge(conn.sender, s, receiver, r)] = new - cur
             removed = new - cur < p.threshold
             if removed:
                 p.mask[(conn.sender, receiver)][r, s] = False
                 cur = new
+                if offset is not None:
+                    offset += c[pos + i]
             accepted = i + 1
             if removed != bool(pred[i]):
                 rest = torch.tensor([sc - cur < p.threshold for sc in scores[i + 1:]], dtype=torch.bool)
@@ -180,8 +186,65 @@ def _receiver_node(p: Problem, stack: _Stacked, receiver: str, r: int, cands: li
     return current
 
 
+class _DeltaStack:
+    """``score`` for ``_receiver_node`` on the delta path (``circuits.acdc.bridge_delta``)."""
+
+    def __init__(self, p: Problem, scorer: Any, receiver: str) -> None:
+        self.p, self.scorer, self.receiver = p, scorer, receiver
+        self.passes, self.block = 0, 4
+
+    def score(self, r: int, extra: Tensor) -> Tensor:
+        logits = self.scorer.logits(self.receiver, r, extra)
+        self.passes += 1
+        return self.p.metric.many(logits, self.p.full_logits).reshape(extra.shape[0])
+
+
+def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
+    """The engine on GPT-2 / Llama bridges: candidate states scored by ``bridge_delta`` (only what changes)."""
+    from circuits.acdc import bridge_delta
+    from circuits.models.bridge_blocks import BridgeBlocks
+
+    graph, mask = p.graph, p.mask
+    bb = BridgeBlocks(p.model)
+    P = bridge_delta.metric_positions(p.metric, p.full_logits)
+    current = p.score(mask)
+    effects: dict[Edge, float] = {}
+    passes = 0
+    with torch.no_grad():
+        for receiver in receiver_order(graph, p.progress):
+            out = graph.node_output.get(receiver)
+            conns = graph.connections_into(receiver)
+            st, lvl, stack, dirty = None, None, None, True
+            for r in range(graph.nodes[receiver].count):
+                if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, r):
+                    drop_incoming(graph, mask, receiver, r)
+                    continue
+                cands = [(c, s) for c in conns for s in range(graph.nodes[c.sender].count)
+                         if bool(mask[(c.sender, receiver)][r, s])]
+                if not cands:
+                    continue
+                if dirty:  # a removal since the last baseline changed the current circuit's activations
+                    st, dirty = bridge_delta.baseline(bb, graph, p.clean, p.a_prime, mask), False
+                if lvl is None:
+                    lvl = bridge_delta.levels(bb, graph, mask)
+                    stack = _DeltaStack(p, None, receiver)
+                stack.scorer = bridge_delta.Scorer(bb, graph, mask, st, lvl, P)
+                c = _contributions(p, receiver, r, cands, st["acts"])
+                current = _receiver_node(p, stack, receiver, r, cands, c, current, effects,
+                                         _block(tuple(c.shape[1:])), torch.zeros_like(c[0]))
+                dirty = any(not bool(mask[(conn.sender, receiver)][r, s]) for conn, s in cands)
+            passes += stack.passes if stack is not None else 0
+    clean_up(graph, mask)
+    p.passes, p.rescored = passes, 0  # ties are decided by rule (zero contribution), never rescored
+    return mask, effects, len(effects)
+
+
 def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
     """Same contract as ``circuits.acdc.reference.reference_engine`` (module docstring for how)."""
+    from circuits.models import bridge_blocks
+
+    if bridge_blocks.supported(p.model):
+        return _delta_engine(p)
     graph, mask = p.graph, p.mask
     current = p.score(mask)
     effects: dict[Edge, float] = {}
@@ -205,5 +268,5 @@ def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]
             current = _receiver_node(p, stack, receiver, r, cands, c, current, effects, _block(tuple(c.shape[1:])))
         passes += stack.passes
     clean_up(graph, mask)
-    p.passes = passes
+    p.passes, p.rescored = passes, 0  # ties are decided by rule (zero contribution), never rescored
     return mask, effects, len(effects)
