@@ -86,7 +86,7 @@ def baseline(bb: BridgeBlocks, graph: Graph, clean: Tensor, a_prime: dict, mask:
             n = graph.nodes[hook].count
             x = resid.unsqueeze(2).expand(B, T, n, bb.d_model)
             term = _absent_term(graph, mask, a_prime, acts, hook)
-            x = x + term if term is not None else x
+            x = x + term if term is not None else x.clone()  # owned: ``Scorer.commit`` updates it in place
             st["x"][hook] = x
             proj[role] = bb.project(layer, role, x, torch.arange(n, device=e.device), rot, every)
         st["proj"][layer] = proj
@@ -97,14 +97,14 @@ def baseline(bb: BridgeBlocks, graph: Graph, clean: Tensor, a_prime: dict, mask:
         if mlp_in_hook(layer) in graph.nodes:
             hook = mlp_in_hook(layer)
             term = _absent_term(graph, mask, a_prime, acts, hook)
-            x = resid + term if term is not None else resid
+            x = resid + term if term is not None else resid.clone()
             st["x"][hook] = x
             out = bb.mlp(layer, x)
             acts[mlp_out_hook(layer)] = out
             resid = resid + out
     out = output_hook(bb.n_layers)
     term = _absent_term(graph, mask, a_prime, acts, out)
-    st["x"][out] = resid + term if term is not None else resid
+    st["x"][out] = resid + term if term is not None else resid.clone()
     st["logits"] = bb.unembed(st["x"][out])
     return st
 
@@ -149,6 +149,7 @@ class Scorer:
         self.pos = {1: P, 2: torch.arange(st["T"], device=dev)}
         self.group = torch.arange(bb.n_heads, device=dev) // (bb.n_heads // bb.n_kv)
         self.delta: dict[str, tuple[Optional[Tensor], Tensor, int]] = {}
+        self.commit = False
 
     def _term(self, receiver: str, level: int, rows: Optional[Tensor]) -> Optional[Tensor]:
         """``sum_{present s->r} delta_s`` at ``level``'s positions: ``(n, B, Tl, |rows|, d)`` (``rows``: receiver
@@ -218,10 +219,15 @@ class Scorer:
             out = cur.unsqueeze(0).expand(d.shape[0], *cur.shape).clone()
             out[:, :, :, recompute] = bb.project(layer, role, x, nodes, st["rot"], positions)
             new[role] = out
+            if self.commit:
+                st["x"][hook][:, positions.unsqueeze(1), nodes.unsqueeze(0)] = x[0]
+                proj[role][:, positions.unsqueeze(1), idx.unsqueeze(0)] = out[0]
         where = torch.tensor([groups.index(int(self.group[h])) for h in affected], device=dev)
         z = bb.attend(new["q"], new["k"][..., where, :], new["v"][..., where, :], qp)
         res = bb.result(layer, z, A)
         self.delta[result_hook(layer)] = (A, res - st["acts"][result_hook(layer)][:, qp][:, :, A], level)
+        if self.commit:
+            st["acts"][result_hook(layer)][:, qp.unsqueeze(1), A.unsqueeze(0)] = res[0]
 
     def _mlp(self, layer: int, start: Optional[Tensor]) -> None:
         hook, out = mlp_in_hook(layer), mlp_out_hook(layer)
@@ -232,8 +238,11 @@ class Scorer:
         d = start[:, :, positions] if start is not None else self._term(hook, level, None)
         if d is None:
             return
-        new = self.bb.mlp(layer, self.st["x"][hook][:, positions] + d)
+        x = self.st["x"][hook][:, positions] + d
+        new = self.bb.mlp(layer, x)
         self.delta[out] = (None, new - self.st["acts"][out][:, positions], level)
+        if self.commit:
+            self.st["x"][hook][:, positions], self.st["acts"][out][:, positions] = x[0], new[0]
 
     def logits(self, receiver: str, r: int, extra: Tensor) -> Tensor:
         """Logits ``(n, B, T, vocab)`` of the ``n`` states: ``extra[j]`` added to ``receiver[r]``'s input."""
@@ -261,5 +270,18 @@ class Scorer:
         if d is None:
             return logits
         out = logits.clone()
-        out[:, :, P] = bb.unembed(st["x"][graph.output][:, P] + d)
+        x = st["x"][graph.output][:, P] + d
+        out[:, :, P] = bb.unembed(x)
+        if self.commit:
+            st["x"][graph.output][:, P], st["logits"][:, P] = x[0], out[0, :, P]
         return out
+
+    def update(self, receiver: str, r: int, offset: Tensor) -> None:
+        """Make the baseline the circuit with ``offset`` added to ``receiver[r]``'s input (accepted removals):
+        every recomputed activation is written back. Activations nobody reads (level 0, positions outside a
+        node's level: its level is final, as the edges out of it are) are left stale."""
+        self.commit = True
+        try:
+            self.logits(receiver, r, offset.unsqueeze(0))
+        finally:
+            self.commit = False

@@ -211,10 +211,11 @@ def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
     effects: dict[Edge, float] = {}
     passes = 0
     with torch.no_grad():
+        st = bridge_delta.baseline(bb, graph, p.clean, p.a_prime, mask)
         for receiver in receiver_order(graph, p.progress):
             out = graph.node_output.get(receiver)
             conns = graph.connections_into(receiver)
-            st, lvl, stack, dirty = None, None, None, True
+            lvl, stack = bridge_delta.levels(bb, graph, mask), _DeltaStack(p, None, receiver)
             for r in range(graph.nodes[receiver].count):
                 if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, r):
                     drop_incoming(graph, mask, receiver, r)
@@ -223,17 +224,14 @@ def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
                          if bool(mask[(c.sender, receiver)][r, s])]
                 if not cands:
                     continue
-                if dirty:  # a removal since the last baseline changed the current circuit's activations
-                    st, dirty = bridge_delta.baseline(bb, graph, p.clean, p.a_prime, mask), False
-                if lvl is None:
-                    lvl = bridge_delta.levels(bb, graph, mask)
-                    stack = _DeltaStack(p, None, receiver)
                 stack.scorer = bridge_delta.Scorer(bb, graph, mask, st, lvl, P)
                 c = _contributions(p, receiver, r, cands, st["acts"])
+                offset = torch.zeros_like(c[0])
                 current = _receiver_node(p, stack, receiver, r, cands, c, current, effects,
-                                         _block(tuple(c.shape[1:])), torch.zeros_like(c[0]))
-                dirty = any(not bool(mask[(conn.sender, receiver)][r, s]) for conn, s in cands)
-            passes += stack.passes if stack is not None else 0
+                                         _block(tuple(c.shape[1:])), offset)
+                if bool((offset != 0).any()):  # accepted removals: the baseline moves to the new circuit
+                    stack.scorer.update(receiver, r, offset)
+            passes += stack.passes
     clean_up(graph, mask)
     p.passes, p.rescored = passes, 0  # ties are decided by rule (zero contribution), never rescored
     return mask, effects, len(effects)
