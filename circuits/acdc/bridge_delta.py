@@ -166,6 +166,10 @@ class Scorer:
                 continue
             if slevel > level:
                 D = D[:, :, self.pos[level]]
+            elif slevel < level:  # known at P only, read at every position (a head computed with deeper ones):
+                full = D.new_zeros(*D.shape[:2], self.pos[2].numel(), *D.shape[3:])  # the positions outside P
+                full[:, :, self.pos[1]] = D  # feed only outputs at positions outside P, which nothing reads
+                D = full
             if idx is not None:
                 t = torch.einsum("nbtad,ra->nbtrd", D, present)
             else:

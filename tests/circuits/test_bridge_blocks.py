@@ -83,3 +83,15 @@ def test_fast_engine_matches_reference_on_three_layers_at_all_positions(threshol
     assert fast.settings["engine_used"] == "fast_attention"
     assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
     assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
+
+
+def test_fast_engine_matches_reference_when_the_metric_reads_some_positions():
+    """kl at positions 3 and 7 of 8: nodes needed at those positions only and nodes needed everywhere mix."""
+    bridge = gpt2_bridge(seed=3, layers=3, heads=4, d=16)
+    clean, corrupted = tokens(23, seq=8)
+    metric = metrics.kl(pos=torch.tensor([[3, 7]] * clean.shape[0]))
+    ref = circuits.acdc(bridge, clean, corrupted, threshold=0.01, metric=metric, engine="reference")
+    fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, metric=metric, engine="fast")
+    assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
+    assert 0 < ref.n_edges < ref.n_total_edges
+    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
