@@ -16,6 +16,13 @@ them in one forward pass; accept decisions up to and including the first that di
 receiver's layer: the clean batch runs once through the layers before l and is copied per candidate at
 ``blocks.{l}.hook_in`` (at the output hook for the output receiver), so the early layers are not repeated.
 Float64 reaches the reference's edge sets: the two differ only in the order of floating-point additions.
+
+On GPT-2 and Llama bridges (``circuits.models.bridge_blocks`` can read their weights) a state is not run
+through the bridge: ``circuits.acdc.bridge_delta`` recomputes only the changed head or MLP and what it reaches
+through present edges, at the positions the metric reads (every position where a later attention layer reads
+it), from a cached baseline of the current circuit that is updated after each node's accepted removals. An
+edge whose contribution ``c`` is exactly 0 has effect exactly 0 (the reference's tie rule). Other bridges use
+the stacked bridge forward above.
 """
 
 from __future__ import annotations
