@@ -163,8 +163,9 @@ def _receiver_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c
     while predictions hold and halves after a miss. ``offset`` (delta path: states are scored against a cached
     baseline taken before this node's removals) accumulates the accepted removals' contributions. An edge whose
     contribution is exactly 0 has effect exactly 0 (the tie rule of ``loop.unchanged_edges``)."""
-    guess = torch.ones(len(cands), dtype=torch.bool)
-    zero = (c.reshape(len(cands), -1) == 0).all(dim=1).tolist()
+    size = c.reshape(len(cands), -1).pow(2).sum(dim=1)
+    guess = _first_guess(stack, size)
+    zero = (size == 0).tolist()
     pos = 0
     while pos < len(cands):
         end = min(len(cands), pos + min(stack.block, k_max))
@@ -178,6 +179,7 @@ def _receiver_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c
             new = cur if zero[pos + i] else new
             effects[Edge(conn.sender, s, receiver, r)] = new - cur
             removed = new - cur < p.threshold
+            _remember(stack, float(size[pos + i]), removed)
             if removed:
                 p.mask[(conn.sender, receiver)][r, s] = False
                 cur = new
@@ -191,6 +193,29 @@ def _receiver_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c
         stack.block = min(2 * stack.block, _MAX_BLOCK) if accepted == end - pos else max(1, stack.block // 2)
         current, pos = cur, pos + accepted
     return current
+
+
+def _first_guess(stack: Any, size: Tensor) -> Tensor:
+    """Predicted decisions before any score: removed iff ``||c||^2 < tau``, ``tau`` the split of the sizes seen so
+    far (in this receiver hook) that misclassifies fewest of their decisions (all removed with no history). Only
+    which states are scored depends on it, never a decision."""
+    seen = getattr(stack, "seen", [])
+    if not seen:
+        return torch.ones(size.shape[0], dtype=torch.bool)
+    seen.sort()
+    errors = best = sum(1 for _, removed in seen if removed)  # tau below every size: all guessed kept
+    tau = seen[0][0]
+    for i, (sz, removed) in enumerate(seen):  # tau just above seen[i]
+        errors += -1 if removed else 1
+        if errors < best:
+            best, tau = errors, (sz + seen[i + 1][0]) / 2 if i + 1 < len(seen) else float("inf")
+    return size.cpu() < tau
+
+
+def _remember(stack: Any, size: float, removed: bool) -> None:
+    if not hasattr(stack, "seen"):
+        stack.seen = []
+    stack.seen.append((size, removed))
 
 
 class _DeltaStack:
