@@ -2,10 +2,10 @@
 
 A randomly initialised GPT-2 bridge (n_heads 8, d_model 128, vocab 64; float64, built offline), clean and
 corrupted batches of 16 random 12-token sequences, KL at the last position, ``threshold`` chosen so the
-circuit keeps a middling share of the edges. Prints the edge sets' agreement, both times and their ratio
+circuit keeps a middling share of the edges (0.0002: 27% on 4 layers). Prints the edge sets' agreement, both times and their ratio
 (one process, same inputs), then the fast engine's time for 2, 4 and 8 layers.
 
-    PYTHONPATH=. python benchmarks/bench_bridge_acdc.py [--threshold 0.002] [--layers 4] [--growth 2 4 8] [--no-reference]
+    PYTHONPATH=. python benchmarks/bench_bridge_acdc.py [--threshold 0.0002] [--layers 4] [--growth 2 4 8] [--no-reference]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def timed(model, clean, corrupted, threshold: float, engine: str) -> tuple[circu
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threshold", type=float, default=0.002)
+    ap.add_argument("--threshold", type=float, default=0.0002)  # 27% of the 4-layer edges kept
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--growth", type=int, nargs="*", default=[2, 4, 8])
     ap.add_argument("--no-reference", action="store_true")

@@ -16,6 +16,13 @@ them in one forward pass; accept decisions up to and including the first that di
 receiver's layer: the clean batch runs once through the layers before l and is copied per candidate at
 ``blocks.{l}.hook_in`` (at the output hook for the output receiver), so the early layers are not repeated.
 Float64 reaches the reference's edge sets: the two differ only in the order of floating-point additions.
+
+On GPT-2 and Llama bridges (``circuits.models.bridge_blocks`` can read their weights) a state is not run
+through the bridge: ``circuits.acdc.bridge_delta`` recomputes only the changed head or MLP and what it reaches
+through present edges, at the positions the metric reads (every position where a later attention layer reads
+it), from a cached baseline of the current circuit that is updated after each node's accepted removals. An
+edge whose contribution ``c`` is exactly 0 has effect exactly 0 (the reference's tie rule). Other bridges use
+the stacked bridge forward above.
 """
 
 from __future__ import annotations
@@ -148,28 +155,36 @@ def _block(receiver_shape: tuple[int, ...]) -> int:
     return max(1, min(_MAX_BLOCK, _STATE_ELEMENTS // max(1, per_state)))
 
 
-def _receiver_node(p: Problem, stack: _Stacked, receiver: str, r: int, cands: list, c: Tensor,
-                   current: float, effects: dict[Edge, float], k_max: int) -> float:
+def _receiver_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: Tensor,
+                   current: float, effects: dict[Edge, float], k_max: int, offset: Optional[Tensor] = None) -> float:
     """Decide every candidate edge into ``R[r]`` in the sequential order, up to ``k_max`` states per pass.
 
-    A stacked state costs as much compute as the reference's pass for it, so a misprediction wastes the
-    states after it: the block grows (doubles) while predictions hold and halves after a miss."""
-    guess = torch.ones(len(cands), dtype=torch.bool)
+    A stacked state costs compute, so a misprediction wastes the states after it: the block grows (doubles)
+    while predictions hold and halves after a miss. ``offset`` (delta path: states are scored against a cached
+    baseline taken before this node's removals) accumulates the accepted removals' contributions. An edge whose
+    contribution is exactly 0 has effect exactly 0 (the tie rule of ``loop.unchanged_edges``)."""
+    size = c.reshape(len(cands), -1).pow(2).sum(dim=1)
+    guess = _first_guess(stack, size)
+    zero = (size == 0).tolist()
     pos = 0
     while pos < len(cands):
         end = min(len(cands), pos + min(stack.block, k_max))
         pred = guess[pos:end].to(c.device)
         taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
         extra = torch.cumsum(taken, dim=0) - taken + c[pos:end]  # exclusive prefix of predicted removals + own
-        scores = stack.score(r, extra).tolist()
+        scores = stack.score(r, extra if offset is None else extra + offset).tolist()
         cur, accepted = current, 0
         for i, new in enumerate(scores):
             conn, s = cands[pos + i]
+            new = cur if zero[pos + i] else new
             effects[Edge(conn.sender, s, receiver, r)] = new - cur
             removed = new - cur < p.threshold
+            _remember(stack, float(size[pos + i]), removed)
             if removed:
                 p.mask[(conn.sender, receiver)][r, s] = False
                 cur = new
+                if offset is not None:
+                    offset += c[pos + i]
             accepted = i + 1
             if removed != bool(pred[i]):
                 rest = torch.tensor([sc - cur < p.threshold for sc in scores[i + 1:]], dtype=torch.bool)
@@ -180,8 +195,86 @@ def _receiver_node(p: Problem, stack: _Stacked, receiver: str, r: int, cands: li
     return current
 
 
+def _first_guess(stack: Any, size: Tensor) -> Tensor:
+    """Predicted decisions before any score: removed iff ``||c||^2 < tau``, ``tau`` the split of the sizes seen so
+    far (in this receiver hook) that misclassifies fewest of their decisions (all removed with no history). Only
+    which states are scored depends on it, never a decision."""
+    seen = getattr(stack, "seen", [])
+    if not seen:
+        return torch.ones(size.shape[0], dtype=torch.bool)
+    seen.sort()
+    errors = best = sum(1 for _, removed in seen if removed)  # tau below every size: all guessed kept
+    tau = seen[0][0]
+    for i, (sz, removed) in enumerate(seen):  # tau just above seen[i]
+        errors += -1 if removed else 1
+        if errors < best:
+            best, tau = errors, (sz + seen[i + 1][0]) / 2 if i + 1 < len(seen) else float("inf")
+    return size.cpu() < tau
+
+
+def _remember(stack: Any, size: float, removed: bool) -> None:
+    if not hasattr(stack, "seen"):
+        stack.seen = []
+    stack.seen.append((size, removed))
+
+
+class _DeltaStack:
+    """``score`` for ``_receiver_node`` on the delta path (``circuits.acdc.bridge_delta``)."""
+
+    def __init__(self, p: Problem, scorer: Any, receiver: str) -> None:
+        self.p, self.scorer, self.receiver = p, scorer, receiver
+        self.passes, self.block = 0, 4
+
+    def score(self, r: int, extra: Tensor) -> Tensor:
+        logits = self.scorer.logits(self.receiver, r, extra)
+        self.passes += 1
+        return self.p.metric.many(logits, self.p.full_logits).reshape(extra.shape[0])
+
+
+def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
+    """The engine on GPT-2 / Llama bridges: candidate states scored by ``bridge_delta`` (only what changes)."""
+    from circuits.acdc import bridge_delta
+    from circuits.models.bridge_blocks import BridgeBlocks
+
+    graph, mask = p.graph, p.mask
+    bb = BridgeBlocks(p.model)
+    P = bridge_delta.metric_positions(p.metric, p.full_logits)
+    current = p.score(mask)
+    effects: dict[Edge, float] = {}
+    passes = 0
+    with torch.no_grad():
+        st = bridge_delta.baseline(bb, graph, p.clean, p.a_prime, mask)
+        for receiver in receiver_order(graph, p.progress):
+            out = graph.node_output.get(receiver)
+            conns = graph.connections_into(receiver)
+            lvl, stack = bridge_delta.levels(bb, graph, mask), _DeltaStack(p, None, receiver)
+            for r in range(graph.nodes[receiver].count):
+                if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, r):
+                    drop_incoming(graph, mask, receiver, r)
+                    continue
+                cands = [(c, s) for c in conns for s in range(graph.nodes[c.sender].count)
+                         if bool(mask[(c.sender, receiver)][r, s])]
+                if not cands:
+                    continue
+                stack.scorer = bridge_delta.Scorer(bb, graph, mask, st, lvl, P)
+                c = _contributions(p, receiver, r, cands, st["acts"])
+                offset = torch.zeros_like(c[0])
+                current = _receiver_node(p, stack, receiver, r, cands, c, current, effects,
+                                         _block(tuple(c.shape[1:])), offset)
+                if bool((offset != 0).any()):  # accepted removals: the baseline moves to the new circuit
+                    stack.scorer.update(receiver, r, offset)
+            passes += stack.passes
+    clean_up(graph, mask)
+    p.passes, p.rescored = passes, 0  # ties are decided by rule (zero contribution), never rescored
+    return mask, effects, len(effects)
+
+
 def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
     """Same contract as ``circuits.acdc.reference.reference_engine`` (module docstring for how)."""
+    from circuits.models import bridge_blocks
+
+    if bridge_blocks.supported(p.model):
+        return _delta_engine(p)
     graph, mask = p.graph, p.mask
     current = p.score(mask)
     effects: dict[Edge, float] = {}
@@ -205,5 +298,5 @@ def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]
             current = _receiver_node(p, stack, receiver, r, cands, c, current, effects, _block(tuple(c.shape[1:])))
         passes += stack.passes
     clean_up(graph, mask)
-    p.passes = passes
+    p.passes, p.rescored = passes, 0  # ties are decided by rule (zero contribution), never rescored
     return mask, effects, len(effects)

@@ -243,7 +243,9 @@ def test_acdc_engines_agree_on_a_gqa_llama(llama, threshold):
     assert fast.settings["engine_used"] == "fast_attention"
     assert fast.edges == ref.edges
     assert list(fast.effects) == list(ref.effects)
-    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
+    # HF's Llama computes RMSNorm and the attention softmax in float32 even on a float64 model, so two orders of
+    # float64 additions (the engines') can round differently there: effects agree to float32 precision
+    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-6
     assert (ref.n_edges < ref.n_total_edges) == (threshold > 0)  # KL of the full circuit is 0: at 0 nothing goes
 
 

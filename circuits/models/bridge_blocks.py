@@ -1,0 +1,204 @@
+"""A functional re-implementation of a bridge's blocks from its weights (GPT-2 and Llama families), for the fast
+ACDC engine (``circuits.acdc.fast_attention``), which recomputes single heads at chosen positions.
+
+Per layer, on SPEC 7's per-head receiver inputs ``x`` (the residual stream before the norm, copied per head):
+
+    q_h = rot(norm1(x_q[h]) W_Q[h] + b_Q[h])        k_g, v_g likewise from x_k[g], x_v[g] (g: KV group)
+    pattern_h = softmax(q_h k_g(h)^T / sqrt(d_head) + causal)   z_h = pattern_h v_g(h)   (Llama: softmax in float32)
+    result_h = z_h W_O[h]                            (``hook_result``; the layer adds b_O once)
+    mlp = W_out act(norm2(x) W_in + b_in) + b_out    (gated: W_down (act(x W_gate) * (x W_up)))
+    logits = norm_f(resid) W_U + b_U
+
+``norm`` is LayerNorm ``(x - mean) / sqrt(var + eps) * w + b`` or RMSNorm ``x / sqrt(mean(x^2) + eps) * w`` (in
+float32 and cast back, as HF's Llama RMSNorm does even on float64 inputs);
+``rot`` is rotary (``q cos + rotate_half(q) sin``) for Llama, the identity for GPT-2 (learned positions added to
+the embedding). Checked against the bridge's own hooks to 1e-12 in float64 (tests/circuits/test_bridge_blocks.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+_FAMILIES = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama"}
+
+
+def _linear(module: Any) -> tuple[Tensor, Optional[Tensor]]:
+    """``(W (in, out), b)`` of a ``torch.nn.Linear`` or HF ``Conv1D`` (possibly wrapped by a ``LinearBridge``)."""
+    mod = getattr(module, "original_component", None) or module
+    w = mod.weight.detach()
+    if type(mod).__name__ == "Conv1D":
+        return w, None if mod.bias is None else mod.bias.detach()
+    return w.t(), None if getattr(mod, "bias", None) is None else mod.bias.detach()
+
+
+def _norm_params(bridge_norm: Any) -> tuple[Tensor, Optional[Tensor], float, bool]:
+    mod = bridge_norm.original_component
+    rms = "RMS" in type(mod).__name__
+    eps = float(getattr(mod, "eps", getattr(mod, "variance_epsilon", 1e-5)))
+    bias = None if rms or getattr(mod, "bias", None) is None else mod.bias.detach()
+    return mod.weight.detach(), bias, eps, rms
+
+
+def norm(x: Tensor, params: tuple[Tensor, Optional[Tensor], float, bool]) -> Tensor:
+    """LayerNorm or RMSNorm over the last axis (module docstring)."""
+    w, b, eps, rms = params
+    if rms:  # as HF's RMSNorm: computed in float32 whatever the dtype, then cast back (so float64 matches it)
+        h = x.to(torch.float32)
+        return w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps)  # the kernel nn.LayerNorm runs
+
+
+@dataclass
+class Layer:
+    """One block's weights, heads split: W_Q ``(H, d, dh)``, W_K/W_V ``(G, d, dh)``, W_O ``(H, dh, d)``."""
+
+    norm1: tuple
+    norm2: tuple
+    W_Q: Tensor
+    b_Q: Optional[Tensor]
+    W_K: Tensor
+    b_K: Optional[Tensor]
+    W_V: Tensor
+    b_V: Optional[Tensor]
+    W_O: Tensor
+    b_O: Optional[Tensor]
+    mlp: tuple  # (W_in, b_in, W_gate or None, W_out, b_out)
+
+
+class BridgeBlocks:
+    """The weights of a GPT-2 or Llama bridge and the block maths of the module docstring, run outside the bridge."""
+
+    def __init__(self, bridge: Any) -> None:
+        cfg = bridge.cfg
+        arch = type(bridge.original_model).__name__
+        if arch not in _FAMILIES:
+            raise ValueError(f"bridge_blocks supports {sorted(_FAMILIES)}, not {arch}")
+        self.family = _FAMILIES[arch]
+        self.softmax32 = self.family == "llama"
+        hf_cfg = bridge.original_model.config
+        if self.family == "gpt2" and (getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False)
+                                      or not getattr(hf_cfg, "scale_attn_weights", True)):
+            raise ValueError("bridge_blocks: GPT-2 attention scaling other than 1/sqrt(d_head) is not supported")
+        self.n_layers, self.n_heads = int(cfg.n_layers), int(cfg.n_heads)
+        self.n_kv = int(getattr(cfg, "n_key_value_heads", None) or self.n_heads)
+        self.d_model = int(cfg.d_model)
+        self.d_head = self.d_model // self.n_heads
+        self.scale = 1.0 / math.sqrt(self.d_head)
+        self.act: Callable[[Tensor], Tensor] = _activation(bridge.blocks[0].mlp.original_component)
+        self.layers = [self._layer(block) for block in bridge.blocks]
+        self.norm_f = _norm_params(bridge.ln_final)
+        self.W_U, self.b_U = _linear(bridge.unembed)
+        self.wte = bridge.embed.original_component.weight.detach()
+        pos = getattr(bridge, "pos_embed", None)
+        self.wpe = None if pos is None else pos.original_component.weight.detach()
+        self.rotary = getattr(bridge, "rotary_emb", None)
+        self.rotary = None if self.rotary is None else (self.rotary.original_component or self.rotary)
+
+    def _layer(self, block: Any) -> Layer:
+        H, G, dh, d = self.n_heads, self.n_kv, self.d_head, self.d_model
+        attn = block.attn
+        (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (_linear(attn.q), _linear(attn.k), _linear(attn.v), _linear(attn.o))
+        heads = lambda w, n: w.reshape(d, n, dh).permute(1, 0, 2).contiguous()  # noqa: E731
+        hb = lambda b, n: None if b is None else b.reshape(n, dh)  # noqa: E731
+        mlp = block.mlp
+        w_in, b_in = _linear(getattr(mlp, "in"))
+        w_out, b_out = _linear(mlp.out)
+        w_gate = _linear(mlp.gate)[0] if hasattr(mlp, "gate") else None
+        return Layer(_norm_params(block.ln1), _norm_params(block.ln2), heads(wq, H), hb(bq, H), heads(wk, G),
+                     hb(bk, G), heads(wv, G), hb(bv, G), wo.reshape(H, dh, d).contiguous(), bo,
+                     (w_in, b_in, w_gate, w_out, b_out))
+
+    # ------------------------------------------------------------------ pieces the fast engine recomputes
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> tuple[Float[Tensor, "batch pos d"], Float[Tensor, "batch pos d"]]:
+        """(token embedding ``embed.hook_out``, the positional part: learned positions or zeros)."""
+        e = self.wte[tokens]
+        if self.wpe is None:
+            return e, torch.zeros_like(e)
+        return e, self.wpe[torch.arange(tokens.shape[1], device=tokens.device)].expand_as(e)
+
+    def rot(self, T: int, device: Any, dtype: Any) -> Optional[tuple[Tensor, Tensor]]:
+        """Rotary ``(cos, sin)`` of positions ``0..T-1``, ``(T, dh)``, from the model's own rotary module."""
+        if self.rotary is None:
+            return None
+        x = torch.zeros(1, T, self.d_model, device=device, dtype=dtype)
+        cos, sin = self.rotary(x, torch.arange(T, device=device).unsqueeze(0))
+        return cos[0].to(dtype), sin[0].to(dtype)
+
+    def project(self, layer: int, role: str, x: Float[Tensor, "*b pos h d"], heads: Tensor,
+                rot: Optional[tuple[Tensor, Tensor]], pos: Tensor) -> Float[Tensor, "*b pos h dh"]:
+        """``rot(norm1(x) W[heads] + b[heads])`` for role q/k/v; ``heads`` indexes the heads (q) or KV groups."""
+        L = self.layers[layer]
+        W, b = {"q": (L.W_Q, L.b_Q), "k": (L.W_K, L.b_K), "v": (L.W_V, L.b_V)}[role]
+        out = torch.einsum("...hd,hde->...he", norm(x, L.norm1), W[heads])
+        if b is not None:
+            out = out + b[heads]
+        if rot is not None and role != "v":
+            cos, sin = rot[0][pos].unsqueeze(-2), rot[1][pos].unsqueeze(-2)  # (pos, 1, dh)
+            half = out.shape[-1] // 2
+            rotated = torch.cat((-out[..., half:], out[..., :half]), dim=-1)
+            out = out * cos + rotated * sin
+        return out
+
+    def attend(self, q: Float[Tensor, "*b qpos h dh"], k: Float[Tensor, "*b pos h dh"], v: Float[Tensor, "*b pos h dh"],
+               qpos: Tensor) -> Float[Tensor, "*b qpos h dh"]:
+        """Causal attention of queries at positions ``qpos`` over every key: ``softmax(q k^T / sqrt(dh)) v``."""
+        scores = torch.einsum("...qhe,...khe->...hqk", q, k) * self.scale
+        allowed = torch.arange(k.shape[-3], device=q.device).unsqueeze(0) <= qpos.unsqueeze(1)  # (qpos, pos)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        if self.softmax32:  # as HF's Llama attention: the softmax in float32, cast back
+            pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        else:
+            pattern = torch.softmax(scores, dim=-1)
+        return torch.einsum("...hqk,...khe->...qhe", pattern, v)
+
+    def result(self, layer: int, z: Float[Tensor, "*b pos h dh"], heads: Tensor) -> Float[Tensor, "*b pos h d"]:
+        """``hook_result``: each head's output ``z_h W_O[h]`` (without b_O)."""
+        return torch.einsum("...he,hed->...hd", z, self.layers[layer].W_O[heads])
+
+    def attn_bias(self, layer: int, like: Tensor) -> Tensor:
+        b = self.layers[layer].b_O
+        return torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device) if b is None else b
+
+    def mlp(self, layer: int, x: Float[Tensor, "*b d"]) -> Float[Tensor, "*b d"]:
+        """The MLP (plain or gated) on its input before the norm."""
+        L = self.layers[layer]
+        w_in, b_in, w_gate, w_out, b_out = L.mlp
+        h = norm(x, L.norm2)
+        pre = h @ w_in if b_in is None else h @ w_in + b_in
+        mid = self.act(pre) if w_gate is None else self.act(h @ w_gate) * pre
+        return mid @ w_out if b_out is None else mid @ w_out + b_out
+
+    def unembed(self, resid: Float[Tensor, "*b d"]) -> Float[Tensor, "*b vocab"]:
+        out = norm(resid, self.norm_f) @ self.W_U
+        return out if self.b_U is None else out + self.b_U
+
+
+_FUSED = {  # HF activation modules and the fused torch kernels computing the same function
+    "NewGELUActivation": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "GELUTanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "GELUActivation": torch.nn.functional.gelu,
+    "SiLUActivation": torch.nn.functional.silu,
+    "SiLU": torch.nn.functional.silu,
+}
+
+
+def _activation(mlp: Any) -> Callable[[Tensor], Tensor]:
+    """The MLP's activation: a fused torch kernel for the common HF ones, else the module itself."""
+    act = getattr(mlp, "act", None) or getattr(mlp, "act_fn", None)
+    if act is None:
+        raise ValueError(f"bridge_blocks: cannot find the activation of {type(mlp).__name__}")
+    return _FUSED.get(type(act).__name__, act)
+
+
+def supported(bridge: Any) -> bool:
+    """Whether ``BridgeBlocks`` can describe ``bridge`` (a GPT-2 or Llama family model)."""
+    try:
+        return type(bridge.original_model).__name__ in _FAMILIES
+    except AttributeError:
+        return False

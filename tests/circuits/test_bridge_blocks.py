@@ -1,0 +1,97 @@
+"""The fast engine's functional blocks (``circuits.models.bridge_blocks``) and delta scoring
+(``circuits.acdc.bridge_delta``) against the bridge's own forward pass and hooks, on GPT-2 and a GQA Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import circuits
+from circuits import metrics
+
+pytest.importorskip("transformer_lens.model_bridge")
+from test_bridge import _GPT2, _LLAMA, VOCAB, gpt2_bridge, spec7_edges, spec7_run, tokens  # noqa: E402
+
+from circuits.acdc import bridge_delta  # noqa: E402
+from circuits.models.bridge_blocks import BridgeBlocks  # noqa: E402
+from circuits.patching import corrupted_activations, mask_of_edges  # noqa: E402
+
+
+def _independent_forward(bridge, clean):
+    """Every hook of a plain run, from the bridge itself (``run_with_cache``)."""
+    with torch.no_grad():
+        return bridge.run_with_cache(clean)
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_functional_blocks_equal_the_bridges_own_blocks(which):
+    bridge = {"gpt2": _GPT2, "llama": _LLAMA}[which]
+    graph = circuits.graph_of(bridge)
+    clean, _ = tokens(7)
+    logits, cache = _independent_forward(bridge, clean)
+    bb = BridgeBlocks(bridge)
+    full = {(c.sender, c.receiver): torch.ones(graph.nodes[c.receiver].count, graph.nodes[c.sender].count,
+                                                dtype=torch.bool) for c in graph.connections}
+    with torch.no_grad():
+        st_ = bridge_delta.baseline(bb, graph, clean, {}, full)
+    for layer in range(bridge.cfg.n_layers):
+        for hook in (f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.mlp.hook_out"):
+            assert (st_["acts"][hook] - cache[hook]).abs().max() < 1e-12, hook
+        for role in "qkv":
+            hook = f"blocks.{layer}.attn.hook_{role}_input"
+            assert (st_["x"][hook] - cache[hook]).abs().max() < 1e-12, hook
+    assert (st_["logits"] - logits).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), keep=st.floats(0.0, 1.0))
+def test_patched_baseline_equals_the_hook_only_spec7_run(which, seed, keep):
+    """The functional patched run of a random circuit gives the hook-only SPEC 7 run's logits."""
+    bridge = {"gpt2": _GPT2, "llama": _LLAMA}[which]
+    g = torch.Generator().manual_seed(seed)
+    edges = spec7_edges(bridge.cfg)
+    kept = {e for e in edges if float(torch.rand((), generator=g)) < keep}
+    clean, corrupted = tokens(seed)
+    expected = spec7_run(bridge, kept, clean, corrupted)
+    graph = circuits.graph_of(bridge)
+    mask = mask_of_edges(graph, kept)
+    a_prime = corrupted_activations(bridge, corrupted, graph=graph)
+    with torch.no_grad():
+        got = bridge_delta.baseline(BridgeBlocks(bridge), graph, clean, a_prime, mask)["logits"]
+    tol = 1e-12 if which == "gpt2" else 1e-5  # HF's Llama: RMSNorm and softmax in float32
+    assert (got - expected).abs().max() < tol
+
+
+def test_metric_positions_are_probed():
+    full = torch.randn(3, 6, VOCAB, dtype=torch.float64)
+    assert bridge_delta.metric_positions(metrics.kl(), full).tolist() == [5]
+    assert bridge_delta.metric_positions(metrics.kl(pos=2), full).tolist() == [2]
+    assert bridge_delta.metric_positions(metrics.kl(pos=None), full).tolist() == list(range(6))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.01])
+def test_fast_engine_matches_reference_on_three_layers_at_all_positions(threshold):
+    """Deeper model, metric over every position (so every node is needed everywhere): same edges as the reference."""
+    bridge = gpt2_bridge(seed=3, layers=3, heads=2, d=8)
+    clean, corrupted = tokens(11)
+    metric = metrics.kl(pos=None)
+    ref = circuits.acdc(bridge, clean, corrupted, threshold=threshold, metric=metric, engine="reference")
+    fast = circuits.acdc(bridge, clean, corrupted, threshold=threshold, metric=metric, engine="fast")
+    assert fast.settings["engine_used"] == "fast_attention"
+    assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
+    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
+
+
+def test_fast_engine_matches_reference_when_the_metric_reads_some_positions():
+    """kl at positions 3 and 7 of 8: nodes needed at those positions only and nodes needed everywhere mix."""
+    bridge = gpt2_bridge(seed=3, layers=3, heads=4, d=16)
+    clean, corrupted = tokens(23, seq=8)
+    metric = metrics.kl(pos=torch.tensor([[3, 7]] * clean.shape[0]))
+    ref = circuits.acdc(bridge, clean, corrupted, threshold=0.01, metric=metric, engine="reference")
+    fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, metric=metric, engine="fast")
+    assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
+    assert 0 < ref.n_edges < ref.n_total_edges
+    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
