@@ -31,6 +31,19 @@ from circuits.models.transformer_bridge import INPUT, mlp_in_hook, mlp_out_hook,
 ROLES = ("q", "k", "v")
 
 
+def mix(delta: Tensor, absent: Tensor, sender_heads: bool, receiver_heads: bool) -> Tensor:
+    """The absent edges' share of a receiver input, for SPEC 7's contributions (a sender's output summed into
+    the residual stream, copied to every receiver head): ``term[..., r, :] = sum_s absent[r, s] delta[..., s, :]``.
+    ``delta`` is ``(..., pos, [head,] d)``; ``absent`` is ``(n_receiver_nodes, n_sender_nodes)``."""
+    if sender_heads and receiver_heads:
+        return torch.einsum("...sd,rs->...rd", delta, absent)
+    if sender_heads:
+        return torch.einsum("...sd,s->...d", delta, absent[0])
+    if receiver_heads:
+        return delta.unsqueeze(-2) * absent[:, 0].unsqueeze(-1)
+    return delta * absent[0, 0]
+
+
 def metric_positions(metric: Any, full: Tensor) -> Tensor:
     """The positions the metric reads, probed: a position whose logits set to NaN make the metric NaN is read;
     changing every other position must leave the metric unchanged exactly (else: every position)."""
@@ -55,14 +68,13 @@ def metric_positions(metric: Any, full: Tensor) -> Tensor:
 
 def _absent_term(graph: Graph, mask: Any, a_prime: dict, acts: dict, receiver: str) -> Optional[Tensor]:
     """``sum_{removed s->r} (a'_s - a_s)`` per receiver node, as the patching rule adds it (SPEC 4)."""
-    from circuits.acdc.fast_attention import _mix
 
     term = None
     for conn in graph.connections_into(receiver):
         m = mask[(conn.sender, receiver)]
         if bool(m.all()):
             continue
-        t = _mix(a_prime[conn.sender] - acts[conn.sender], (~m).to(a_prime[conn.sender].dtype),
+        t = mix(a_prime[conn.sender] - acts[conn.sender], (~m).to(a_prime[conn.sender].dtype),
                  graph.nodes[conn.sender].axis is not None, graph.nodes[receiver].axis is not None)
         term = t if term is None else term + t
     return term

@@ -37,6 +37,8 @@ from circuits.graph import Edge, Graph, Nodes
 from circuits.models import transformer_bridge
 from circuits.models.transformer_bridge import is_bridge
 from circuits.patching import EdgeMask, run_with_mask
+from circuits.acdc.bridge_delta import mix as _mix
+from circuits.acdc import bridge_delta
 
 _STATE_ELEMENTS = 1 << 23  # bound on one stacked receiver activation (states x batch x pos x heads x d)
 _MAX_BLOCK = 64
@@ -116,19 +118,6 @@ class _Stacked:
             logits = self.p.model(self.p.clean)
         self.passes += 1
         return self.p.metric.many(logits.reshape(n, b, *logits.shape[1:]), self.p.full_logits).reshape(n)
-
-
-def _mix(delta: Tensor, absent: Tensor, sender_heads: bool, receiver_heads: bool) -> Tensor:
-    """The absent edges' share of a receiver input, for SPEC 7's contributions (a sender's output summed into
-    the residual stream, copied to every receiver head): ``term[..., r, :] = sum_s absent[r, s] delta[..., s, :]``.
-    ``delta`` is ``(..., pos, [head,] d)``; ``absent`` is ``(n_receiver_nodes, n_sender_nodes)``."""
-    if sender_heads and receiver_heads:
-        return torch.einsum("...sd,rs->...rd", delta, absent)
-    if sender_heads:
-        return torch.einsum("...sd,s->...d", delta, absent[0])
-    if receiver_heads:
-        return delta.unsqueeze(-2) * absent[:, 0].unsqueeze(-1)
-    return delta * absent[0, 0]
 
 
 def _shifted(nodes: Nodes) -> Nodes:
@@ -233,7 +222,6 @@ class _DeltaStack:
 
 def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
     """The engine on GPT-2 / Llama bridges: candidate states scored by ``bridge_delta`` (only what changes)."""
-    from circuits.acdc import bridge_delta
     from circuits.models.bridge_blocks import BridgeBlocks
 
     graph, mask = p.graph, p.mask
