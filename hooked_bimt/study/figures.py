@@ -105,7 +105,7 @@ def training_bar(training: Training, measure: str, path: Path, *, regimes: Seque
     ax.bar(names, means, yerr=[lows, highs], capsize=4, color=[COLORS.get(n, "k") for n in names])
     ax.set_ylabel(ylabel)
     ax.set_xlabel("training regime")
-    ax.tick_params(axis="x", labelsize=7)
+    ax.tick_params(axis="x", labelsize=7, labelrotation=25)  # long names (bimt_original) must not overlap
     fig.tight_layout()
     return _save(fig, path)
 
