@@ -32,7 +32,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from circuits.acdc.loop import Problem, clean_up, drop_incoming, has_outgoing, receiver_order
+from circuits.acdc.loop import Problem, clean_up, drop_if_dead, receiver_order
 from circuits.graph import Edge, Graph, Nodes
 from circuits.models import transformer_bridge
 from circuits.models.transformer_bridge import is_bridge
@@ -220,6 +220,14 @@ class _DeltaStack:
         return self.p.metric.many(logits, self.p.full_logits).reshape(extra.shape[0])
 
 
+def _live_candidates(graph: Graph, mask: EdgeMask, receiver: str, r: int, conns: list) -> list:
+    """SPEC order's per-node start: a hidden node that feeds nothing loses its inputs (returns []); otherwise
+    the ``(connection, sender node)`` pairs still present into receiver node ``r``, in sender order."""
+    if drop_if_dead(graph, mask, receiver, r):
+        return []
+    return [(c, s) for c in conns for s in range(graph.nodes[c.sender].count) if bool(mask[(c.sender, receiver)][r, s])]
+
+
 def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
     """The engine on GPT-2 / Llama bridges: candidate states scored by ``bridge_delta`` (only what changes)."""
     from circuits.models.bridge_blocks import BridgeBlocks
@@ -233,15 +241,10 @@ def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
     with torch.no_grad():
         st = bridge_delta.baseline(bb, graph, p.clean, p.a_prime, mask)
         for receiver in receiver_order(graph, p.progress):
-            out = graph.node_output.get(receiver)
             conns = graph.connections_into(receiver)
             lvl, stack = bridge_delta.levels(bb, graph, mask), _DeltaStack(p, None, receiver)
             for r in range(graph.nodes[receiver].count):
-                if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, r):
-                    drop_incoming(graph, mask, receiver, r)
-                    continue
-                cands = [(c, s) for c in conns for s in range(graph.nodes[c.sender].count)
-                         if bool(mask[(c.sender, receiver)][r, s])]
+                cands = _live_candidates(graph, mask, receiver, r, conns)
                 if not cands:
                     continue
                 stack.scorer = bridge_delta.Scorer(bb, graph, mask, st, lvl, P)
@@ -268,16 +271,11 @@ def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]
     effects: dict[Edge, float] = {}
     passes = 0
     for receiver in receiver_order(graph, p.progress):
-        out = graph.node_output.get(receiver)
         conns = graph.connections_into(receiver)
         acts: Optional[dict[str, Tensor]] = None  # senders' current activations: fixed while R is processed
         stack = _Stacked(p, receiver)
         for r in range(graph.nodes[receiver].count):
-            if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, r):
-                drop_incoming(graph, mask, receiver, r)
-                continue
-            cands = [(c, s) for c in conns for s in range(graph.nodes[c.sender].count)
-                     if bool(mask[(c.sender, receiver)][r, s])]
+            cands = _live_candidates(graph, mask, receiver, r, conns)
             if not cands:
                 continue
             if acts is None:

@@ -45,6 +45,16 @@ def drop_incoming(graph: Graph, mask: EdgeMask, receiver: str, index: int) -> No
         mask[(c.sender, receiver)][index, :] = False
 
 
+def drop_if_dead(graph: Graph, mask: EdgeMask, receiver: str, index: int) -> bool:
+    """SPEC order's first step per receiver node: a hidden node with no outgoing edge left loses all its incoming
+    edges (they can change nothing downstream). Returns True when it did (the node is then skipped)."""
+    out = graph.node_output.get(receiver)
+    if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, index):
+        drop_incoming(graph, mask, receiver, index)
+        return True
+    return False
+
+
 def clean_up(graph: Graph, mask: EdgeMask) -> None:
     """Drop edges out of hidden nodes that receive no edge, in forward order (so the rule cascades).
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from circuits.acdc.loop import Problem, clean_up, drop_incoming, has_outgoing, receiver_order, unchanged_edges
+from circuits.acdc.loop import Problem, clean_up, drop_if_dead, receiver_order, unchanged_edges
 from circuits.graph import Edge
 from circuits.patching import EdgeMask
 
@@ -15,12 +15,10 @@ def reference_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
     current = p.score(mask)
     effects: dict[Edge, float] = {}
     for receiver in receiver_order(graph, p.progress):
-        out = graph.node_output.get(receiver)
         conns = graph.connections_into(receiver)
         unchanged = unchanged_edges(p, receiver)
         for r in range(graph.nodes[receiver].count):
-            if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, r):
-                drop_incoming(graph, mask, receiver, r)
+            if drop_if_dead(graph, mask, receiver, r):
                 continue
             for c in conns:
                 m, same = mask[(c.sender, receiver)], unchanged[c.sender][r].tolist()
