@@ -108,6 +108,29 @@ class ChangedKL:
         out = const - (delta * p_rows).sum(dim=axis) + lse
         return out if per_example else out.mean(dim=-1)
 
+    def pair_base(self, x0: Float[Tensor, "batch classes"], rows: Tensor) -> tuple[Tensor, ...]:
+        """``base`` plus ``p_full[:, rows]``, both ``(batch, r)`` and contiguous (``at`` gathers their rows)."""
+        y_rows, const, rest, exp_rest, rest_min = self.base(x0, rows)
+        return y_rows.contiguous(), const, rest, exp_rest, rest_min, self.p_full[:, rows].contiguous()
+
+    def at(self, pbase: tuple[Tensor, ...], delta: Float[Tensor, "r pairs"],
+           examples: Int[Tensor, " pairs"]) -> Float[Tensor, " pairs"]:
+        """Per-example ``KL_b`` of ``x0[b] + delta[:, q]`` on ``rows`` for each pair ``q``, ``b = examples[q]``
+        (the fast engine scores only the examples a candidate moves); ``pbase = pair_base(x0, rows)``; the
+        formula of ``__call__``, one column per pair."""
+        y_rows, const, rest, exp_rest, rest_min, p_rows = pbase
+        y = y_rows.index_select(0, examples).T + delta  # row gathers, then the (r, pairs) layout
+        if self._one_pass(delta, rest_min):
+            lse = torch.log(exp_rest.index_select(0, examples) + y.exp().sum(dim=0))
+        else:
+            lse = torch.logaddexp(rest.index_select(0, examples), torch.logsumexp(y, dim=0))
+        return const.index_select(0, examples) - (delta * p_rows.index_select(0, examples).T).sum(dim=0) + lse
+
+    def per_example(self, x0: Float[Tensor, "batch classes"]) -> Float[Tensor, " batch"]:
+        """``KL_b`` of ``x0`` itself, per example (the same formula with nothing changed)."""
+        every = torch.arange(x0.shape[-1], device=x0.device)
+        return self(self.base(x0, every), every, torch.zeros_like(x0).unsqueeze(0), per_example=True)[0]
+
     @staticmethod
     def _one_pass(delta: Tensor, rest_min: float) -> bool:
         """Whether ``log(exp(rest) + sum exp(y))`` can neither overflow nor lose the sum to underflow."""
