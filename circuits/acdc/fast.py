@@ -12,13 +12,12 @@ elementwise nonlinearity (``Graph.activations``; never read from the model's cla
 * Ties, as the reference: an edge with ``a'_i == a_i`` on every example or ``W[j,i] == 0`` has effect
   exactly 0 by rule (``loop.unchanged_edges``); an effect within rounding of the threshold is re-scored
   by the reference's own computation (``fast_ties.Ties``), so rounding cannot make the engines disagree.
-* Speculate and verify: predict each remaining sender's decision (first: the sequential loop run on a
-  quadratic per-example model of the KL, ``fast_guess.Quadratic``, rebuilt at the current state as removals
-  move ``z_j``, or "removed" for other metrics; after a failed prediction: its effect measured in that pass plus
-  the model's interaction with the flipped decision, ``_reguess``), build the chain of states the sequential
-  loop would visit under those predictions (exclusive prefix sums of the removed ``d_i``), score
-  all of them in one batched pass, and accept decisions up to the first that differs from its
-  prediction. Every accepted decision was scored at exactly the state the sequential loop has.
+* Speculate and verify: guess each remaining sender's decision (KL: the sequential loop run on a per-example
+  polynomial model of the KL over the inputs the loop can reach, ``fast_guess.Polynomial``, from the accepted
+  state before each block; other metrics: "removed", then the effects measured in the last pass), build the
+  chain of states the sequential loop would visit under those guesses (exclusive prefix sums of the removed
+  ``d_i``), score all of them in one batched pass, and accept decisions up to the first that differs from its
+  guess. Every accepted decision was scored at exactly the state the sequential loop has.
   Chains are cut into blocks of about twice the last run of correct predictions (at most ``_BLOCK``).
 * Scoring: whole states (``_Dense``), or, for KL on hidden receivers where removals move only some examples
   (MNIST pixels equal in both images of a pair), only the (state, example) pairs that move (``_Pairs``).
@@ -28,12 +27,12 @@ from __future__ import annotations
 
 import gc
 from itertools import repeat
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from circuits.acdc.fast_guess import Quadratic
+from circuits.acdc.fast_guess import Polynomial
 from circuits.acdc.fast_state import State
 from circuits.acdc.fast_ties import Ties, settle_ties
 from circuits.acdc.loop import Problem, clean_up
@@ -42,14 +41,13 @@ from circuits.graph import Edge, Graph
 _BLOCK = 192  # most candidate states scored per verification pass
 _GROW = 2.0  # next block: _GROW x the decisions the last pass accepted (adaptive, within [_MIN_BLOCK, _BLOCK])
 _MIN_BLOCK = 8
-_PREDICT = True  # first guesses from a quadratic model of the KL (``fast_guess.Quadratic``)
-_CORRECT = True  # re-guesses after a failed prediction corrected by the quadratic model (_reguess)
+_PREDICT = True  # guesses from a per-example polynomial model of the KL (``fast_guess.Polynomial``)
+_DEGREE = 6  # ... of this degree
+_MIN_MODEL = 8  # ... for receivers with more candidates than this
 _PAIRS = True  # KL, hidden receivers: score only the (state, example) pairs a candidate moves (``_Pairs``)
 _PAIRS_MAX = 0.75  # ... when candidates move at most this share of the (candidate, example) pairs
-_REFIT = 32  # rebuild the quadratic model at the current state after this many decided candidates
-_WINDOW = 256  # ... for this many candidates ahead
 _TRANSPOSED = True  # last hop as sub @ d_act^T (``State.scores``)
-_SWEEPS = 12  # at most this many Jacobi sweeps of the quadratic model's sequential recursion
+_SWEEPS = 12  # at most this many sweeps of the model's sequential loop (``Polynomial.guess``)
 
 
 def supports(model: Any, graph: Graph) -> bool:
@@ -137,42 +135,25 @@ class _Pairs:
             self.current = self.cur.mean()
 
 
-def _reguess(G: Optional[Quadratic], pos: int, m: int, eff: Tensor, outcome: Tensor, pred: Tensor,
-             thr: float) -> Tensor:
-    """Guesses for the rest of a pass whose prediction failed at ``m``: the effects measured there (at a state
-    that wrongly has candidate m removed or kept), corrected by the quadratic model's interaction
-    ``G[i, m]`` for the flipped decision: ``eff_i + (removed_m - predicted_m) G[i, m] < thr``."""
-    rest = eff[m + 1 :]
-    if G is not None and _CORRECT and len(rest):
-        flip = float(outcome[m]) - float(pred[m])
-        rest = rest + flip * G.column(slice(pos + m + 1, pos + len(pred)), pos + m)
-    return rest < thr
-
-
 def _receiver(st: State, ties: Ties, k: int, j: int, cand: Tensor, diff: Tensor, current: Tensor):
     """Decide the candidate senders ``cand`` (ascending, nonzero change) of receiver j of layer k+1.
 
-    Guesses come from the quadratic model (KL), rebuilt at the current state every ``_REFIT`` decided candidates
-    for the next ``_WINDOW`` (the removals drift ``z_j`` away from where a model was built; a model kept for a
-    whole receiver mispredicts several times more often), else "removed"; after a failed prediction, the
-    effects measured in that pass (``_reguess``)."""
+    Guesses: the model's sequential loop (KL: ``fast_guess.Polynomial``, rerun from the accepted state after a
+    failed prediction), else "removed" and, after a failed prediction, the effects measured in that pass."""
     thr, n = st.p.threshold, len(cand)
     d = diff[:, cand] * st.W[k][j, cand]  # (b, n): change of z_j when each edge is removed
     z0 = st.Z[k + 1][:, j].clone()
     effects = torch.empty(n, dtype=torch.float64, device=d.device)  # holds re-scored ties exactly
     removed = torch.zeros(n, dtype=torch.bool, device=d.device)
     guess = torch.ones(n, dtype=torch.bool, device=d.device)
-    model = st.kl is not None and _PREDICT and n > 8
-    G, at, upto = None, 0, 0  # the model, the candidate it starts at, the end of its window
+    G = Polynomial(st, k, j, z0, d, _DEGREE) if st.kl is not None and _PREDICT and n > _MIN_MODEL else None
     pairs = st.kl is not None and k + 1 < st.L and _PAIRS and float((d != 0).double().mean()) <= _PAIRS_MAX
     scorer = _Pairs(st, k, j, d) if pairs else _Dense(st, k, j, d, current)
     pos, blk = 0, st.block.get(k, _BLOCK)
     while pos < n:
-        if model and (G is None or pos - at >= _REFIT or pos >= upto):
-            at, upto = pos, min(n, pos + _WINDOW)
-            G = Quadratic(st, k, j, z0, d[:, at:upto])
-            guess[at:upto] = G.guess(thr, _SWEEPS)
-        end = min(n, pos + blk, upto if model else n)  # bounded chains: a failed prediction wastes one block
+        end = min(n, pos + blk)  # bounded chains: a failed prediction wastes at most one block
+        if G is not None:  # the model's loop from the accepted state, for this block
+            guess[pos:end] = G.guess(thr, pos, end, z0, guess[pos:end], _SWEEPS)
         pred = guess[pos:end]
         eff = scorer.chain(pos, z0, pred)
         st.passes += 1
@@ -180,9 +161,9 @@ def _receiver(st: State, ties: Ties, k: int, j: int, cand: Tensor, diff: Tensor,
         wrong = torch.nonzero(outcome != pred).flatten()
         m = int(wrong[0]) if len(wrong) else len(pred) - 1
         m = settle_ties(st, ties, k, j, pos, m, eff, outcome, removed, scorer.current)
-        guess[pos + m + 1 : end] = _reguess(G, pos - at, m, eff, outcome, pred, thr)
+        missed = m + 1 < len(pred)
         # adaptive length: about twice the run of correct predictions, so a failure wastes little
-        blk = min(_BLOCK, max(min(_MIN_BLOCK, _BLOCK), int(_GROW * (m + 1)) if m + 1 < len(pred) else 2 * blk))
+        blk = min(_BLOCK, max(min(_MIN_BLOCK, _BLOCK), int(_GROW * (m + 1)) if missed else 2 * blk))
         effects[pos : pos + m + 1] = eff[: m + 1]
         removed[pos : pos + m + 1] = outcome[: m + 1]
         scorer.accept(pos, m, outcome)
@@ -190,6 +171,8 @@ def _receiver(st: State, ties: Ties, k: int, j: int, cand: Tensor, diff: Tensor,
         if bool(took.any()):
             z0 = z0 + d[:, pos : pos + m + 1][:, took].sum(dim=1)
         pos += m + 1
+        if missed and G is None:
+            guess[pos:end] = eff[m + 1 :] < thr
     st.block[k] = blk
     return effects, removed, scorer.current, z0
 
