@@ -38,7 +38,7 @@ from circuits.models import transformer_bridge
 from circuits.models.transformer_bridge import is_bridge
 from circuits.patching import EdgeMask, run_with_mask
 from circuits.acdc.bridge_delta import mix as _mix
-from circuits.acdc import bridge_delta
+from circuits.acdc import bridge_delta, bridge_scorer
 
 _STATE_ELEMENTS = 1 << 23  # bound on one stacked receiver activation (states x batch x pos x heads x d)
 _MAX_BLOCK = 64
@@ -247,7 +247,7 @@ def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
                 cands = _live_candidates(graph, mask, receiver, r, conns)
                 if not cands:
                     continue
-                stack.scorer = bridge_delta.Scorer(bb, graph, mask, st, lvl, P)
+                stack.scorer = bridge_scorer.Scorer(bb, graph, mask, st, lvl, P)
                 c = _contributions(p, receiver, r, cands, st["acts"])
                 offset = torch.zeros_like(c[0])
                 current = _receiver_node(p, stack, receiver, r, cands, c, current, effects,

@@ -1,0 +1,242 @@
+"""Scoring stacked candidate states of one receiver node against a cached run of the current circuit
+(``circuits.acdc.bridge_delta.baseline``): only the changed heads / MLPs and what they reach through present
+edges are recomputed, at the positions their level needs (``bridge_delta.levels``).
+
+The change of receiver node ``r``'s input is the sum of the changed senders' deltas over its present edges,
+``t_r = sum_{present s->r} delta_s``. Receiver nodes with the same present edges from the changed senders get
+the same ``t``: it is summed once per distinct pattern (``_sums``), and on LayerNorm models the heads sharing
+it are projected together with the norm folded into the weights (``circuits.acdc.bridge_fold``), so no
+per-head copy of the residual stream is normalised per state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from circuits.acdc import bridge_fold
+from circuits.acdc.bridge_delta import ROLES
+from circuits.graph import Graph
+from circuits.models.bridge_blocks import BridgeBlocks
+from circuits.models.transformer_bridge import mlp_in_hook, mlp_out_hook, qkv_hook, result_hook
+
+_Parts = list[tuple[Tensor, int, bool]]  # (delta (n, B, T_level, [a,] d), its level, per-head sender)
+
+
+def _take(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int]) -> Tensor:
+    """``t[:, positions][:, :, nodes]``, without copying when both are everything."""
+    if positions.numel() != full[0]:
+        t = t[:, positions]
+    return t if nodes.numel() == full[1] else t[:, :, nodes]
+
+
+class Scorer:
+    """Scores stacked candidate states of receiver nodes of one hook against a ``baseline`` (module docstring)."""
+
+    def __init__(self, bb: BridgeBlocks, graph: Graph, mask: Any, st: dict, lvl: dict, P: Tensor) -> None:
+        self.bb, self.graph, self.mask, self.st, self.lvl = bb, graph, mask, st, lvl
+        dev = st["logits"].device
+        self.pos = {1: P, 2: torch.arange(st["T"], device=dev)}
+        self.group = torch.arange(bb.n_heads, device=dev) // (bb.n_heads // bb.n_kv)
+        self.delta: dict[str, tuple[Optional[Tensor], Tensor, int]] = {}
+        self.commit = False
+
+    def _changes(self, receiver: str) -> tuple[list[int], Optional[Tensor], _Parts]:
+        """Receiver nodes with a present edge from a changed sender, their present-edge rows over the changed
+        sender nodes ``(k, K)``, and the changed senders' deltas in the rows' column order."""
+        parts: _Parts = []
+        cols = []
+        for conn in self.graph.connections_into(receiver):
+            if conn.sender not in self.delta:
+                continue
+            idx, D, slevel = self.delta[conn.sender]
+            m = self.mask[(conn.sender, receiver)]
+            cols.append(m[:, idx] if idx is not None else m[:, :1])
+            parts.append((D, slevel, idx is not None))
+        if not parts:
+            return [], None, parts
+        present = torch.cat(cols, 1)
+        hit = present.any(1)
+        return torch.nonzero(hit).flatten().tolist(), present[hit], parts
+
+    def _sums(self, parts: _Parts, patterns: Tensor, level: int) -> Tensor:
+        """``t_u = sum_{s in pattern u} delta_s`` at ``level``'s positions, ``(n, B, T_level, U, d)``. A sender
+        known at the metric positions only but read at every position adds there alone (the other positions
+        feed only outputs nothing reads)."""
+        total: Optional[Tensor] = None
+        off = 0
+        for D, slevel, heads in parts:
+            a = D.shape[3] if heads else 1
+            p = patterns[:, off:off + a]
+            off += a
+            if not bool(p.any()):
+                continue
+            if slevel > level:
+                D = D[:, :, self.pos[level]]
+            if not heads:
+                t = D.unsqueeze(-2) if bool(p.all()) else D.unsqueeze(-2) * p[:, 0].to(D.dtype).unsqueeze(-1)
+            elif p.shape[0] == 1:
+                t = (D.sum(-2) if bool(p.all()) else D[:, :, :, torch.nonzero(p[0]).flatten()].sum(-2)).unsqueeze(-2)
+            else:
+                t = torch.einsum("nbtad,ua->nbtud", D, p.to(D.dtype))
+            if slevel < level:
+                full = t.new_zeros(*t.shape[:2], self.pos[2].numel(), *t.shape[3:])
+                full[:, :, self.pos[1]] = t
+                t = full
+            total = t if total is None else total + t
+        assert total is not None
+        return total
+
+    def _project(self, layer: int, role: str, nodes: Tensor, t: Tensor, inverse: Tensor, positions: Tensor) -> Tensor:
+        """New q/k/v of receiver nodes ``nodes`` at ``positions``: their cached input plus ``t[..., inverse[i], :]``."""
+        bb, st, hook = self.bb, self.st, qkv_hook(layer, role)
+        full = (st["T"], st["x"][hook].shape[2])
+        fold = st["fold"].get(hook)
+        if fold is None:
+            x = _take(st["x"][hook], positions, nodes, full) + t[..., inverse, :]
+            out = bb.project(layer, role, x, nodes, st["rot"], positions)
+        else:
+            w_hat, bias = st["fold_w"][hook]
+            if t.shape[-2] == 1:
+                out = bridge_fold.project(_take(fold["c"], positions, nodes, full), _take(fold["var"], positions, nodes,
+                                          full), _take(fold["R"], positions, nodes, full), t[..., 0, :], w_hat[nodes],
+                                          bias[nodes], bb.layers[layer].norm1[2])
+            else:
+                out = t.new_empty(*t.shape[:3], nodes.numel(), w_hat.shape[2])
+                for u in range(t.shape[-2]):
+                    sel = torch.nonzero(inverse == u).flatten()
+                    hs = nodes[sel]
+                    out[:, :, :, sel] = bridge_fold.project(fold["c"][:, positions][:, :, hs], fold["var"][:, positions][
+                        :, :, hs], fold["R"][:, positions][:, :, hs], t[..., u, :], w_hat[hs], bias[hs],
+                        bb.layers[layer].norm1[2])
+            out = bb.rotate(out, role, st["rot"], positions)
+        if self.commit:
+            x = _take(st["x"][hook], positions, nodes, full) + t[0][..., inverse, :]
+            at = (slice(None), positions.unsqueeze(1), nodes.unsqueeze(0))
+            st["x"][hook][at] = x
+            if fold is not None:
+                for key, value in bridge_fold.cache(x, st["fold_w"][hook][0][nodes]).items():
+                    fold[key][at] = value
+        return out
+
+    def _role(self, layer: int, role: str, idx: Tensor, positions: Tensor, level: int, plan: tuple) -> Tensor:
+        """q/k/v of receiver nodes ``idx`` at ``positions`` for the ``n`` states: recomputed where changed."""
+        proj = self.st["proj"][layer][role]
+        cur = _take(proj, positions, idx, (self.st["T"], proj.shape[2]))
+        rows, present, parts, start = plan
+        ids = idx.tolist()
+        keep = [i for i, h in enumerate(ids) if h in rows]
+        if not keep:
+            return cur.unsqueeze(0)
+        nodes = idx[keep]
+        if start is not None:
+            t, inverse = start[:, :, positions].unsqueeze(-2), torch.zeros(1, dtype=torch.long, device=idx.device)
+        else:
+            sub = present[[rows.index(h) for h in nodes.tolist()]]
+            patterns, inverse = torch.unique(sub.to(torch.uint8), dim=0, return_inverse=True)
+            t = self._sums(parts, patterns.bool(), level)
+        new = self._project(layer, role, nodes, t, inverse, positions)
+        if len(keep) == len(ids):
+            out = new
+        else:
+            out = cur.unsqueeze(0).expand(new.shape[0], *cur.shape).clone()
+            out[:, :, :, keep] = new
+        if self.commit:
+            proj[:, positions.unsqueeze(1), idx.unsqueeze(0)] = out[0]
+        return out
+
+    def _attention(self, layer: int, start: Optional[tuple[str, int, Tensor]]) -> None:
+        bb, st, dev = self.bb, self.st, self.st["logits"].device
+        heads_lvl = self.lvl[result_hook(layer)]
+        plans = {}
+        for role in ROLES:
+            if start is not None and start[0] == role:
+                plans[role] = ([start[1]], None, [], start[2])
+            else:
+                plans[role] = (*self._changes(qkv_hook(layer, role)), None)
+        q, k, v = (set(plans[role][0]) for role in ROLES)
+        affected = [h for h in range(bb.n_heads) if heads_lvl[h] and (h in q or int(self.group[h]) in k
+                                                                       or int(self.group[h]) in v)]
+        if not affected:
+            return
+        level = max(heads_lvl[h] for h in affected)
+        qp = self.pos[level]
+        A = torch.tensor(affected, device=dev)
+        groups = sorted({int(self.group[h]) for h in affected})
+        G = torch.tensor(groups, device=dev)
+        new = {role: self._role(layer, role, idx, positions, lv, plans[role])
+               for role, idx, positions, lv in (("q", A, qp, level), ("k", G, self.pos[2], 2), ("v", G, self.pos[2], 2))}
+        kv_k, kv_v = new["k"], new["v"]
+        if groups != affected:
+            where = torch.tensor([groups.index(int(self.group[h])) for h in affected], device=dev)
+            kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
+        res = bb.result(layer, bb.attend(new["q"], kv_k, kv_v, qp), A)
+        cached = _take(st["acts"][result_hook(layer)], qp, A, (st["T"], bb.n_heads))
+        self.delta[result_hook(layer)] = (A, res - cached, level)
+        if self.commit:
+            st["acts"][result_hook(layer)][:, qp.unsqueeze(1), A.unsqueeze(0)] = res[0]
+
+    def _mlp(self, layer: int, start: Optional[Tensor]) -> None:
+        hook, out = mlp_in_hook(layer), mlp_out_hook(layer)
+        level = self.lvl[out][0]
+        if not level:
+            return
+        positions = self.pos[level]
+        if start is not None:
+            d = start[:, :, positions]
+        else:
+            rows, present, parts = self._changes(hook)
+            if not rows:
+                return
+            d = self._sums(parts, present, level)[..., 0, :]
+        x = self.st["x"][hook][:, positions] + d
+        new = self.bb.mlp(layer, x)
+        self.delta[out] = (None, new - self.st["acts"][out][:, positions], level)
+        if self.commit:
+            self.st["x"][hook][:, positions], self.st["acts"][out][:, positions] = x[0], new[0]
+
+    def logits(self, receiver: str, r: int, extra: Tensor) -> Tensor:
+        """Logits ``(n, B, T, vocab)`` of the ``n`` states: ``extra[j]`` added to ``receiver[r]``'s input."""
+        self.delta = {}
+        graph, bb, st = self.graph, self.bb, self.st
+        n = extra.shape[0]
+        P = self.pos[1]
+        d: Optional[Tensor]
+        if receiver == graph.output:
+            d = extra[:, :, P]
+        else:
+            layer = int(receiver.split(".")[1])
+            if receiver == mlp_in_hook(layer):
+                self._mlp(layer, extra)
+            else:
+                role = receiver.rsplit("_", 2)[-2][-1]
+                self._attention(layer, (role, r, extra))
+                if mlp_in_hook(layer) in graph.nodes:
+                    self._mlp(layer, None)
+            for later in range(layer + 1, bb.n_layers):
+                self._attention(later, None)
+                if mlp_in_hook(later) in graph.nodes:
+                    self._mlp(later, None)
+            rows, present, parts = self._changes(graph.output)
+            d = self._sums(parts, present, 1)[..., 0, :] if rows else None
+        logits = st["logits"].unsqueeze(0).expand(n, *st["logits"].shape)
+        if d is None:
+            return logits
+        out = logits.clone()
+        x = st["x"][graph.output][:, P] + d
+        out[:, :, P] = bb.unembed(x)
+        if self.commit:
+            st["x"][graph.output][:, P], st["logits"][:, P] = x[0], out[0, :, P]
+        return out
+
+    def update(self, receiver: str, r: int, offset: Tensor) -> None:
+        """Make the baseline the circuit with ``offset`` added to ``receiver[r]``'s input (accepted removals):
+        every recomputed activation is written back. Activations nobody reads (level 0, positions outside a
+        node's level: its level is final, as the edges out of it are) are left stale."""
+        self.commit = True
+        try:
+            self.logits(receiver, r, offset.unsqueeze(0))
+        finally:
+            self.commit = False
