@@ -38,10 +38,13 @@ from circuits.models import transformer_bridge
 from circuits.models.transformer_bridge import is_bridge
 from circuits.patching import EdgeMask, run_with_mask
 from circuits.acdc.bridge_delta import mix as _mix
-from circuits.acdc import bridge_delta, bridge_scorer
+from circuits.acdc import bridge_delta, bridge_scorer, speculate
 
 _STATE_ELEMENTS = 1 << 23  # bound on one stacked receiver activation (states x batch x pos x heads x d)
 _MAX_BLOCK = 64
+# a pass's fixed cost in states (``speculate``): measured on the 4-layer benchmark bridge, a delta pass of n states
+# costs about (0.6 + n) states; a stacked bridge forward pays the bridge's per-call overhead once per pass
+_DELTA_OVERHEAD, _STACKED_OVERHEAD = 0.75, 4.0
 
 
 def supports(model: Any, graph: Graph) -> bool:
@@ -77,7 +80,6 @@ class _Stacked:
         self.senders = set(self.graph.senders())
         self.receivers = set(self.graph.receivers())
         self.passes = 0
-        self.block = 4  # states per pass, adapted to how well decisions are predicted (``_receiver_node``)
 
     def score(self, r: int, extra: Tensor) -> Tensor:
         """The metric of each state: the current circuit with ``extra[j]`` added to ``R[r]``'s input.
@@ -148,63 +150,43 @@ def _receiver_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c
                    current: float, effects: dict[Edge, float], k_max: int, offset: Optional[Tensor] = None) -> float:
     """Decide every candidate edge into ``R[r]`` in the sequential order, up to ``k_max`` states per pass.
 
-    A stacked state costs compute, so a misprediction wastes the states after it: the block grows (doubles)
-    while predictions hold and halves after a miss. ``offset`` (delta path: states are scored against a cached
-    baseline taken before this node's removals) accumulates the accepted removals' contributions. An edge whose
-    contribution is exactly 0 has effect exactly 0 (the tie rule of ``loop.unchanged_edges``)."""
-    size = c.reshape(len(cands), -1).pow(2).sum(dim=1)
-    guess = _first_guess(stack, size)
-    zero = (size == 0).tolist()
+    Which states a pass scores (how many, under which guesses) is ``circuits.acdc.speculate``'s choice; after a
+    miss, the states scored past it give the next guesses. ``offset`` (delta path: states are scored against a
+    cached baseline taken before this node's removals) accumulates the accepted removals' contributions. An edge
+    whose contribution is exactly 0 has effect exactly 0 (the tie rule of ``loop.unchanged_edges``)."""
+    sizes = c.reshape(len(cands), -1).pow(2).sum(dim=1).tolist()
+    zero = [s == 0 for s in sizes]
+    rescored: list[Optional[bool]] = [None] * len(cands)  # guesses read from states scored in an earlier pass
     pos = 0
     while pos < len(cands):
-        end = min(len(cands), pos + min(stack.block, k_max))
-        pred = guess[pos:end].to(c.device)
+        prior, miss = stack.guesser.prior(sizes[pos:])
+        guess = [p.threshold > 0 if zero[i] else prior[i - pos] if rescored[i] is None else rescored[i]
+                 for i in range(pos, len(cands))]
+        q = [0.0 if zero[i] else miss[i - pos] if rescored[i] is None else speculate._RESCORED
+             for i in range(pos, len(cands))]
+        end = pos + stack.guesser.block(q, min(k_max, _MAX_BLOCK))
+        pred = torch.tensor(guess[:end - pos], dtype=torch.bool, device=c.device)
         taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
         extra = torch.cumsum(taken, dim=0) - taken + c[pos:end]  # exclusive prefix of predicted removals + own
         scores = stack.score(r, extra if offset is None else extra + offset).tolist()
-        cur, accepted = current, 0
+        cur = current
         for i, new in enumerate(scores):
             conn, s = cands[pos + i]
             new = cur if zero[pos + i] else new
             effects[Edge(conn.sender, s, receiver, r)] = new - cur
             removed = new - cur < p.threshold
-            _remember(stack, float(size[pos + i]), removed)
+            stack.guesser.remember(sizes[pos + i], removed)
             if removed:
                 p.mask[(conn.sender, receiver)][r, s] = False
                 cur = new
                 if offset is not None:
                     offset += c[pos + i]
-            accepted = i + 1
-            if removed != bool(pred[i]):
-                rest = torch.tensor([sc - cur < p.threshold for sc in scores[i + 1:]], dtype=torch.bool)
-                guess[pos + i + 1 : end] = rest
+            if removed != guess[i]:
+                for j in range(i + 1, len(scores)):
+                    rescored[pos + j] = scores[j] - cur < p.threshold
                 break
-        stack.block = min(2 * stack.block, _MAX_BLOCK) if accepted == end - pos else max(1, stack.block // 2)
-        current, pos = cur, pos + accepted
+        current, pos = cur, pos + i + 1
     return current
-
-
-def _first_guess(stack: Any, size: Tensor) -> Tensor:
-    """Predicted decisions before any score: removed iff ``||c||^2 < tau``, ``tau`` the split of the sizes seen so
-    far (in this receiver hook) that misclassifies fewest of their decisions (all removed with no history). Only
-    which states are scored depends on it, never a decision."""
-    seen = getattr(stack, "seen", [])
-    if not seen:
-        return torch.ones(size.shape[0], dtype=torch.bool)
-    seen.sort()
-    errors = best = sum(1 for _, removed in seen if removed)  # tau below every size: all guessed kept
-    tau = seen[0][0]
-    for i, (sz, removed) in enumerate(seen):  # tau just above seen[i]
-        errors += -1 if removed else 1
-        if errors < best:
-            best, tau = errors, (sz + seen[i + 1][0]) / 2 if i + 1 < len(seen) else float("inf")
-    return size.cpu() < tau
-
-
-def _remember(stack: Any, size: float, removed: bool) -> None:
-    if not hasattr(stack, "seen"):
-        stack.seen = []
-    stack.seen.append((size, removed))
 
 
 class _DeltaStack:
@@ -212,7 +194,7 @@ class _DeltaStack:
 
     def __init__(self, p: Problem, scorer: Any, receiver: str) -> None:
         self.p, self.scorer, self.receiver = p, scorer, receiver
-        self.passes, self.block = 0, 4
+        self.passes = 0
 
     def score(self, r: int, extra: Tensor) -> Tensor:
         logits = self.scorer.logits(self.receiver, r, extra)
@@ -238,11 +220,14 @@ def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
     current = p.score(mask)
     effects: dict[Edge, float] = {}
     passes = 0
+    guesser = speculate.Guesser(overhead=_DELTA_OVERHEAD)
     with torch.no_grad():
         st = bridge_delta.baseline(bb, graph, p.clean, p.a_prime, mask)
         for receiver in receiver_order(graph, p.progress):
             conns = graph.connections_into(receiver)
             lvl, stack = bridge_delta.levels(bb, graph, mask), _DeltaStack(p, None, receiver)
+            guesser.start(receiver)
+            stack.guesser = guesser
             for r in range(graph.nodes[receiver].count):
                 cands = _live_candidates(graph, mask, receiver, r, conns)
                 if not cands:
@@ -270,10 +255,13 @@ def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]
     current = p.score(mask)
     effects: dict[Edge, float] = {}
     passes = 0
+    guesser = speculate.Guesser(overhead=_STACKED_OVERHEAD)
     for receiver in receiver_order(graph, p.progress):
         conns = graph.connections_into(receiver)
         acts: Optional[dict[str, Tensor]] = None  # senders' current activations: fixed while R is processed
         stack = _Stacked(p, receiver)
+        guesser.start(receiver)
+        stack.guesser = guesser
         for r in range(graph.nodes[receiver].count):
             cands = _live_candidates(graph, mask, receiver, r, conns)
             if not cands:
