@@ -47,12 +47,27 @@ def cache(x: Float[Tensor, "batch pos n d"], w_hat: Float[Tensor, "n d dh"]) -> 
 
 
 def project(c: Float[Tensor, "batch pos k d"], var: Float[Tensor, "batch pos k"], R: Float[Tensor, "batch pos k dh"],
-            t: Float[Tensor, "n batch pos d"], w_hat: Float[Tensor, "k d dh"], bias: Float[Tensor, "k dh"],
-            eps: float) -> Float[Tensor, "n batch pos k dh"]:
-    """``proj_h`` of the module docstring for ``k`` heads sharing the change ``t`` of ``n`` states (cache entries
-    ``c``, ``var``, ``R`` at the positions and heads wanted)."""
+            t: Float[Tensor, "n batch pos u d"], inverse: Tensor, w_hat: Float[Tensor, "k d dh"],
+            bias: Float[Tensor, "k dh"], eps: float) -> Float[Tensor, "n batch pos k dh"]:
+    """``proj_h`` of the module docstring for ``k`` heads, head ``h`` changed by ``t[..., inverse[h], :]`` in each
+    of ``n`` states (cache entries ``c``, ``var``, ``R`` at the positions and heads wanted). ``t~ W^`` is computed
+    as ``t W^ - mean(t) 1^T W^`` and ``var(t)`` from two reductions, so ``t~`` is never materialised."""
     k, d, dh = w_hat.shape
-    tc = t - t.mean(-1, keepdim=True)
-    s2 = var + (2.0 / d) * torch.einsum("nbtd,btkd->nbtk", tc, c) + tc.pow(2).mean(-1, keepdim=True) + eps
-    moved = (tc @ w_hat.permute(1, 0, 2).reshape(d, k * dh)).view(*t.shape[:-1], k, dh)
-    return (R + moved) * torch.rsqrt(s2).unsqueeze(-1) + bias
+    mean_t = t.mean(-1)  # (n, B, T, u); var(t) = |t|^2 / d - mean(t)^2 (fast reductions, no temporary)
+    var_t = torch.linalg.vector_norm(t, dim=-1).square_().div_(d).sub_(mean_t.square())
+    if t.shape[-2] == 1:
+        dots = torch.einsum("nbtd,btkd->nbtk", t[..., 0, :], c)
+        var_t, mean_t = var_t[..., :1], mean_t[..., :1]  # broadcast over the k heads
+        moved = (t[..., 0, :] @ w_hat.permute(1, 0, 2).reshape(d, k * dh)).view(*t.shape[:3], k, dh)
+    else:
+        dots = torch.einsum("nbtud,btkd->nbtuk", t, c)  # every pattern against every head: cheap next to a projection
+        dots = dots.gather(3, inverse.view(1, 1, 1, 1, k).expand(*dots.shape[:3], 1, k)).squeeze(3)
+        var_t, mean_t = var_t[..., inverse], mean_t[..., inverse]
+        moved = t.new_empty(*t.shape[:3], k, dh)
+        for u in range(t.shape[-2]):
+            sel = torch.nonzero(inverse == u).flatten()
+            w = w_hat[sel].permute(1, 0, 2).reshape(d, sel.numel() * dh)
+            moved[:, :, :, sel] = (t[..., u, :] @ w).view(*t.shape[:3], sel.numel(), dh)
+    scale = torch.rsqrt(dots.mul_(2.0 / d).add_(var).add_(var_t).add_(eps)).unsqueeze(-1)
+    moved.addcmul_(mean_t.unsqueeze(-1), w_hat.sum(1), value=-1.0).add_(R).mul_(scale)
+    return moved.add_(bias)

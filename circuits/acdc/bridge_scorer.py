@@ -99,18 +99,9 @@ class Scorer:
             out = bb.project(layer, role, x, nodes, st["rot"], positions)
         else:
             w_hat, bias = st["fold_w"][hook]
-            if t.shape[-2] == 1:
-                out = bridge_fold.project(_take(fold["c"], positions, nodes, full), _take(fold["var"], positions, nodes,
-                                          full), _take(fold["R"], positions, nodes, full), t[..., 0, :], w_hat[nodes],
-                                          bias[nodes], bb.layers[layer].norm1[2])
-            else:
-                out = t.new_empty(*t.shape[:3], nodes.numel(), w_hat.shape[2])
-                for u in range(t.shape[-2]):
-                    sel = torch.nonzero(inverse == u).flatten()
-                    hs = nodes[sel]
-                    out[:, :, :, sel] = bridge_fold.project(fold["c"][:, positions][:, :, hs], fold["var"][:, positions][
-                        :, :, hs], fold["R"][:, positions][:, :, hs], t[..., u, :], w_hat[hs], bias[hs],
-                        bb.layers[layer].norm1[2])
+            out = bridge_fold.project(_take(fold["c"], positions, nodes, full), _take(fold["var"], positions, nodes, full),
+                                      _take(fold["R"], positions, nodes, full), t, inverse, w_hat[nodes], bias[nodes],
+                                      bb.layers[layer].norm1[2])
             out = bb.rotate(out, role, st["rot"], positions)
         if self.commit:
             x = _take(st["x"][hook], positions, nodes, full) + t[0][..., inverse, :]
