@@ -80,7 +80,7 @@ class Scorer:
             elif p.shape[0] == 1:
                 t = (D.sum(-2) if bool(p.all()) else D[:, :, :, torch.nonzero(p[0]).flatten()].sum(-2)).unsqueeze(-2)
             else:
-                t = torch.einsum("nbtad,ua->nbtud", D, p.to(D.dtype))
+                t = torch.matmul(p.to(D.dtype), D)  # (U, a) @ (..., a, d): contiguous (n, B, T, U, d)
             if slevel < level:
                 full = t.new_zeros(*t.shape[:2], self.pos[2].numel(), *t.shape[3:])
                 full[:, :, self.pos[1]] = t
