@@ -22,7 +22,7 @@ from circuits.graph import Graph
 from circuits.models.bridge_blocks import BridgeBlocks
 from circuits.models.transformer_bridge import mlp_in_hook, mlp_out_hook, qkv_hook, result_hook
 
-_Parts = list[tuple[Tensor, int, bool]]  # (delta (n, B, T_level, [a,] d), its level, per-head sender)
+_Parts = list[tuple[Tensor, Tensor, int, bool]]  # (new (n, B, T_l, [a,] d), cached (B, T_l, ...), level, per-head)
 
 
 def _take(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int]) -> Tensor:
@@ -40,7 +40,8 @@ class Scorer:
         dev = st["logits"].device
         self.pos = {1: P, 2: torch.arange(st["T"], device=dev)}
         self.group = torch.arange(bb.n_heads, device=dev) // (bb.n_heads // bb.n_kv)
-        self.delta: dict[str, tuple[Optional[Tensor], Tensor, int]] = {}
+        # changed sender hook -> (its changed nodes or None, new and cached outputs at its level's positions, level)
+        self.delta: dict[str, tuple[Optional[Tensor], Tensor, Tensor, int]] = {}
         self.commit = False
 
     def _changes(self, receiver: str) -> tuple[list[int], Optional[Tensor], _Parts]:
@@ -51,10 +52,10 @@ class Scorer:
         for conn in self.graph.connections_into(receiver):
             if conn.sender not in self.delta:
                 continue
-            idx, D, slevel = self.delta[conn.sender]
+            idx, new, old, slevel = self.delta[conn.sender]
             m = self.mask[(conn.sender, receiver)]
             cols.append(m[:, idx] if idx is not None else m[:, :1])
-            parts.append((D, slevel, idx is not None))
+            parts.append((new, old, slevel, idx is not None))
         if not parts:
             return [], None, parts
         present = torch.cat(cols, 1)
@@ -62,30 +63,32 @@ class Scorer:
         return torch.nonzero(hit).flatten().tolist(), present[hit], parts
 
     def _sums(self, parts: _Parts, patterns: Tensor, level: int) -> Tensor:
-        """``t_u = sum_{s in pattern u} delta_s`` at ``level``'s positions, ``(n, B, T_level, U, d)``. A sender
-        known at the metric positions only but read at every position adds there alone (the other positions
-        feed only outputs nothing reads)."""
+        """``t_u = sum_{s in pattern u} (new_s - cached_s)`` at ``level``'s positions, ``(n, B, T_level, U, d)``,
+        summed before the difference (the cached sums have no state axis). A sender known at the metric positions
+        only but read at every position adds there alone (the other positions feed only outputs nothing reads)."""
         total: Optional[Tensor] = None
         off = 0
-        for D, slevel, heads in parts:
-            a = D.shape[3] if heads else 1
+        for new, old, slevel, heads in parts:
+            a = new.shape[3] if heads else 1
             p = patterns[:, off:off + a]
             off += a
             if not bool(p.any()):
                 continue
             if slevel > level:
-                D = D[:, :, self.pos[level]]
+                new, old = new[:, :, self.pos[level]], old[:, self.pos[level]]
             if not heads:
-                t = D.unsqueeze(-2) if bool(p.all()) else D.unsqueeze(-2) * p[:, 0].to(D.dtype).unsqueeze(-1)
-            elif p.shape[0] == 1:
-                t = (D.sum(-2) if bool(p.all()) else D[:, :, :, torch.nonzero(p[0]).flatten()].sum(-2)).unsqueeze(-2)
+                t = (new - old).unsqueeze(-2)
+                t = t if bool(p.all()) else t * p[:, 0].to(t.dtype).unsqueeze(-1)
+            elif p.shape[0] == 1 and bool(p.all()):
+                t = (new.sum(-2) - old.sum(-2)).unsqueeze(-2)
             else:
-                t = torch.matmul(p.to(D.dtype), D)  # (U, a) @ (..., a, d): contiguous (n, B, T, U, d)
+                w = p.to(new.dtype)  # (U, a) @ (..., a, d): contiguous (n, B, T, U, d)
+                t = torch.matmul(w, new) - torch.matmul(w, old)
             if slevel < level:
                 full = t.new_zeros(*t.shape[:2], self.pos[2].numel(), *t.shape[3:])
                 full[:, :, self.pos[1]] = t
                 t = full
-            total = t if total is None else total + t
+            total = t if total is None else total.add_(t) if total.shape == t.shape else total + t  # t: fresh
         assert total is not None
         return total
 
@@ -165,7 +168,8 @@ class Scorer:
             kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
         res = bb.result(layer, bb.attend(new["q"], kv_k, kv_v, qp), A)
         cached = _take(st["acts"][result_hook(layer)], qp, A, (st["T"], bb.n_heads))
-        self.delta[result_hook(layer)] = (A, res - cached, level)
+        cached = cached.clone() if self.commit else cached  # the commit below overwrites the cache it may view
+        self.delta[result_hook(layer)] = (A, res, cached, level)
         if self.commit:
             st["acts"][result_hook(layer)][:, qp.unsqueeze(1), A.unsqueeze(0)] = res[0]
 
@@ -184,7 +188,7 @@ class Scorer:
             d = self._sums(parts, present, level)[..., 0, :]
         x = self.st["x"][hook][:, positions] + d
         new = self.bb.mlp(layer, x)
-        self.delta[out] = (None, new - self.st["acts"][out][:, positions], level)
+        self.delta[out] = (None, new, self.st["acts"][out][:, positions], level)
         if self.commit:
             self.st["x"][hook][:, positions], self.st["acts"][out][:, positions] = x[0], new[0]
 
