@@ -11,7 +11,7 @@ per-head copy of the residual stream is normalised per state.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -42,7 +42,7 @@ class Scorer:
         self.group = torch.arange(bb.n_heads, device=dev) // (bb.n_heads // bb.n_kv)
         # changed sender hook -> (its changed nodes or None, new and cached outputs at its level's positions, level)
         self.delta: dict[str, tuple[Optional[Tensor], Tensor, Tensor, int]] = {}
-        self.commit = False
+        self.writes: list[Callable[[int], None]] = []  # the last pass's cache updates, run by ``keep(j)``
 
     def _changes(self, receiver: str) -> tuple[list[int], Optional[Tensor], _Parts]:
         """Receiver nodes with a present edge from a changed sender, their present-edge rows over the changed
@@ -106,13 +106,14 @@ class Scorer:
                                       _take(fold["R"], positions, nodes, full), t, inverse, w_hat[nodes], bias[nodes],
                                       bb.layers[layer].norm1[2])
             out = bb.rotate(out, role, st["rot"], positions)
-        if self.commit:
-            x = _take(st["x"][hook], positions, nodes, full) + t[0][..., inverse, :]
+        def write(j: int) -> None:
+            x = _take(st["x"][hook], positions, nodes, full) + t[j][..., inverse, :]
             at = (slice(None), positions.unsqueeze(1), nodes.unsqueeze(0))
             st["x"][hook][at] = x
             if fold is not None:
                 for key, value in bridge_fold.cache(x, st["fold_w"][hook][0][nodes]).items():
                     fold[key][at] = value
+        self.writes.append(write)
         return out
 
     def _role(self, layer: int, role: str, idx: Tensor, positions: Tensor, level: int, plan: tuple) -> Tensor:
@@ -137,8 +138,7 @@ class Scorer:
         else:
             out = cur.unsqueeze(0).expand(new.shape[0], *cur.shape).clone()
             out[:, :, :, keep] = new
-        if self.commit:
-            proj[:, positions.unsqueeze(1), idx.unsqueeze(0)] = out[0]
+        self.writes.append(lambda j: proj.__setitem__((slice(None), positions.unsqueeze(1), idx.unsqueeze(0)), out[j]))
         return out
 
     def _attention(self, layer: int, start: Optional[tuple[str, int, Tensor]]) -> None:
@@ -168,10 +168,9 @@ class Scorer:
             kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
         res = bb.result(layer, bb.attend(new["q"], kv_k, kv_v, qp), A)
         cached = _take(st["acts"][result_hook(layer)], qp, A, (st["T"], bb.n_heads))
-        cached = cached.clone() if self.commit else cached  # the commit below overwrites the cache it may view
         self.delta[result_hook(layer)] = (A, res, cached, level)
-        if self.commit:
-            st["acts"][result_hook(layer)][:, qp.unsqueeze(1), A.unsqueeze(0)] = res[0]
+        acts = st["acts"][result_hook(layer)]
+        self.writes.append(lambda j: acts.__setitem__((slice(None), qp.unsqueeze(1), A.unsqueeze(0)), res[j]))
 
     def _mlp(self, layer: int, start: Optional[Tensor]) -> None:
         hook, out = mlp_in_hook(layer), mlp_out_hook(layer)
@@ -189,12 +188,13 @@ class Scorer:
         x = self.st["x"][hook][:, positions] + d
         new = self.bb.mlp(layer, x)
         self.delta[out] = (None, new, self.st["acts"][out][:, positions], level)
-        if self.commit:
-            self.st["x"][hook][:, positions], self.st["acts"][out][:, positions] = x[0], new[0]
+        def write(j: int) -> None:
+            self.st["x"][hook][:, positions], self.st["acts"][out][:, positions] = x[j], new[j]
+        self.writes.append(write)
 
     def logits(self, receiver: str, r: int, extra: Tensor) -> Tensor:
         """Logits ``(n, B, T, vocab)`` of the ``n`` states: ``extra[j]`` added to ``receiver[r]``'s input."""
-        self.delta = {}
+        self.delta, self.writes = {}, []
         graph, bb, st = self.graph, self.bb, self.st
         n = extra.shape[0]
         P = self.pos[1]
@@ -222,16 +222,15 @@ class Scorer:
         out = logits.clone()
         x = st["x"][graph.output][:, P] + d
         out[:, :, P] = bb.unembed(x)
-        if self.commit:
-            st["x"][graph.output][:, P], st["logits"][:, P] = x[0], out[0, :, P]
+        def write(j: int) -> None:
+            st["x"][graph.output][:, P], st["logits"][:, P] = x[j], out[j, :, P]
+        self.writes.append(write)
         return out
 
-    def update(self, receiver: str, r: int, offset: Tensor) -> None:
-        """Make the baseline the circuit with ``offset`` added to ``receiver[r]``'s input (accepted removals):
-        every recomputed activation is written back. Activations nobody reads (level 0, positions outside a
+    def keep(self, j: int, writes: Optional[list] = None) -> None:
+        """Make the baseline state ``j`` of the last ``logits`` call (or of the pass that recorded ``writes``):
+        every activation it recomputed is written back. Activations nobody reads (level 0, positions outside a
         node's level: its level is final, as the edges out of it are) are left stale."""
-        self.commit = True
-        try:
-            self.logits(receiver, r, offset.unsqueeze(0))
-        finally:
-            self.commit = False
+        for write in self.writes if writes is None else writes:
+            write(j)
+        self.writes = []

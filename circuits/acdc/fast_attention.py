@@ -81,6 +81,9 @@ class _Stacked:
         self.receivers = set(self.graph.receivers())
         self.passes = 0
 
+    def accepted(self, j: int) -> None:
+        """Nothing cached to move (each pass runs the bridge from the current mask)."""
+
     def score(self, r: int, extra: Tensor) -> Tensor:
         """The metric of each state: the current circuit with ``extra[j]`` added to ``R[r]``'s input.
 
@@ -179,6 +182,7 @@ def _receiver_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c
             if removed:
                 p.mask[(conn.sender, receiver)][r, s] = False
                 cur = new
+                stack.accepted(i)
                 if offset is not None:
                     offset += c[pos + i]
             if removed != guess[i]:
@@ -195,6 +199,17 @@ class _DeltaStack:
     def __init__(self, p: Problem, scorer: Any, receiver: str) -> None:
         self.p, self.scorer, self.receiver = p, scorer, receiver
         self.passes = 0
+        self.last: Optional[tuple[list, int]] = None  # (cache writes of a pass, state) of the node's last removal
+
+    def accepted(self, j: int) -> None:
+        """State ``j`` of the last pass is a removal: after this node's last removal the circuit is that state (every
+        later candidate of the node is kept), so its recomputed activations become the baseline (``commit``)."""
+        self.last = (self.scorer.writes, j)
+
+    def commit(self) -> None:
+        if self.last is not None:
+            self.scorer.keep(self.last[1], self.last[0])
+        self.last = None
 
     def score(self, r: int, extra: Tensor) -> Tensor:
         logits = self.scorer.logits(self.receiver, r, extra)
@@ -238,7 +253,8 @@ def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
                 current = _receiver_node(p, stack, receiver, r, cands, c, current, effects,
                                          _block(tuple(c.shape[1:])), offset)
                 if bool((offset != 0).any()):  # accepted removals: the baseline moves to the new circuit
-                    stack.scorer.update(receiver, r, offset)
+                    stack.commit()
+                stack.last = None
             passes += stack.passes
     clean_up(graph, mask)
     p.passes, p.rescored = passes, 0  # ties are decided by rule (zero contribution), never rescored
