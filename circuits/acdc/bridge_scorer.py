@@ -43,24 +43,29 @@ class Scorer:
         # changed sender hook -> (its changed nodes or None, new and cached outputs at its level's positions, level)
         self.delta: dict[str, tuple[Optional[Tensor], Tensor, Tensor, int]] = {}
         self.writes: list[Callable[[int], None]] = []  # the last pass's cache updates, run by ``keep(j)``
+        # what depends on the masks only (fixed while one receiver node is decided: every mask read here is
+        # downstream of it): per receiver hook, the rows, patterns and changed senders of ``_changes`` / ``_role``
+        self.memo: dict[Any, Any] = {}
 
     def _changes(self, receiver: str) -> tuple[list[int], Optional[Tensor], _Parts]:
         """Receiver nodes with a present edge from a changed sender, their present-edge rows over the changed
         sender nodes ``(k, K)``, and the changed senders' deltas in the rows' column order."""
-        parts: _Parts = []
-        cols = []
-        for conn in self.graph.connections_into(receiver):
-            if conn.sender not in self.delta:
-                continue
-            idx, new, old, slevel = self.delta[conn.sender]
-            m = self.mask[(conn.sender, receiver)]
-            cols.append(m[:, idx] if idx is not None else m[:, :1])
-            parts.append((new, old, slevel, idx is not None))
-        if not parts:
-            return [], None, parts
-        present = torch.cat(cols, 1)
-        hit = present.any(1)
-        return torch.nonzero(hit).flatten().tolist(), present[hit], parts
+        if receiver not in self.memo:
+            senders, cols = [], []
+            for conn in self.graph.connections_into(receiver):
+                if conn.sender in self.delta:
+                    idx, m = self.delta[conn.sender][0], self.mask[(conn.sender, receiver)]
+                    cols.append(m[:, idx] if idx is not None else m[:, :1])
+                    senders.append(conn.sender)
+            if not senders:
+                self.memo[receiver] = [], None, senders
+            else:
+                present = torch.cat(cols, 1)
+                hit = present.any(1)
+                self.memo[receiver] = torch.nonzero(hit).flatten().tolist(), present[hit], senders
+        rows, present, senders = self.memo[receiver]
+        parts = [(new, old, slevel, idx is not None) for idx, new, old, slevel in (self.delta[s] for s in senders)]
+        return rows, present, parts
 
     def _sums(self, parts: _Parts, patterns: Tensor, level: int) -> Tensor:
         """``t_u = sum_{s in pattern u} (new_s - cached_s)`` at ``level``'s positions, ``(n, B, T_level, U, d)``,
@@ -129,9 +134,13 @@ class Scorer:
         if start is not None:
             t, inverse = start[:, :, positions].unsqueeze(-2), torch.zeros(1, dtype=torch.long, device=idx.device)
         else:
-            sub = present[[rows.index(h) for h in nodes.tolist()]]
-            patterns, inverse = torch.unique(sub.to(torch.uint8), dim=0, return_inverse=True)
-            t = self._sums(parts, patterns.bool(), level)
+            key = (layer, role, tuple(keep))
+            if key not in self.memo:
+                sub = present[[rows.index(h) for h in nodes.tolist()]]
+                patterns, inverse = torch.unique(sub.to(torch.uint8), dim=0, return_inverse=True)
+                self.memo[key] = patterns.bool(), inverse
+            patterns, inverse = self.memo[key]
+            t = self._sums(parts, patterns, level)
         new = self._project(layer, role, nodes, t, inverse, positions)
         if len(keep) == len(ids):
             out = new
