@@ -6,7 +6,11 @@ The change of receiver node ``r``'s input is the sum of the changed senders' del
 ``t_r = sum_{present s->r} delta_s``. Receiver nodes with the same present edges from the changed senders get
 the same ``t``: it is summed once per distinct pattern (``_sums``), and on LayerNorm models the heads sharing
 it are projected together with the norm folded into the weights (``circuits.acdc.bridge_fold``), so no
-per-head copy of the residual stream is normalised per state.
+per-head copy of the residual stream is normalised per state. Head deltas are kept as (new, cached) and summed
+per pattern before the difference (the cached sums have no state axis).
+
+Each ``logits`` call records its cache updates instead of writing them; ``keep(j)`` makes state ``j`` of that
+call the new baseline (the engine keeps the state of a node's last removal, which it has already scored).
 """
 
 from __future__ import annotations
@@ -107,9 +111,8 @@ class Scorer:
             out = bb.project(layer, role, x, nodes, st["rot"], positions)
         else:
             w_hat, bias = st["fold_w"][hook]
-            out = bridge_fold.project(_take(fold["c"], positions, nodes, full), _take(fold["var"], positions, nodes, full),
-                                      _take(fold["R"], positions, nodes, full), t, inverse, w_hat[nodes], bias[nodes],
-                                      bb.layers[layer].norm1[2])
+            c, var, R = (_take(fold[key], positions, nodes, full) for key in ("c", "var", "R"))
+            out = bridge_fold.project(c, var, R, t, inverse, w_hat[nodes], bias[nodes], bb.layers[layer].norm1[2])
             out = bb.rotate(out, role, st["rot"], positions)
         def write(j: int) -> None:
             x = _take(st["x"][hook], positions, nodes, full) + t[j][..., inverse, :]
@@ -169,8 +172,9 @@ class Scorer:
         A = torch.tensor(affected, device=dev)
         groups = sorted({int(self.group[h]) for h in affected})
         G = torch.tensor(groups, device=dev)
+        every = self.pos[2]
         new = {role: self._role(layer, role, idx, positions, lv, plans[role])
-               for role, idx, positions, lv in (("q", A, qp, level), ("k", G, self.pos[2], 2), ("v", G, self.pos[2], 2))}
+               for role, idx, positions, lv in (("q", A, qp, level), ("k", G, every, 2), ("v", G, every, 2))}
         kv_k, kv_v = new["k"], new["v"]
         if groups != affected:
             where = torch.tensor([groups.index(int(self.group[h])) for h in affected], device=dev)

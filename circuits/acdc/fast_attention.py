@@ -9,10 +9,11 @@ activation ``a_S`` in the current circuit is fixed; removing the edge s -> R[r] 
 to receiver node r's input. The sequential loop over the senders of R[r] visits states that differ from
 the current circuit only in R[r]'s input: state j (testing edge e_j) adds ``sum_{i<j removed} c_i + c_j``.
 
-Speculate and verify: predict each decision (first: removed; later: its outcome in the last pass), build
-the chain of states the loop would visit under those predictions, stack them on the batch axis and score
-them in one forward pass; accept decisions up to and including the first that differs from its prediction
-(each accepted one was scored at exactly the state the sequential loop has). The stacked pass starts at the
+Speculate and verify: predict each decision (``circuits.acdc.speculate``: from the sizes of earlier decided
+contributions, or from a state scored in an earlier pass), build the chain of states the loop would visit
+under those predictions, stack them on the batch axis and score them in one forward pass; accept decisions up
+to and including the first that differs from its prediction (each accepted one was scored at exactly the
+state the sequential loop has). The stacked pass starts at the
 receiver's layer: the clean batch runs once through the layers before l and is copied per candidate at
 ``blocks.{l}.hook_in`` (at the output hook for the output receiver), so the early layers are not repeated.
 Float64 reaches the reference's edge sets: the two differ only in the order of floating-point additions.
@@ -20,7 +21,8 @@ Float64 reaches the reference's edge sets: the two differ only in the order of f
 On GPT-2 and Llama bridges (``circuits.models.bridge_blocks`` can read their weights) a state is not run
 through the bridge: ``circuits.acdc.bridge_delta`` recomputes only the changed head or MLP and what it reaches
 through present edges, at the positions the metric reads (every position where a later attention layer reads
-it), from a cached baseline of the current circuit that is updated after each node's accepted removals. An
+it), from a cached baseline of the current circuit; after a node's removals the baseline becomes the state
+scored for its last removal (that state is the new circuit: every later candidate of the node was kept). An
 edge whose contribution ``c`` is exactly 0 has effect exactly 0 (the reference's tie rule). Other bridges use
 the stacked bridge forward above.
 """

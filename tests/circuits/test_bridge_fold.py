@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import circuits
-from circuits.acdc import bridge_fold, fast_attention, speculate
+from circuits.acdc import bridge_fold, speculate
 
 pytest.importorskip("transformer_lens.model_bridge")
 from test_bridge import gpt2_bridge, tokens  # noqa: E402
@@ -116,6 +116,21 @@ def test_fast_engine_decisions_do_not_depend_on_the_guesses(monkeypatch, seed):
     clean, corrupted = tokens(9)
     ref = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="reference")
     monkeypatch.setattr(speculate, "Guesser", lambda overhead: _Adversary(overhead, seed))
+    fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="fast")
+    assert fast.settings["engine_used"] == "fast_attention"
+    assert 0 < ref.n_edges < ref.n_total_edges
+    assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
+    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
+
+
+def test_stacked_bridge_path_matches_the_reference(monkeypatch):
+    """Bridges ``bridge_blocks`` cannot describe are scored by stacked bridge forwards: the same decisions."""
+    from circuits.models import bridge_blocks
+
+    bridge = gpt2_bridge(seed=6, layers=2, heads=2, d=8)
+    clean, corrupted = tokens(10)
+    ref = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="reference")
+    monkeypatch.setattr(bridge_blocks, "supported", lambda model: False)
     fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="fast")
     assert fast.settings["engine_used"] == "fast_attention"
     assert 0 < ref.n_edges < ref.n_total_edges
