@@ -72,10 +72,12 @@ class Scorer:
         return rows, present, parts
 
     def _sums(self, parts: _Parts, patterns: Tensor, level: int) -> Tensor:
-        """``t_u = sum_{s in pattern u} (new_s - cached_s)`` at ``level``'s positions, ``(n, B, T_level, U, d)``,
-        summed before the difference (the cached sums have no state axis). A sender known at the metric positions
-        only but read at every position adds there alone (the other positions feed only outputs nothing reads)."""
-        total: Optional[Tensor] = None
+        """``t_u = sum_{s in pattern u} (new_s - cached_s)`` at ``level``'s positions, ``(n, B, T_level, U, d)``:
+        the new outputs summed into one tensor (in place), the cached ones (no state axis) apart, one difference at
+        the end. A sender known at the metric positions only but read at every position adds there alone (the
+        other positions feed only outputs nothing reads)."""
+        news: list[Tensor] = []
+        olds: list[Tensor] = []
         off = 0
         for new, old, slevel, heads in parts:
             a = new.shape[3] if heads else 1
@@ -86,20 +88,37 @@ class Scorer:
             if slevel > level:
                 new, old = new[:, :, self.pos[level]], old[:, self.pos[level]]
             if not heads:
-                t = (new - old).unsqueeze(-2)
-                t = t if bool(p.all()) else t * p[:, 0].to(t.dtype).unsqueeze(-1)
+                new, old = new.unsqueeze(-2), old.unsqueeze(-2)
+                if not bool(p.all()):
+                    w = p[:, 0].to(new.dtype).unsqueeze(-1)
+                    new, old = new * w, old * w
             elif p.shape[0] == 1 and bool(p.all()):
-                t = (new.sum(-2) - old.sum(-2)).unsqueeze(-2)
+                new, old = new.sum(-2, keepdim=True), old.sum(-2, keepdim=True)
             else:
-                w = p.to(new.dtype)  # (U, a) @ (..., a, d): contiguous (n, B, T, U, d)
-                t = torch.matmul(w, new) - torch.matmul(w, old)
+                w = p.to(new.dtype)  # (U, a) @ (..., a, d): contiguous (..., U, d)
+                new, old = torch.matmul(w, new), torch.matmul(w, old)
             if slevel < level:
-                full = t.new_zeros(*t.shape[:2], self.pos[2].numel(), *t.shape[3:])
-                full[:, :, self.pos[1]] = t
-                t = full
-            total = t if total is None else total.add_(t) if total.shape == t.shape else total + t  # t: fresh
-        assert total is not None
-        return total
+                new, old = self._widen(new, 1), self._widen(old, 0)
+            news.append(new)
+            olds.append(old)
+        news.sort(key=lambda t: -t.shape[-2])  # the widest first: the others add into it in place
+        if len(news) == 1:
+            return news[0] - olds[0]
+        total = news[0] + news[1]
+        for t in news[2:]:
+            total.add_(t)
+        old_total = olds[0]
+        for t in olds[1:]:
+            old_total = old_total + t
+        return total.sub_(old_total)
+
+    def _widen(self, t: Tensor, axis: int) -> Tensor:
+        """``t`` known at the metric positions (axis ``axis``), zero at every other position."""
+        shape = list(t.shape)
+        shape[axis + 1] = self.pos[2].numel()
+        full = t.new_zeros(shape)
+        full.index_copy_(axis + 1, self.pos[1], t)
+        return full
 
     def _project(self, layer: int, role: str, nodes: Tensor, t: Tensor, inverse: Tensor, positions: Tensor) -> Tensor:
         """New q/k/v of receiver nodes ``nodes`` at ``positions``: their cached input plus ``t[..., inverse[i], :]``."""

@@ -136,3 +136,34 @@ def test_stacked_bridge_path_matches_the_reference(monkeypatch):
     assert 0 < ref.n_edges < ref.n_total_edges
     assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
     assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), u=st.integers(1, 3))
+def test_pattern_sums_equal_the_sum_over_present_senders(seed, u):
+    """``Scorer._sums``: per pattern, the sum of (new - cached) over the pattern's senders; a sender known at the
+    metric positions only (level 1) read at every position (level 2) adds there and nowhere else."""
+    from circuits.acdc.bridge_scorer import Scorer
+
+    g = torch.Generator().manual_seed(seed)
+    n, B, T, d, a = 2, 3, 5, 4, 3
+    P = torch.tensor([1, 4])
+    scorer = Scorer.__new__(Scorer)
+    scorer.pos = {1: P, 2: torch.arange(T)}
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    parts = [(r(n, B, T, a, d), r(B, T, a, d), 2, True),  # heads at every position
+             (r(n, B, 2, a, d), r(B, 2, a, d), 1, True),  # heads known at P only
+             (r(n, B, T, d), r(B, T, d), 2, False)]  # an MLP
+    patterns = torch.rand(u, 2 * a + 1, generator=g) < 0.6
+    patterns[:, 0] = True  # every pattern reads something
+    got = scorer._sums(parts, patterns, 2)
+    expected = torch.zeros(n, B, T, u, d, dtype=torch.float64)
+    for k in range(u):
+        for s in range(a):
+            if patterns[k, s]:
+                expected[:, :, :, k] += parts[0][0][:, :, :, s] - parts[0][1][:, :, s]
+            if patterns[k, a + s]:
+                expected[:, :, P, k] += parts[1][0][:, :, :, s] - parts[1][1][:, :, s]
+        if patterns[k, 2 * a]:
+            expected[:, :, :, k] += parts[2][0] - parts[2][1]
+    assert torch.allclose(got.expand_as(expected), expected, rtol=0, atol=1e-12)
