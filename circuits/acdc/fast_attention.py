@@ -65,14 +65,6 @@ def _node(t: Tensor, nodes: Nodes, index: int) -> Tensor:
     return t if nodes.axis is None else t.select(nodes.axis, index)
 
 
-def _slice_sender(delta: Tensor, nodes: Nodes, index: int) -> Tensor:
-    if nodes.axis is None:
-        return delta
-    out = torch.zeros_like(delta)
-    out.select(nodes.axis, index).copy_(delta.select(nodes.axis, index))
-    return out
-
-
 class _Stacked:
     """Forward passes of ``n`` candidate states of receiver node ``R[r]``, stacked on the batch axis."""
 
@@ -135,12 +127,16 @@ def _shifted(nodes: Nodes) -> Nodes:
 
 
 def _contributions(p: Problem, receiver: str, r: int, cands: list[tuple[Any, int]], acts: dict[str, Tensor]) -> Tensor:
-    """``c_{s->r}`` of each candidate edge (module docstring), stacked: ``(n_cand, batch, *node_shape)``."""
+    """``c_{s->r}`` of each candidate edge (module docstring), stacked: ``(n_cand, batch, *node_shape)``. With SPEC 7's
+    contributions (``supports``: a sender's output summed into the residual stream, copied to every receiver
+    node) this is sender node ``s``'s own ``a'_s - a_s`` whatever ``r`` (the sum over the other, zero, nodes is exact)."""
     graph = p.graph
+    diffs: dict[str, Tensor] = {}
     out = []
     for conn, s in cands:
-        delta = _slice_sender(p.a_prime[conn.sender] - acts[conn.sender], graph.nodes[conn.sender], s)
-        out.append(_node(conn.contribute(delta), graph.nodes[receiver], r))
+        if conn.sender not in diffs:
+            diffs[conn.sender] = p.a_prime[conn.sender] - acts[conn.sender]
+        out.append(_node(diffs[conn.sender], graph.nodes[conn.sender], s))
     return torch.stack(out)
 
 
