@@ -12,7 +12,8 @@ logits at its positions ``P``. So, with every activation of the current circuit 
 * a changed head is recomputed alone (its new query, or its KV group's new keys/values, with the other
   inputs cached), and only at its level's positions; the difference ``delta = new - cached`` is what the
   receivers downstream add through their present edges:  ``x_r' = x_r + sum_{present s->r} delta_s``;
-* the ``n`` candidate states are stacked on a leading axis and go through these small tensor ops together.
+* the ``n`` candidate states are stacked on a leading axis and go through these small tensor ops together
+  (``circuits.acdc.bridge_scorer.Scorer``).
 
 The result equals a full patched forward pass of each state (the same maths in another order of additions).
 """
@@ -24,6 +25,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from circuits.acdc import bridge_fold
 from circuits.graph import Graph
 from circuits.models.bridge_blocks import BridgeBlocks
 from circuits.models.transformer_bridge import INPUT, mlp_in_hook, mlp_out_hook, output_hook, qkv_hook, result_hook
@@ -82,14 +84,15 @@ def _absent_term(graph: Graph, mask: Any, a_prime: dict, acts: dict, receiver: s
 
 def baseline(bb: BridgeBlocks, graph: Graph, clean: Tensor, a_prime: dict, mask: Any) -> dict:
     """Every activation of the current circuit's patched run: ``acts`` (senders), ``x`` (receiver inputs),
-    ``q``/``k``/``v`` per layer, ``logits``."""
+    ``proj`` (q/k/v per layer), ``logits``; on LayerNorm layers ``fold`` / ``fold_w`` (``bridge_fold.cache`` of
+    each q/k/v input, ``bridge_fold.weights``)."""
     B, T = clean.shape
     e, pos = bb.embed(clean)
     acts: dict[str, Tensor] = {INPUT: e}
     resid = e + pos
     rot = bb.rot(T, e.device, e.dtype)
     every = torch.arange(T, device=e.device)
-    st: dict[str, Any] = {"acts": acts, "x": {}, "proj": {}, "rot": rot, "T": T}
+    st: dict[str, Any] = {"acts": acts, "x": {}, "proj": {}, "rot": rot, "T": T, "fold": {}, "fold_w": {}}
     group = torch.arange(bb.n_heads, device=e.device) // (bb.n_heads // bb.n_kv)
     for layer in range(bb.n_layers):
         proj = {}
@@ -101,6 +104,9 @@ def baseline(bb: BridgeBlocks, graph: Graph, clean: Tensor, a_prime: dict, mask:
             x = x + term if term is not None else x.clone()  # owned: ``Scorer.commit`` updates it in place
             st["x"][hook] = x
             proj[role] = bb.project(layer, role, x, torch.arange(n, device=e.device), rot, every)
+            if bridge_fold.usable(bb, layer):
+                st["fold_w"][hook] = bridge_fold.weights(bb, layer, role)
+                st["fold"][hook] = bridge_fold.cache(x, st["fold_w"][hook][0])
         st["proj"][layer] = proj
         z = bb.attend(proj["q"], proj["k"][:, :, group], proj["v"][:, :, group], every)
         res = bb.result(layer, z, torch.arange(bb.n_heads, device=e.device))
@@ -150,154 +156,3 @@ def levels(bb: BridgeBlocks, graph: Graph, mask: Any) -> dict[str, list[int]]:
         need[qkv_hook(layer, "k")] = need[qkv_hook(layer, "v")] = kv
     lvl[INPUT] = sender_level(INPUT)
     return lvl
-
-
-class Scorer:
-    """Scores stacked candidate states of receiver nodes of one hook against a ``baseline`` (module docstring)."""
-
-    def __init__(self, bb: BridgeBlocks, graph: Graph, mask: Any, st: dict, lvl: dict, P: Tensor) -> None:
-        self.bb, self.graph, self.mask, self.st, self.lvl = bb, graph, mask, st, lvl
-        dev = st["logits"].device
-        self.pos = {1: P, 2: torch.arange(st["T"], device=dev)}
-        self.group = torch.arange(bb.n_heads, device=dev) // (bb.n_heads // bb.n_kv)
-        self.delta: dict[str, tuple[Optional[Tensor], Tensor, int]] = {}
-        self.commit = False
-
-    def _term(self, receiver: str, level: int, rows: Optional[Tensor]) -> Optional[Tensor]:
-        """``sum_{present s->r} delta_s`` at ``level``'s positions: ``(n, B, Tl, |rows|, d)`` (``rows``: receiver
-        heads) or ``(n, B, Tl, d)`` (one-node receiver); None when no changed sender has a present edge."""
-        term = None
-        for conn in self.graph.connections_into(receiver):
-            if conn.sender not in self.delta:
-                continue
-            idx, D, slevel = self.delta[conn.sender]
-            m = self.mask[(conn.sender, receiver)]
-            m = m[rows] if rows is not None else m[:1]
-            present = (m[:, idx] if idx is not None else m[:, :1]).to(D.dtype)
-            if not bool(present.any()):
-                continue
-            if slevel > level:
-                D = D[:, :, self.pos[level]]
-            elif slevel < level:  # known at P only, read at every position (a head computed with deeper ones):
-                full = D.new_zeros(*D.shape[:2], self.pos[2].numel(), *D.shape[3:])  # the positions outside P
-                full[:, :, self.pos[1]] = D  # feed only outputs at positions outside P, which nothing reads
-                D = full
-            if idx is not None:
-                t = torch.einsum("nbtad,ra->nbtrd", D, present)
-            else:
-                t = D.unsqueeze(-2) * present[:, 0].unsqueeze(-1)
-            if rows is None:
-                t = t[..., 0, :]
-            term = t if term is None else term + t
-        return term
-
-    def _changed_rows(self, receiver: str) -> list[int]:
-        rows: set[int] = set()
-        for conn in self.graph.connections_into(receiver):
-            if conn.sender in self.delta:
-                idx = self.delta[conn.sender][0]
-                m = self.mask[(conn.sender, receiver)]
-                m = m[:, idx] if idx is not None else m[:, :1]
-                rows |= set(torch.nonzero(m.any(1)).flatten().tolist())
-        return sorted(rows)
-
-    def _attention(self, layer: int, start: Optional[tuple[str, int, Tensor]]) -> None:
-        bb, st, dev = self.bb, self.st, self.st["logits"].device
-        heads_lvl = self.lvl[result_hook(layer)]
-        changed = {role: self._changed_rows(qkv_hook(layer, role)) for role in ROLES}
-        if start is not None:
-            changed[start[0]] = [start[1]]
-        affected = [h for h in range(bb.n_heads) if heads_lvl[h] and (h in changed["q"] or int(self.group[h]) in
-                                                                       changed["k"] or int(self.group[h]) in changed["v"])]
-        if not affected:
-            return
-        level = max(heads_lvl[h] for h in affected)
-        qp, every = self.pos[level], self.pos[2]
-        A = torch.tensor(affected, device=dev)
-        groups = sorted({int(self.group[h]) for h in affected})
-        G = torch.tensor(groups, device=dev)
-        proj = st["proj"][layer]
-        new: dict[str, Tensor] = {}
-        for role, idx, positions in (("q", A, qp), ("k", G, every), ("v", G, every)):
-            ids = idx.tolist()
-            cur = proj[role][:, positions][:, :, idx]
-            recompute = [i for i, h in enumerate(ids) if h in changed[role]]
-            if not recompute:
-                new[role] = cur.unsqueeze(0)
-                continue
-            nodes = idx[recompute]
-            hook = qkv_hook(layer, role)
-            if start is not None and start[0] == role:
-                d = start[2][:, :, positions].unsqueeze(-2)
-            else:
-                d = self._term(hook, level if role == "q" else 2, nodes)
-            x = st["x"][hook][:, positions][:, :, nodes] + d
-            out = cur.unsqueeze(0).expand(d.shape[0], *cur.shape).clone()
-            out[:, :, :, recompute] = bb.project(layer, role, x, nodes, st["rot"], positions)
-            new[role] = out
-            if self.commit:
-                st["x"][hook][:, positions.unsqueeze(1), nodes.unsqueeze(0)] = x[0]
-                proj[role][:, positions.unsqueeze(1), idx.unsqueeze(0)] = out[0]
-        where = torch.tensor([groups.index(int(self.group[h])) for h in affected], device=dev)
-        z = bb.attend(new["q"], new["k"][..., where, :], new["v"][..., where, :], qp)
-        res = bb.result(layer, z, A)
-        self.delta[result_hook(layer)] = (A, res - st["acts"][result_hook(layer)][:, qp][:, :, A], level)
-        if self.commit:
-            st["acts"][result_hook(layer)][:, qp.unsqueeze(1), A.unsqueeze(0)] = res[0]
-
-    def _mlp(self, layer: int, start: Optional[Tensor]) -> None:
-        hook, out = mlp_in_hook(layer), mlp_out_hook(layer)
-        level = self.lvl[out][0]
-        if not level:
-            return
-        positions = self.pos[level]
-        d = start[:, :, positions] if start is not None else self._term(hook, level, None)
-        if d is None:
-            return
-        x = self.st["x"][hook][:, positions] + d
-        new = self.bb.mlp(layer, x)
-        self.delta[out] = (None, new - self.st["acts"][out][:, positions], level)
-        if self.commit:
-            self.st["x"][hook][:, positions], self.st["acts"][out][:, positions] = x[0], new[0]
-
-    def logits(self, receiver: str, r: int, extra: Tensor) -> Tensor:
-        """Logits ``(n, B, T, vocab)`` of the ``n`` states: ``extra[j]`` added to ``receiver[r]``'s input."""
-        self.delta = {}
-        graph, bb, st = self.graph, self.bb, self.st
-        n = extra.shape[0]
-        P = self.pos[1]
-        if receiver == graph.output:
-            d = extra[:, :, P]
-        else:
-            layer = int(receiver.split(".")[1])
-            if receiver == mlp_in_hook(layer):
-                self._mlp(layer, extra)
-            else:
-                role = receiver.rsplit("_", 2)[-2][-1]
-                self._attention(layer, (role, r, extra))
-                if mlp_in_hook(layer) in graph.nodes:
-                    self._mlp(layer, None)
-            for later in range(layer + 1, bb.n_layers):
-                self._attention(later, None)
-                if mlp_in_hook(later) in graph.nodes:
-                    self._mlp(later, None)
-            d = self._term(graph.output, 1, None)
-        logits = st["logits"].unsqueeze(0).expand(n, *st["logits"].shape)
-        if d is None:
-            return logits
-        out = logits.clone()
-        x = st["x"][graph.output][:, P] + d
-        out[:, :, P] = bb.unembed(x)
-        if self.commit:
-            st["x"][graph.output][:, P], st["logits"][:, P] = x[0], out[0, :, P]
-        return out
-
-    def update(self, receiver: str, r: int, offset: Tensor) -> None:
-        """Make the baseline the circuit with ``offset`` added to ``receiver[r]``'s input (accepted removals):
-        every recomputed activation is written back. Activations nobody reads (level 0, positions outside a
-        node's level: its level is final, as the edges out of it are) are left stale."""
-        self.commit = True
-        try:
-            self.logits(receiver, r, offset.unsqueeze(0))
-        finally:
-            self.commit = False

@@ -9,10 +9,11 @@ activation ``a_S`` in the current circuit is fixed; removing the edge s -> R[r] 
 to receiver node r's input. The sequential loop over the senders of R[r] visits states that differ from
 the current circuit only in R[r]'s input: state j (testing edge e_j) adds ``sum_{i<j removed} c_i + c_j``.
 
-Speculate and verify: predict each decision (first: removed; later: its outcome in the last pass), build
-the chain of states the loop would visit under those predictions, stack them on the batch axis and score
-them in one forward pass; accept decisions up to and including the first that differs from its prediction
-(each accepted one was scored at exactly the state the sequential loop has). The stacked pass starts at the
+Speculate and verify: predict each decision (``circuits.acdc.speculate``: from the sizes of earlier decided
+contributions, or from a state scored in an earlier pass), build the chain of states the loop would visit
+under those predictions, stack them on the batch axis and score them in one forward pass; accept decisions up
+to and including the first that differs from its prediction (each accepted one was scored at exactly the
+state the sequential loop has). The stacked pass starts at the
 receiver's layer: the clean batch runs once through the layers before l and is copied per candidate at
 ``blocks.{l}.hook_in`` (at the output hook for the output receiver), so the early layers are not repeated.
 Float64 reaches the reference's edge sets: the two differ only in the order of floating-point additions.
@@ -20,7 +21,8 @@ Float64 reaches the reference's edge sets: the two differ only in the order of f
 On GPT-2 and Llama bridges (``circuits.models.bridge_blocks`` can read their weights) a state is not run
 through the bridge: ``circuits.acdc.bridge_delta`` recomputes only the changed head or MLP and what it reaches
 through present edges, at the positions the metric reads (every position where a later attention layer reads
-it), from a cached baseline of the current circuit that is updated after each node's accepted removals. An
+it), from a cached baseline of the current circuit; after a node's removals the baseline becomes the state
+scored for its last removal (that state is the new circuit: every later candidate of the node was kept). An
 edge whose contribution ``c`` is exactly 0 has effect exactly 0 (the reference's tie rule). Other bridges use
 the stacked bridge forward above.
 """
@@ -38,10 +40,13 @@ from circuits.models import transformer_bridge
 from circuits.models.transformer_bridge import is_bridge
 from circuits.patching import EdgeMask, run_with_mask
 from circuits.acdc.bridge_delta import mix as _mix
-from circuits.acdc import bridge_delta
+from circuits.acdc import bridge_delta, bridge_scorer, speculate
 
 _STATE_ELEMENTS = 1 << 23  # bound on one stacked receiver activation (states x batch x pos x heads x d)
 _MAX_BLOCK = 64
+# a pass's fixed cost in states (``speculate``): measured on the 4-layer benchmark bridge, a delta pass of n states
+# costs about (0.6 + n) states; a stacked bridge forward pays the bridge's per-call overhead once per pass
+_DELTA_OVERHEAD, _STACKED_OVERHEAD = 0.75, 4.0
 
 
 def supports(model: Any, graph: Graph) -> bool:
@@ -60,14 +65,6 @@ def _node(t: Tensor, nodes: Nodes, index: int) -> Tensor:
     return t if nodes.axis is None else t.select(nodes.axis, index)
 
 
-def _slice_sender(delta: Tensor, nodes: Nodes, index: int) -> Tensor:
-    if nodes.axis is None:
-        return delta
-    out = torch.zeros_like(delta)
-    out.select(nodes.axis, index).copy_(delta.select(nodes.axis, index))
-    return out
-
-
 class _Stacked:
     """Forward passes of ``n`` candidate states of receiver node ``R[r]``, stacked on the batch axis."""
 
@@ -77,7 +74,9 @@ class _Stacked:
         self.senders = set(self.graph.senders())
         self.receivers = set(self.graph.receivers())
         self.passes = 0
-        self.block = 4  # states per pass, adapted to how well decisions are predicted (``_receiver_node``)
+
+    def accepted(self, j: int) -> None:
+        """Nothing cached to move (each pass runs the bridge from the current mask)."""
 
     def score(self, r: int, extra: Tensor) -> Tensor:
         """The metric of each state: the current circuit with ``extra[j]`` added to ``R[r]``'s input.
@@ -128,12 +127,16 @@ def _shifted(nodes: Nodes) -> Nodes:
 
 
 def _contributions(p: Problem, receiver: str, r: int, cands: list[tuple[Any, int]], acts: dict[str, Tensor]) -> Tensor:
-    """``c_{s->r}`` of each candidate edge (module docstring), stacked: ``(n_cand, batch, *node_shape)``."""
+    """``c_{s->r}`` of each candidate edge (module docstring), stacked: ``(n_cand, batch, *node_shape)``. With SPEC 7's
+    contributions (``supports``: a sender's output summed into the residual stream, copied to every receiver
+    node) this is sender node ``s``'s own ``a'_s - a_s`` whatever ``r`` (the sum over the other, zero, nodes is exact)."""
     graph = p.graph
+    diffs: dict[str, Tensor] = {}
     out = []
     for conn, s in cands:
-        delta = _slice_sender(p.a_prime[conn.sender] - acts[conn.sender], graph.nodes[conn.sender], s)
-        out.append(_node(conn.contribute(delta), graph.nodes[receiver], r))
+        if conn.sender not in diffs:
+            diffs[conn.sender] = p.a_prime[conn.sender] - acts[conn.sender]
+        out.append(_node(diffs[conn.sender], graph.nodes[conn.sender], s))
     return torch.stack(out)
 
 
@@ -148,63 +151,44 @@ def _receiver_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c
                    current: float, effects: dict[Edge, float], k_max: int, offset: Optional[Tensor] = None) -> float:
     """Decide every candidate edge into ``R[r]`` in the sequential order, up to ``k_max`` states per pass.
 
-    A stacked state costs compute, so a misprediction wastes the states after it: the block grows (doubles)
-    while predictions hold and halves after a miss. ``offset`` (delta path: states are scored against a cached
-    baseline taken before this node's removals) accumulates the accepted removals' contributions. An edge whose
-    contribution is exactly 0 has effect exactly 0 (the tie rule of ``loop.unchanged_edges``)."""
-    size = c.reshape(len(cands), -1).pow(2).sum(dim=1)
-    guess = _first_guess(stack, size)
-    zero = (size == 0).tolist()
+    Which states a pass scores (how many, under which guesses) is ``circuits.acdc.speculate``'s choice; after a
+    miss, the states scored past it give the next guesses. ``offset`` (delta path: states are scored against a
+    cached baseline taken before this node's removals) accumulates the accepted removals' contributions. An edge
+    whose contribution is exactly 0 has effect exactly 0 (the tie rule of ``loop.unchanged_edges``)."""
+    sizes = c.reshape(len(cands), -1).pow(2).sum(dim=1).tolist()
+    zero = [s == 0 for s in sizes]
+    rescored: list[Optional[bool]] = [None] * len(cands)  # guesses read from states scored in an earlier pass
     pos = 0
     while pos < len(cands):
-        end = min(len(cands), pos + min(stack.block, k_max))
-        pred = guess[pos:end].to(c.device)
+        prior, miss = stack.guesser.prior(sizes[pos:])
+        guess = [p.threshold > 0 if zero[i] else prior[i - pos] if rescored[i] is None else rescored[i]
+                 for i in range(pos, len(cands))]
+        q = [0.0 if zero[i] else miss[i - pos] if rescored[i] is None else speculate._RESCORED
+             for i in range(pos, len(cands))]
+        end = pos + stack.guesser.block(q, min(k_max, _MAX_BLOCK))
+        pred = torch.tensor(guess[:end - pos], dtype=torch.bool, device=c.device)
         taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
         extra = torch.cumsum(taken, dim=0) - taken + c[pos:end]  # exclusive prefix of predicted removals + own
         scores = stack.score(r, extra if offset is None else extra + offset).tolist()
-        cur, accepted = current, 0
+        cur = current
         for i, new in enumerate(scores):
             conn, s = cands[pos + i]
             new = cur if zero[pos + i] else new
             effects[Edge(conn.sender, s, receiver, r)] = new - cur
             removed = new - cur < p.threshold
-            _remember(stack, float(size[pos + i]), removed)
+            stack.guesser.remember(sizes[pos + i], removed)
             if removed:
                 p.mask[(conn.sender, receiver)][r, s] = False
                 cur = new
+                stack.accepted(i)
                 if offset is not None:
                     offset += c[pos + i]
-            accepted = i + 1
-            if removed != bool(pred[i]):
-                rest = torch.tensor([sc - cur < p.threshold for sc in scores[i + 1:]], dtype=torch.bool)
-                guess[pos + i + 1 : end] = rest
+            if removed != guess[i]:
+                for j in range(i + 1, len(scores)):
+                    rescored[pos + j] = scores[j] - cur < p.threshold
                 break
-        stack.block = min(2 * stack.block, _MAX_BLOCK) if accepted == end - pos else max(1, stack.block // 2)
-        current, pos = cur, pos + accepted
+        current, pos = cur, pos + i + 1
     return current
-
-
-def _first_guess(stack: Any, size: Tensor) -> Tensor:
-    """Predicted decisions before any score: removed iff ``||c||^2 < tau``, ``tau`` the split of the sizes seen so
-    far (in this receiver hook) that misclassifies fewest of their decisions (all removed with no history). Only
-    which states are scored depends on it, never a decision."""
-    seen = getattr(stack, "seen", [])
-    if not seen:
-        return torch.ones(size.shape[0], dtype=torch.bool)
-    seen.sort()
-    errors = best = sum(1 for _, removed in seen if removed)  # tau below every size: all guessed kept
-    tau = seen[0][0]
-    for i, (sz, removed) in enumerate(seen):  # tau just above seen[i]
-        errors += -1 if removed else 1
-        if errors < best:
-            best, tau = errors, (sz + seen[i + 1][0]) / 2 if i + 1 < len(seen) else float("inf")
-    return size.cpu() < tau
-
-
-def _remember(stack: Any, size: float, removed: bool) -> None:
-    if not hasattr(stack, "seen"):
-        stack.seen = []
-    stack.seen.append((size, removed))
 
 
 class _DeltaStack:
@@ -212,7 +196,18 @@ class _DeltaStack:
 
     def __init__(self, p: Problem, scorer: Any, receiver: str) -> None:
         self.p, self.scorer, self.receiver = p, scorer, receiver
-        self.passes, self.block = 0, 4
+        self.passes = 0
+        self.last: Optional[tuple[list, int]] = None  # (cache writes of a pass, state) of the node's last removal
+
+    def accepted(self, j: int) -> None:
+        """State ``j`` of the last pass is a removal: after this node's last removal the circuit is that state (every
+        later candidate of the node is kept), so its recomputed activations become the baseline (``commit``)."""
+        self.last = (self.scorer.writes, j)
+
+    def commit(self) -> None:
+        if self.last is not None:
+            self.scorer.keep(self.last[1], self.last[0])
+        self.last = None
 
     def score(self, r: int, extra: Tensor) -> Tensor:
         logits = self.scorer.logits(self.receiver, r, extra)
@@ -238,22 +233,26 @@ def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
     current = p.score(mask)
     effects: dict[Edge, float] = {}
     passes = 0
+    guesser = speculate.Guesser(overhead=_DELTA_OVERHEAD)
     with torch.no_grad():
         st = bridge_delta.baseline(bb, graph, p.clean, p.a_prime, mask)
         for receiver in receiver_order(graph, p.progress):
             conns = graph.connections_into(receiver)
             lvl, stack = bridge_delta.levels(bb, graph, mask), _DeltaStack(p, None, receiver)
+            guesser.start(receiver)
+            stack.guesser = guesser
             for r in range(graph.nodes[receiver].count):
                 cands = _live_candidates(graph, mask, receiver, r, conns)
                 if not cands:
                     continue
-                stack.scorer = bridge_delta.Scorer(bb, graph, mask, st, lvl, P)
+                stack.scorer = bridge_scorer.Scorer(bb, graph, mask, st, lvl, P)
                 c = _contributions(p, receiver, r, cands, st["acts"])
                 offset = torch.zeros_like(c[0])
                 current = _receiver_node(p, stack, receiver, r, cands, c, current, effects,
                                          _block(tuple(c.shape[1:])), offset)
                 if bool((offset != 0).any()):  # accepted removals: the baseline moves to the new circuit
-                    stack.scorer.update(receiver, r, offset)
+                    stack.commit()
+                stack.last = None
             passes += stack.passes
     clean_up(graph, mask)
     p.passes, p.rescored = passes, 0  # ties are decided by rule (zero contribution), never rescored
@@ -270,10 +269,13 @@ def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]
     current = p.score(mask)
     effects: dict[Edge, float] = {}
     passes = 0
+    guesser = speculate.Guesser(overhead=_STACKED_OVERHEAD)
     for receiver in receiver_order(graph, p.progress):
         conns = graph.connections_into(receiver)
         acts: Optional[dict[str, Tensor]] = None  # senders' current activations: fixed while R is processed
         stack = _Stacked(p, receiver)
+        guesser.start(receiver)
+        stack.guesser = guesser
         for r in range(graph.nodes[receiver].count):
             cands = _live_candidates(graph, mask, receiver, r, conns)
             if not cands:

@@ -138,12 +138,17 @@ class BridgeBlocks:
         out = torch.einsum("...hd,hde->...he", norm(x, L.norm1), W[heads])
         if b is not None:
             out = out + b[heads]
-        if rot is not None and role != "v":
-            cos, sin = rot[0][pos].unsqueeze(-2), rot[1][pos].unsqueeze(-2)  # (pos, 1, dh)
-            half = out.shape[-1] // 2
-            rotated = torch.cat((-out[..., half:], out[..., :half]), dim=-1)
-            out = out * cos + rotated * sin
-        return out
+        return self.rotate(out, role, rot, pos)
+
+    def rotate(self, out: Float[Tensor, "*b pos h dh"], role: str, rot: Optional[tuple[Tensor, Tensor]],
+               pos: Tensor) -> Float[Tensor, "*b pos h dh"]:
+        """Rotary on q and k at positions ``pos`` (``out cos + rotate_half(out) sin``); v and rotary-free models as is."""
+        if rot is None or role == "v":
+            return out
+        cos, sin = rot[0][pos].unsqueeze(-2), rot[1][pos].unsqueeze(-2)  # (pos, 1, dh)
+        half = out.shape[-1] // 2
+        rotated = torch.cat((-out[..., half:], out[..., :half]), dim=-1)
+        return out * cos + rotated * sin
 
     def attend(self, q: Float[Tensor, "*b qpos h dh"], k: Float[Tensor, "*b pos h dh"], v: Float[Tensor, "*b pos h dh"],
                qpos: Tensor) -> Float[Tensor, "*b qpos h dh"]:

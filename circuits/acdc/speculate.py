@@ -1,0 +1,80 @@
+"""Which candidate states the fast attention engine scores together (``fast_attention``'s speculate and verify):
+these choices cost time only, never change a decision (every accepted decision is scored at the exact state
+the sequential loop reaches).
+
+Prior guess of an edge's decision, before any of its states is scored: removed iff ``||c||^2 < tau``, ``c`` the
+edge's contribution to the receiver node's input and ``tau`` the split of earlier decisions' sizes that
+misclassifies fewest of them. The decisions come from this receiver hook once it has ``_OWN`` of them, else from
+every hook of the same kind so far (the q inputs of all layers, the MLP inputs, ...); none yet: all removed.
+Each guess carries a miss probability ``q``: the rule's error rate among the ``_NEAR`` earlier decisions nearest
+in size (smoothed); a guess re-read from a state scored in an earlier pass (a state differing by one decision)
+has ``q = _RESCORED``; a zero contribution's decision is known (``q = 0``).
+
+Block length: the states ``1..k`` are all useful iff the guesses before each hold, so with pass cost
+``overhead + k`` (in states) the block maximises ``E[accepted] / (overhead + k)``, where
+``E[accepted] = sum_{j<=k} prod_{i<j} (1 - q_i)``.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+_OWN = 8
+_NEAR = 10
+_RESCORED = 0.05
+
+
+class Guesser:
+    """Decision history and the block rule of the module docstring; ``overhead``: a pass's fixed cost in states."""
+
+    def __init__(self, overhead: float) -> None:
+        self.overhead = overhead
+        self.history: dict[str, list[tuple[float, bool]]] = {}
+        self.hook: list[tuple[float, bool]] = []
+        self.kind = ""
+
+    def start(self, receiver: str) -> None:
+        """A new receiver hook: its own history starts empty; its kind's history goes on."""
+        self.kind = receiver.split(".", 2)[-1] if receiver.startswith("blocks.") else receiver
+        self.hook = []
+
+    def remember(self, size: float, removed: bool) -> None:
+        self.hook.append((size, removed))
+        self.history.setdefault(self.kind, []).append((size, removed))
+
+    def prior(self, sizes: list[float]) -> tuple[list[bool], list[float]]:
+        """Guessed decisions of candidates of contribution sizes ``sizes`` and their miss probabilities."""
+        data = sorted(self.hook if len(self.hook) >= _OWN else self.history.get(self.kind, []))
+        if not data:
+            return [True] * len(sizes), [0.5] * len(sizes)
+        tau = _split(data)
+        keys = [s for s, _ in data]
+        wrong = [(s < tau) != removed for s, removed in data]
+        q = []
+        for s in sizes:
+            i = bisect.bisect_left(keys, s)
+            window = wrong[max(0, i - _NEAR // 2): i + _NEAR // 2]
+            q.append((sum(window) + 0.5) / (len(window) + 1))
+        return [s < tau for s in sizes], q
+
+    def block(self, q: list[float], k_max: int) -> int:
+        """The block length ``k <= k_max`` of the module docstring for miss probabilities ``q`` in order."""
+        best, best_k, useful, alive = 0.0, 1, 0.0, 1.0
+        for k in range(1, min(k_max, len(q)) + 1):
+            useful += alive
+            alive *= 1.0 - q[k - 1]
+            rate = useful / (self.overhead + k)
+            if rate > best:
+                best, best_k = rate, k
+        return best_k
+
+
+def _split(data: list[tuple[float, bool]]) -> float:
+    """``tau`` minimising the misclassified decisions of ``data`` (sorted by size) under "removed iff size < tau"."""
+    errors = best = sum(1 for _, removed in data if removed)  # tau below every size: all guessed kept
+    tau = data[0][0]
+    for i, (size, removed) in enumerate(data):  # tau just above data[i]
+        errors += -1 if removed else 1
+        if errors < best:
+            best, tau = errors, (size + data[i + 1][0]) / 2 if i + 1 < len(data) else float("inf")
+    return tau

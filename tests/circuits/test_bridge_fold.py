@@ -1,0 +1,169 @@
+"""The fast attention engine's shortcuts: LayerNorm folded into many heads' projections (``bridge_fold``) against
+LayerNorm-then-projection written here, and the speculation policy (``speculate``): its rules against brute
+force, and the engine's decisions unchanged whatever it guesses."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import circuits
+from circuits.acdc import bridge_fold, speculate
+
+pytest.importorskip("transformer_lens.model_bridge")
+from test_bridge import gpt2_bridge, tokens  # noqa: E402
+
+
+def _ln_project(x, w, beta, eps, W, bias):
+    """LayerNorm of each head's input, then that head's projection: ``(x - mean) / sqrt(var + eps) * w + beta``."""
+    out = []
+    for h in range(x.shape[-2]):
+        xh = x[..., h, :]
+        mean = xh.mean(-1, keepdim=True)
+        var = ((xh - mean) ** 2).mean(-1, keepdim=True)
+        out.append(((xh - mean) / torch.sqrt(var + eps) * w + beta) @ W[h] + bias[h])
+    return torch.stack(out, dim=-2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 5), u=st.integers(1, 4), n=st.integers(1, 3),
+       scale=st.sampled_from([1e-6, 1e-2, 1.0, 10.0]))
+def test_folded_projection_equals_layernorm_then_projection(seed, k, u, n, scale):
+    """Heads with cached inputs ``b_h``, each changed by one of ``u`` shared changes: the folded projection from
+    the cache equals LayerNorm of ``b_h + t`` then the head's projection."""
+    g = torch.Generator().manual_seed(seed)
+    B, T, d, dh = 2, 3, 8, 4
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    b, t = r(B, T, k, d) * 2 + 1, r(n, B, T, u, d) * scale
+    w, beta, W, bias, eps = r(d), r(d), r(k, d, dh), r(k, dh), 1e-5
+    inverse = torch.randint(0, u, (k,), generator=g)
+    inverse[: min(u, k)] = torch.arange(min(u, k))  # every change used when there are heads enough
+    t = t[..., : int(inverse.max()) + 1, :]
+    w_hat = w.view(1, -1, 1) * W
+    c = bridge_fold.cache(b, w_hat)
+    got = bridge_fold.project(c["c"], c["var"], c["R"], t, inverse, w_hat, beta @ W + bias, eps)
+    expected = _ln_project(b + t[..., inverse, :], w, beta, eps, W, bias)
+    assert got.shape == (n, B, T, k, dh)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_folded_weights_are_the_norm_weight_times_each_heads_weights():
+    bridge = gpt2_bridge(seed=2, layers=1, heads=2, d=8)
+    from circuits.models.bridge_blocks import BridgeBlocks
+    bb = BridgeBlocks(bridge)
+    x = torch.randn(2, 3, 2, 8, dtype=torch.float64)
+    heads = torch.arange(2)
+    for role in "qkv":
+        w_hat, c = bridge_fold.weights(bb, 0, role)
+        cache = bridge_fold.cache(x, w_hat)
+        zero = torch.zeros(1, 2, 3, 1, 8, dtype=torch.float64)
+        got = bridge_fold.project(cache["c"], cache["var"], cache["R"], zero, torch.zeros(2, dtype=torch.long),
+                                  w_hat, c, bb.layers[0].norm1[2])
+        assert torch.allclose(got[0], bb.project(0, role, x, heads, None, torch.arange(3)), rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- speculation
+@settings(max_examples=40, deadline=None)
+@given(q=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=9), overhead=st.floats(0.0, 5.0),
+       k_max=st.integers(1, 12))
+def test_block_length_maximises_expected_accepted_per_cost(q, overhead, k_max):
+    def rate(k):  # E[accepted] by enumerating every outcome of the k guesses
+        total = 0.0
+        for outcome in itertools.product([True, False], repeat=k):  # True: the guess holds
+            p = 1.0
+            for qi, ok in zip(q, outcome):
+                p *= (1 - qi) if ok else qi
+            accepted = next((i + 1 for i, ok in enumerate(outcome) if not ok), k)
+            total += p * accepted
+        return total / (overhead + k)
+
+    k = speculate.Guesser(overhead).block(q, k_max)
+    assert 1 <= k <= min(k_max, len(q))
+    assert rate(k) >= max(rate(j) for j in range(1, min(k_max, len(q)) + 1)) - 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.lists(st.tuples(st.integers(0, 20), st.booleans()), min_size=1, max_size=15))
+def test_prior_split_misclassifies_fewest_decisions(data):
+    data = sorted((float(s), removed) for s, removed in data)
+    errors = lambda tau: sum((s < tau) != removed for s, removed in data)  # noqa: E731
+    candidates = [float("-inf"), float("inf")] + [s + off for s, _ in data for off in (-0.5, 0.0, 0.5)]
+    assert errors(speculate._split(data)) == min(errors(tau) for tau in candidates)
+
+
+class _Adversary(speculate.Guesser):
+    """Random guesses and random block lengths: only which states are scored changes."""
+
+    def __init__(self, overhead: float, seed: int) -> None:
+        super().__init__(overhead)
+        self.rng = random.Random(seed)
+
+    def prior(self, sizes):
+        return [self.rng.random() < 0.5 for _ in sizes], [self.rng.random() for _ in sizes]
+
+    def block(self, q, k_max):
+        return self.rng.randint(1, min(k_max, len(q)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_engine_decisions_do_not_depend_on_the_guesses(monkeypatch, seed):
+    bridge = gpt2_bridge(seed=5, layers=2, heads=4, d=16)
+    clean, corrupted = tokens(9)
+    ref = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="reference")
+    monkeypatch.setattr(speculate, "Guesser", lambda overhead: _Adversary(overhead, seed))
+    fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="fast")
+    assert fast.settings["engine_used"] == "fast_attention"
+    assert 0 < ref.n_edges < ref.n_total_edges
+    assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
+    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
+
+
+def test_stacked_bridge_path_matches_the_reference(monkeypatch):
+    """Bridges ``bridge_blocks`` cannot describe are scored by stacked bridge forwards: the same decisions."""
+    from circuits.models import bridge_blocks
+
+    bridge = gpt2_bridge(seed=6, layers=2, heads=2, d=8)
+    clean, corrupted = tokens(10)
+    ref = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="reference")
+    monkeypatch.setattr(bridge_blocks, "supported", lambda model: False)
+    fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="fast")
+    assert fast.settings["engine_used"] == "fast_attention"
+    assert 0 < ref.n_edges < ref.n_total_edges
+    assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
+    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), u=st.integers(1, 3))
+def test_pattern_sums_equal_the_sum_over_present_senders(seed, u):
+    """``Scorer._sums``: per pattern, the sum of (new - cached) over the pattern's senders; a sender known at the
+    metric positions only (level 1) read at every position (level 2) adds there and nowhere else."""
+    from circuits.acdc.bridge_scorer import Scorer
+
+    g = torch.Generator().manual_seed(seed)
+    n, B, T, d, a = 2, 3, 5, 4, 3
+    P = torch.tensor([1, 4])
+    scorer = Scorer.__new__(Scorer)
+    scorer.pos = {1: P, 2: torch.arange(T)}
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    parts = [(r(n, B, T, a, d), r(B, T, a, d), 2, True),  # heads at every position
+             (r(n, B, 2, a, d), r(B, 2, a, d), 1, True),  # heads known at P only
+             (r(n, B, T, d), r(B, T, d), 2, False)]  # an MLP
+    patterns = torch.rand(u, 2 * a + 1, generator=g) < 0.6
+    patterns[:, 0] = True  # every pattern reads something
+    got = scorer._sums(parts, patterns, 2)
+    expected = torch.zeros(n, B, T, u, d, dtype=torch.float64)
+    for k in range(u):
+        for s in range(a):
+            if patterns[k, s]:
+                expected[:, :, :, k] += parts[0][0][:, :, :, s] - parts[0][1][:, :, s]
+            if patterns[k, a + s]:
+                expected[:, :, P, k] += parts[1][0][:, :, :, s] - parts[1][1][:, :, s]
+        if patterns[k, 2 * a]:
+            expected[:, :, :, k] += parts[2][0] - parts[2][1]
+    assert torch.allclose(got.expand_as(expected), expected, rtol=0, atol=1e-12)
