@@ -7,8 +7,8 @@ CPU, saved as safetensors + JSON) is loaded as a TransformerLens 4 ``Transformer
 previous-token head (layer 0) and the induction head (layer 1); the known mechanism is the edge
 ``blocks.0.attn.hook_result[prev] -> blocks.1.attn.hook_k_input[induction]`` (K-composition).
 Clean prompts end inside the second copy; corrupted ones reverse the first copy (same tokens, other
-order), so only induction tells them apart. ``--train`` retrains (a few minutes; ``--overwrite`` to
-replace a saved model). HOOKED_BIMT_QUICK=1 uses fewer prompts.
+order), so only induction tells them apart. ``--train`` retrains (a few minutes). Existing pages in ``--out`` (and,
+with ``--train``, a saved model) are kept unless ``--overwrite``. HOOKED_BIMT_QUICK=1 uses fewer prompts.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import circuits.viz as viz
 from circuits import Edge
 from circuits.attribution import circuit_from_scores
 from circuits.metrics import logit_diff
+from circuits.validate import check_output_file
 from hooked_bimt.zoo.induction import (
     InductionSetup, head_scores, load_induction, prompts, save_induction, train_induction,
 )
@@ -47,11 +48,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--train", action="store_true", help="train and save the model first")
-    ap.add_argument("--overwrite", action="store_true", help="with --train: replace a saved model")
+    ap.add_argument("--overwrite", action="store_true", help="replace existing pages (and, with --train, a saved model)")
     ap.add_argument("--threshold", type=float, default=0.05, help="ACDC threshold on the logit difference")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("HOOKED_BIMT_OUT", "out")) / "induction")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("HOOKED_BIMT_QUICK") == "1")
     args = ap.parse_args()
+    pages = {name: args.out / f"induction_{name}.html" for name in ("acdc", "eap_ig")}
+    for page in pages.values():  # before any work: existing pages are kept unless --overwrite
+        check_output_file(page, overwrite=args.overwrite)
     if args.train:
         setup = InductionSetup()
         model, record = train_induction(setup, log_every=250)
@@ -86,7 +90,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, circuit in (("acdc", found), ("eap_ig", top)):
         page = viz.circuit_graph(bridge, circuit, title=f"Induction circuit ({name}): {circuit.n_edges} edges")
-        print(f"view: {page.save(args.out / f'induction_{name}.html')}")
+        print(f"view: {page.save(pages[name], overwrite=args.overwrite)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 circuitsvis's ``RenderedHTML._repr_html_`` probes the internet and then returns HTML that imports its
 JavaScript from a CDN. Every visual of this package is a self-contained fragment instead (inline JS
 and CSS, data embedded as JSON), so ``_repr_html_``, ``show_code`` and ``str`` all return it, and
-``save`` writes it as a standalone page, atomically.
+``save`` writes it as a standalone page, atomically, never over an existing file unless asked.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from circuitsvis.utils.render import RenderedHTML
 
 from circuits._io import atomic_write_text
+from circuits.validate import check_output_file
 
 
 class OfflineHTML(RenderedHTML):
@@ -45,6 +46,7 @@ class OfflineHTML(RenderedHTML):
             f"{self.local_src}\n</body>\n</html>\n"
         )
 
-    def save(self, path: str | Path) -> Path:
-        """Write the standalone page to ``path`` (atomic: a reader never sees half a file)."""
-        return atomic_write_text(path, self.page())
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the standalone page to ``path`` (atomic: a reader never sees half a file); an existing file is
+        refused (``FileExistsError``) unless ``overwrite``."""
+        return atomic_write_text(check_output_file(path, overwrite=overwrite), self.page())

@@ -23,6 +23,7 @@ from circuits.circuit import Circuit
 from circuits.viz import data as vd
 from circuits.viz.layout import check_layout, node_layout
 from circuits._io import atomic_write
+from circuits.validate import check_output_file
 
 POS, NEG = "#2166ac", "#b2182b"
 FORMATS = (".png", ".svg", ".pdf")
@@ -152,13 +153,14 @@ def draw_network(
     return ax
 
 
-def _check_path(path: Optional[str | Path]) -> Optional[Path]:
+def _check_path(path: Optional[str | Path], overwrite: bool) -> Optional[Path]:
+    """A figure path: its format from the extension; an existing file needs ``overwrite`` (checked before drawing)."""
     if path is None:
         return None
     p = Path(path)
     if p.suffix.lower() not in FORMATS:
         raise ValueError(f"cannot tell the figure format from {p.name!r}: use one of {FORMATS}")
-    return p
+    return check_output_file(p, overwrite=overwrite)
 
 
 def network_vs_circuit(
@@ -171,14 +173,16 @@ def network_vs_circuit(
     layout: str = "bimt",
     dpi: int = 150,
     check_model: bool = True,
+    overwrite: bool = False,
 ) -> Figure:
     """The paper's Figure 2: the full network (left) beside the circuit (right), saved to ``path``.
 
     With ``width_by="weight"`` both panels share one scale and one style, so every line on the right is
     the same line as on the left: the circuit is drawn as the subset of the network it is. The format
-    follows the extension (.png, .svg, .pdf); the file is written atomically.
+    follows the extension (.png, .svg, .pdf); the file is written atomically, never over an existing one unless
+    ``overwrite``.
     """
-    target = _check_path(path)
+    target = _check_path(path, overwrite)
     if len(titles) != 2:
         raise ValueError(f"titles needs two strings (network, circuit), got {len(titles)}")
     vd.check_width_by(width_by)

@@ -214,3 +214,15 @@ def test_neuron_activations_are_circuitsvis_offline(mnist_model, circuit, monkey
     assert f"{first:.4f}"[:6] in props  # the first clean activation of the first neuron is in the props
     with pytest.raises(ValueError, match="does not belong"):
         viz.neuron_activations(mnist_model, Circuit.full(graph_of(HookedMLP((4, 3, 2)))), clean, corrupted)
+
+
+def test_save_never_replaces_an_existing_file_unless_asked(mnist_model, circuit, tmp_path):
+    """A page saved earlier is the user's: ``save`` refuses it by name and leaves it byte for byte;
+    ``overwrite=True`` replaces it."""
+    path = tmp_path / "view.html"
+    path.write_text("kept", encoding="utf-8")
+    view = viz.circuit_graph(mnist_model, circuit)
+    with pytest.raises(FileExistsError, match="view.html already exists; pass overwrite=True"):
+        view.save(path)
+    assert path.read_text(encoding="utf-8") == "kept"
+    assert view.save(path, overwrite=True).read_text(encoding="utf-8") == view.page()

@@ -151,3 +151,16 @@ def test_network_vs_circuit_draws_the_circuit_as_a_subset_of_the_network():
     for seg, style in circ.items():
         assert full[seg] == style
     plt.close(fig)
+
+
+def test_figure_never_replaces_an_existing_file_unless_asked(mnist_model, circuit, tmp_path):
+    """An existing figure file is refused before anything is drawn and kept byte for byte; ``overwrite=True``
+    replaces it."""
+    path = tmp_path / "fig.png"
+    path.write_bytes(b"kept")
+    figures = len(plt.get_fignums())
+    with pytest.raises(FileExistsError, match="fig.png already exists; pass overwrite=True"):
+        viz.network_vs_circuit(mnist_model, circuit, path)
+    assert path.read_bytes() == b"kept" and len(plt.get_fignums()) == figures  # refused before drawing
+    plt.close(viz.network_vs_circuit(mnist_model, circuit, path, overwrite=True))
+    assert path.read_bytes().startswith(b"\x89PNG")
