@@ -28,7 +28,7 @@ add one clean forward pass; EAP-IG is two forward passes plus k forward+backward
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from jaxtyping import Float

@@ -100,12 +100,7 @@ class ChangedKL:
             y_rows, p_rows, axis = y_rows.T.unsqueeze(1), self.p_full[:, rows].T.unsqueeze(1), 0
         else:
             p_rows, axis = self.p_full[:, rows], -1
-        y = y_rows + delta
-        if self._one_pass(delta, rest_min):
-            lse = torch.log(exp_rest + y.exp().sum(dim=axis))
-        else:
-            lse = torch.logaddexp(rest, torch.logsumexp(y, dim=axis))
-        out = const - (delta * p_rows).sum(dim=axis) + lse
+        out = self._terms(y_rows, p_rows, const, rest, exp_rest, rest_min, delta, axis)
         return out if per_example else out.mean(dim=-1)
 
     def pair_base(self, x0: Float[Tensor, "batch classes"], rows: Tensor) -> tuple[Tensor, ...]:
@@ -119,12 +114,18 @@ class ChangedKL:
         (the fast engine scores only the examples a candidate moves); ``pbase = pair_base(x0, rows)``; the
         formula of ``__call__``, one column per pair."""
         y_rows, const, rest, exp_rest, rest_min, p_rows = pbase
-        y = y_rows.index_select(0, examples).T + delta  # row gathers, then the (r, pairs) layout
+        at = lambda t: t.index_select(0, examples)  # noqa: E731  (row gathers, then the (r, pairs) layout)
+        return self._terms(at(y_rows).T, at(p_rows).T, at(const), at(rest), at(exp_rest), rest_min, delta, 0)
+
+    def _terms(self, y_rows: Tensor, p_rows: Tensor, const: Tensor, rest: Tensor, exp_rest: Tensor, rest_min: float,
+               delta: Tensor, axis: int) -> Tensor:
+        """``const - sum_rows p delta + log-sum-exp`` over the class axis ``axis`` (``__call__``'s formula)."""
+        y = y_rows + delta
         if self._one_pass(delta, rest_min):
-            lse = torch.log(exp_rest.index_select(0, examples) + y.exp().sum(dim=0))
+            lse = torch.log(exp_rest + y.exp().sum(dim=axis))
         else:
-            lse = torch.logaddexp(rest.index_select(0, examples), torch.logsumexp(y, dim=0))
-        return const.index_select(0, examples) - (delta * p_rows.index_select(0, examples).T).sum(dim=0) + lse
+            lse = torch.logaddexp(rest, torch.logsumexp(y, dim=axis))
+        return const - (delta * p_rows).sum(dim=axis) + lse
 
     def per_example(self, x0: Float[Tensor, "batch classes"]) -> Float[Tensor, " batch"]:
         """``KL_b`` of ``x0`` itself, per example (the same formula with nothing changed)."""

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from circuits.acdc import acdc, check_threshold
 from circuits.circuit import Circuit
-from circuits.graph import Edge, graph_of
+from circuits.graph import graph_of
 
 
 class EdgeRanking(dict):

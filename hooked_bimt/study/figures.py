@@ -20,7 +20,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from hooked_bimt.atomic import atomic_write  # noqa: E402
-from hooked_bimt.study.bootstrap import Interval  # noqa: E402
 from hooked_bimt.study.summary import Summary, Training  # noqa: E402
 
 DPI = 100

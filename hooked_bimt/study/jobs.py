@@ -44,7 +44,7 @@ def load_or_train(store: RunStore, config: dict[str, Any], regime: str, seed: in
 def _batch_units(store: RunStore, config: dict[str, Any], model64: Any, fp: str, task: Any,
                  key: tuple[str, int, str, int]) -> None:
     """Node patching and one ACDC unit per threshold for one example batch (finished ones reused)."""
-    from hooked_bimt.study.presets import _mnist, training_data
+    from hooked_bimt.study.presets import _mnist
 
     todo = [t for t in config["thresholds"] if store.load_unit(key, t, fp) is None]
     np_done = store.load_record(key, "node_patching", fp)

@@ -22,8 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from circuits.validate import check_output_dir
 from hooked_bimt.study.environment import machine  # noqa: F401  (re-exported: reproduce.machine)
 from hooked_bimt.study.executors import EXECUTORS, SlurmOptions, check_executor
