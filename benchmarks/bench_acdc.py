@@ -1,7 +1,7 @@
 """Benchmark: ACDC reference engine vs fast engine on a 784-100-100-10 MLP trained on real MNIST.
 
     PYTHONPATH=. python benchmarks/bench_acdc.py [--checkpoint DIR] [--threshold T] [--steps N] [--regime R]
-        [--model-dtype float32|float64] [--discovery-dtype float64|model]
+        [--model-dtype float32|float64] [--discovery-dtype float64|model] [--device cpu|cuda]
 
 Without ``--checkpoint`` a model is trained here: with ``--regime`` by ``hooked_bimt.train`` (e.g.
 "vanilla", cross-entropy, ``--steps`` steps), otherwise with a short plain loop (AdamW 1e-3, batch 100,
@@ -56,7 +56,8 @@ def train_regime(regime: str, steps: int, seed: int) -> HookedMLP:
 def accuracy(model: HookedMLP) -> float:
     _, test = load_mnist()
     with torch.no_grad():
-        return float((model(test.flat().to(model.dtype)).argmax(-1) == test.labels).double().mean())
+        x = test.flat().to(device=model.device, dtype=model.dtype)
+        return float((model(x).argmax(-1).cpu() == test.labels).double().mean())
 
 
 def pairs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--model-dtype", choices=["float32", "float64"], default="float64")
     ap.add_argument("--discovery-dtype", choices=["float64", "model"], default="float64",
                     help="acdc(dtype=torch.float64) (the default) or dtype=None (the model's own dtype)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: model, batches and both engines run there")
     ap.add_argument("--cache", default=None, help="safetensors file: reuse the model trained here (written atomically)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -99,11 +101,17 @@ def main() -> None:
         model = train_regime(args.regime, args.steps, args.seed) if args.regime else train(args.steps, args.lam, args.seed)
         if args.cache:
             atomic_write(args.cache, lambda tmp: save_file(model.state_dict(), str(tmp)))
-    model = model.to(getattr(torch, args.model_dtype)).eval()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"bench_acdc: --device {args.device} asked for, but CUDA is not available (torch {torch.__version__})")
+    model = model.to(getattr(torch, args.model_dtype)).eval().to(device)
     dtype = torch.float64 if args.discovery_dtype == "float64" else None
     print(machine())
     print(f"model: {source} ({time.perf_counter() - t0:.1f}s), {args.model_dtype}; test accuracy {accuracy(model):.4f}")
-    clean, corrupted = pairs(args.pairs, args.seed)
+    clean, corrupted = (t.to(device) for t in pairs(args.pairs, args.seed))
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)} (times are wall clock after the engine returns; "
+              "CPU time below is the host process's)")
     print(f"pairs: {len(clean)} of 8 (clean) vs 3 (corrupted), discovery in {args.discovery_dtype}, metric kl, "
           f"threshold {args.threshold}")
 

@@ -1,0 +1,195 @@
+"""GPU paths: what a user runs on CUDA gives what it gives on the CPU (skipped without a GPU).
+
+Every test builds its model and inputs on the CPU, runs there, moves both to ``DEVICE`` and runs again:
+float64 circuits must be the same edge sets with effects equal to rounding, scores and logits equal to
+rounding, and the results must live on the device the model lives on. Training on CUDA is checked
+against what the CPU trainer guarantees (finite, learning, on the device, CUDA's own peak meter).
+
+``HOOKED_BIMT_TEST_DEVICE=cpu`` runs the module on the CPU (a check of the tests themselves, not of CUDA).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+
+import pytest
+import torch
+
+import circuits
+from circuits import Circuit, metrics
+
+DEVICE = os.environ.get("HOOKED_BIMT_TEST_DEVICE", "cuda")
+pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
+                                reason="needs a CUDA device")
+
+
+def on(model, device=DEVICE):
+    return copy.deepcopy(model).to(device)
+
+
+def same_circuit(a: Circuit, b: Circuit, tol: float = 1e-9) -> None:
+    assert a.edges == b.edges
+    assert list(a.effects) == list(b.effects)
+    for e, v in a.effects.items():
+        assert math.isclose(b.effects[e], v, rel_tol=1e-9, abs_tol=tol), (e, v, b.effects[e])
+
+
+def assert_close_tree(a, b, path="data") -> None:
+    """Nested dicts/lists equal, floats to 1e-9 relative (a GPU's float64 rounding)."""
+    assert type(a) is type(b), path
+    if isinstance(a, dict):
+        assert list(a) == list(b), path
+        for k in a:
+            assert_close_tree(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close_tree(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (path, a, b)
+    else:
+        assert a == b, path
+
+
+def mlp(seed: int = 0, widths=(6, 5, 4, 3)):
+    from hooked_bimt.model import HookedMLP
+
+    torch.manual_seed(seed)
+    model = HookedMLP(widths).double()
+    with torch.no_grad():
+        for lin in model.linears:
+            lin.weight.mul_(2.0)
+    g = torch.Generator().manual_seed(100 + seed)
+    clean = torch.randn(8, widths[0], generator=g, dtype=torch.float64)
+    corrupted = torch.randn(8, widths[0], generator=g, dtype=torch.float64)
+    return model, clean, corrupted
+
+
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+@pytest.mark.parametrize("threshold", [0.0, 1e-3])
+def test_mlp_acdc_on_the_device_equals_the_cpu(engine, threshold):
+    model, clean, corrupted = mlp()
+    cpu = circuits.acdc(model, clean, corrupted, threshold=threshold, engine=engine)
+    dev = circuits.acdc(on(model), clean.to(DEVICE), corrupted.to(DEVICE), threshold=threshold, engine=engine)
+    assert dev.settings["engine_used"] == cpu.settings["engine_used"]
+    same_circuit(cpu, dev)
+
+
+def test_float32_mlp_engines_agree_on_the_device():
+    model, clean, corrupted = mlp(3, widths=(20, 16, 12, 5))
+    model = on(model.float())
+    clean, corrupted = clean.float().to(DEVICE), corrupted.float().to(DEVICE)
+    ref = circuits.acdc(model, clean, corrupted, threshold=1e-4, engine="reference")
+    fast = circuits.acdc(model, clean, corrupted, threshold=1e-4, engine="fast")
+    assert fast.settings["engine_used"] == "fast"
+    same_circuit(ref, fast, tol=1e-10)
+
+
+def test_run_circuit_eap_and_evaluate_on_the_device_equal_the_cpu():
+    model, clean, corrupted = mlp(1)
+    circuit = circuits.acdc(model, clean, corrupted, threshold=1e-3)
+    dev_model, c, k = on(model), clean.to(DEVICE), corrupted.to(DEVICE)
+    logits = circuits.run_circuit(dev_model, circuit, c, k)  # a circuit found on the CPU runs on the GPU copy
+    assert logits.device.type == torch.device(DEVICE).type
+    torch.testing.assert_close(logits.cpu(), circuits.run_circuit(model, circuit, clean, corrupted), rtol=1e-10, atol=1e-12)
+    for steps in (None, 4):
+        cpu_scores = circuits.eap(model, clean, corrupted, steps=steps)
+        dev_scores = circuits.eap(dev_model, c, k, steps=steps)
+        assert list(cpu_scores) == list(dev_scores)
+        for e, v in cpu_scores.items():
+            assert math.isclose(dev_scores[e], v, rel_tol=1e-9, abs_tol=1e-12)
+    labels = torch.arange(8) % 3
+    r_cpu = circuits.evaluate(model, circuit, clean, corrupted, clean_labels=labels, corrupt_labels=(labels + 1) % 3)
+    r_dev = circuits.evaluate(dev_model, circuit, c, k, clean_labels=labels, corrupt_labels=(labels + 1) % 3)
+    for key, v in r_cpu.items():
+        if isinstance(v, float):
+            assert math.isclose(r_dev[key], v, rel_tol=1e-9, abs_tol=1e-12), key
+
+
+def test_the_viewer_draws_a_model_on_the_device():
+    model, clean, corrupted = mlp(2)
+    circuit = circuits.acdc(model, clean, corrupted, threshold=1e-3)
+    page_cpu = circuits.viz.circuit_graph(model, circuit)
+    page_dev = circuits.viz.circuit_graph(on(model), circuit)
+    assert_close_tree(page_dev.data, page_cpu.data)  # the page's data; the page's element id is random
+
+
+# ------------------------------------------------------------------------------------------ bridges
+def gpt2_bridge(device: str, layers: int = 2):
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=layers, n_head=4, n_embd=16, vocab_size=20, n_positions=16, initializer_range=0.3)
+    hf = GPT2LMHeadModel(cfg).double().eval()
+    return build_bridge_from_module(hf.to(device), "GPT2LMHeadModel", hf_config=cfg, tokenizer=None, device=device)
+
+
+def llama_bridge(device: str):
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=16,
+                      intermediate_size=32, vocab_size=20, max_position_embeddings=16, initializer_range=0.3)
+    hf = LlamaForCausalLM(cfg).double().eval()
+    return build_bridge_from_module(hf.to(device), "LlamaForCausalLM", hf_config=cfg, tokenizer=None, device=device)
+
+
+def tokens(batch: int = 4, seq: int = 5):
+    g = torch.Generator().manual_seed(7)
+    return torch.randint(0, 20, (batch, seq), generator=g), torch.randint(0, 20, (batch, seq), generator=g)
+
+
+@pytest.mark.parametrize("make", [gpt2_bridge, llama_bridge], ids=["gpt2", "llama_gqa"])
+def test_bridge_acdc_on_the_device_equals_the_cpu(make):
+    pytest.importorskip("transformer_lens.model_bridge")
+    clean, corrupted = tokens()
+    cpu_bridge, dev_bridge = make("cpu"), make(DEVICE)
+    cpu = circuits.acdc(cpu_bridge, clean, corrupted, threshold=1e-3, engine="fast")
+    ref_dev = circuits.acdc(dev_bridge, clean.to(DEVICE), corrupted.to(DEVICE), threshold=1e-3, engine="reference")
+    fast_dev = circuits.acdc(dev_bridge, clean.to(DEVICE), corrupted.to(DEVICE), threshold=1e-3, engine="fast")
+    assert fast_dev.settings["engine_used"] == "fast_attention"
+    same_circuit(cpu, fast_dev)
+    same_circuit(ref_dev, fast_dev)
+    full = circuits.run_circuit(dev_bridge, Circuit.full(circuits.graph_of(dev_bridge)), clean.to(DEVICE),
+                                corrupted.to(DEVICE))
+    torch.testing.assert_close(full, dev_bridge(clean.to(DEVICE)), rtol=1e-10, atol=1e-10)
+
+
+def test_bridge_eap_ig_on_the_device_equals_the_cpu():
+    pytest.importorskip("transformer_lens.model_bridge")
+    clean, corrupted = tokens()
+    metric = metrics.logit_diff(torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6, 7, 8]))
+    cpu = circuits.eap(gpt2_bridge("cpu"), clean, corrupted, metric, steps=3)
+    dev = circuits.eap(gpt2_bridge(DEVICE), clean.to(DEVICE), corrupted.to(DEVICE), metric, steps=3)
+    assert list(cpu) == list(dev)
+    for e, v in cpu.items():
+        assert math.isclose(dev[e], v, rel_tol=1e-9, abs_tol=1e-12), e
+
+
+# ------------------------------------------------------------------------------------------ training
+@pytest.mark.parametrize("regime", ["bimt", "bimt_original"])
+def test_training_on_the_device_learns_and_meters_memory(regime):
+    from hooked_bimt.data import load_mnist
+    from hooked_bimt.train import TrainConfig, train
+
+    data = load_mnist()
+    config = TrainConfig(steps=120, swap_every=50, eval_every=60, train_subset=2000, test_subset=500,
+                         lambda_=1e-3)
+    result = train(regime, config, seed=0, device=DEVICE, data=data, progress=False)
+    model = result.model
+    assert all(p.device.type == torch.device(DEVICE).type for p in model.parameters())
+    assert result.metrics["swaps"] > 0
+    accs = [h["test_accuracy"] for h in result.history]
+    assert accs and accs[-1] > 0.5  # 120 steps of MNIST: far above chance (0.1)
+    assert result.metrics["peak_memory_bytes"] > sum(p.numel() * p.element_size() for p in model.parameters())
+    # the circuit engines take the trained model where it is
+    _, test = data
+    clean = test.flat()[test.labels == 8][:20].to(DEVICE)
+    corrupted = test.flat()[test.labels == 3][:20].to(DEVICE)
+    fast = circuits.acdc(model, clean, corrupted, threshold=1e-3, engine="fast")
+    ref = circuits.acdc(model, clean, corrupted, threshold=1e-3, engine="reference")
+    same_circuit(ref, fast, tol=1e-10)
