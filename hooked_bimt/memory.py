@@ -1,6 +1,10 @@
 """Peak training memory, per SPEC section 5.
 
-- CUDA: ``torch.cuda.max_memory_allocated`` over the measured window (reset at its start).
+- CUDA: ``torch.cuda.max_memory_allocated`` over the measured window (reset at its start), minus what was
+  allocated on the device when the window opened, plus the bytes of the tensors alive then: the CPU meter's
+  quantity. The device-wide figure alone also holds the cuBLAS workspace (~32 MiB, allocated at a process's
+  first matrix product) and whatever earlier work in the process left on the device (seen on an H200: a
+  no-swap model's peak read 68 MiB that way, 2.1 MiB this way).
 - CPU: torch has no allocator statistics on CPU, so ``PeakMemory`` counts it itself. A
   ``TorchDispatchMode`` sees every tensor every aten op produces (forward, backward, optimizer,
   swaps); each new storage is added to a running total when first seen and removed when it is
@@ -24,7 +28,11 @@ CPU_METHOD = (
     "over a window of training steps that includes a swap step, plus the bytes of the tensors alive "
     "when the window opens (parameters, gradients, optimizer state, cost scales)"
 )
-CUDA_METHOD = "cuda: torch.cuda.max_memory_allocated over a window of training steps that includes a swap step"
+CUDA_METHOD = (
+    "cuda: torch.cuda.max_memory_allocated over a window of training steps that includes a swap step, minus the "
+    "device's allocated bytes when the window opens, plus the bytes of the tensors alive then (parameters, "
+    "gradients, optimizer state, cost scales); cuBLAS workspace and earlier work on the device excluded"
+)
 
 
 class PeakMemory(TorchDispatchMode):
@@ -65,6 +73,16 @@ class PeakMemory(TorchDispatchMode):
                 self._track(t)
         self.peak = max(self.peak, self.live)
         return out
+
+
+def storage_bytes(tensors: Iterable[Any]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views of one storage counted once)."""
+    seen: dict[tuple[str, int], int] = {}
+    for t in tensors:
+        if isinstance(t, Tensor):
+            s = t.untyped_storage()
+            seen[(str(t.device), s.data_ptr())] = s.nbytes()
+    return sum(seen.values())
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[Tensor]:

@@ -30,7 +30,7 @@ from hooked_bimt.batches import BATCH_MODES, batch_indices, resolve_mode
 from hooked_bimt.checkpoint import read_metadata, save_model
 from hooked_bimt.cost import add_cost_grad, connection_cost, cost_scale, cost_scales  # noqa: F401 (re-exported)
 from hooked_bimt.data import MNISTSplit, load_mnist
-from hooked_bimt.memory import CPU_METHOD, CUDA_METHOD, PeakMemory, optimizer_tensors
+from hooked_bimt.memory import CPU_METHOD, CUDA_METHOD, PeakMemory, optimizer_tensors, storage_bytes
 from hooked_bimt.geometry import ORIGINAL_RING_PHASE
 from hooked_bimt.model import HookedMLP
 from hooked_bimt.regimes import Regime, get_regime
@@ -328,13 +328,14 @@ class _Trainer:
     def measured_steps(self, window: range) -> int:
         """Run the steps of ``window`` under the memory meter; returns peak bytes (data excluded). No list of the
         start's tensors outlives the meter's set-up (it kept the freed gradients alive: + their bytes)."""
-        if self.device.type == "cuda":
+        if self.device.type == "cuda":  # the CPU meter's quantity: alive at the start + what the window adds
             torch.cuda.synchronize(self.device)
+            alive, start = storage_bytes(self.alive_tensors()), torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             for step in window:
                 self.step(step)
-            data = sum(t.numel() * t.element_size() for t in (self.x, self.y, self.x_test, self.y_test, self.targets))
-            return torch.cuda.max_memory_allocated(self.device) - data
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) - start + alive
         with PeakMemory(self.alive_tensors()) as meter:
             for step in window:
                 self.step(step)

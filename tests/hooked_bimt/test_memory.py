@@ -55,3 +55,11 @@ def test_training_window_keeps_no_freed_gradient_alive():
     trainer.model.forward = spy
     trainer.measured_steps(range(1, 2))
     assert freed == [True]
+
+
+def test_storage_bytes_counts_each_storage_once():
+    from hooked_bimt.memory import storage_bytes
+
+    a = torch.zeros(100, 10, dtype=torch.float64)  # 8,000 bytes
+    b = torch.zeros(7, dtype=torch.float32)  # 28 bytes
+    assert storage_bytes([a, a[3:], a.T, b, None, "not a tensor"]) == 8_000 + 28
