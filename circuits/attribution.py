@@ -36,8 +36,8 @@ from torch import Tensor
 
 from circuits import metrics
 from circuits.circuit import Circuit, model_identity
-from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
-from circuits.patching import check_batches, record, sender_contributions
+from circuits.graph import Connection, Edge, Graph, Nodes, graph_of, node_mix_axis
+from circuits.patching import check_batches, node_selector, record, sender_contributions
 from circuits.protocol_check import check_declaration
 from circuits.validate import check_eap_ablation, check_model_and_inputs, scalar_metric
 
@@ -128,9 +128,45 @@ def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta:
             and delta.shape[:-1] == grad.shape[:-1]):
         G, D = grad.reshape(-1, receivers.count), delta.reshape(-1, senders.count)
         return conn.weight().to(G.dtype) * (G.T @ D)
+    if conn.node_mix is not None:
+        return _mixed_scores(conn.node_mix(), senders, receivers, delta, grad)
+    if receivers.count <= senders.count:
+        return _adjoint_scores(conn, senders, receivers, delta, grad)
     every = torch.arange(senders.count, device=delta.device)
     rows = [_per_receiver_node(out * grad, receivers) for _, out in sender_contributions(conn, senders, delta, every)]
     return torch.cat(rows, dim=0).T
+
+
+def _mixed_scores(M: Tensor, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor
+                  ) -> Float[Tensor, "n_receiver n_sender"]:
+    """The same scores for a declared ``node_mix`` ``M``: ``score[r, s] = M[r, s] <delta[.., s, ..], grad[.., r, ..]>``
+    summed over every axis but the node axis: one matrix product of the node-major flattened tensors."""
+    k = node_mix_axis(senders, receivers)
+    M = M.to(grad.dtype)
+    if k is None:
+        return M * (delta * grad).sum()
+    D = (delta if senders.axis is not None else delta.unsqueeze(k)).movedim(k, 0)
+    G = (grad if receivers.axis is not None else grad.unsqueeze(k)).movedim(k, 0)
+    return M * (G.reshape(G.shape[0], -1) @ D.reshape(D.shape[0], -1).T)
+
+
+def _adjoint_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor
+                    ) -> Float[Tensor, "n_receiver n_sender"]:
+    """The same scores through the adjoint of ``contribute``: ``score[r, s] = <delta_s, contribute^T(grad_r)>``,
+    where ``grad_r`` is the gradient kept on receiver node ``r``. ``contribute`` is linear (SPEC 3; the
+    declaration check holds it to that), so its vector-Jacobian product at any point is its adjoint: one
+    batched backward pass through ``contribute`` for all receiver nodes, instead of one contribution per
+    sender node (on a bridge, per-head broadcasts of the residual stream)."""
+    every = torch.arange(receivers.count, device=grad.device)
+    kept = grad.unsqueeze(0) * node_selector(receivers, every, grad.dim(), grad.dtype)  # (R, batch, ...)
+    x = torch.zeros_like(delta, requires_grad=True)
+    with torch.enable_grad():
+        out = conn.contribute(x)
+        if receivers.count == 1:
+            adj = torch.autograd.grad(out, x, grad_outputs=kept[0])[0].unsqueeze(0)
+        else:
+            adj = torch.stack([torch.autograd.grad(out, x, grad_outputs=k, retain_graph=True)[0] for k in kept])
+    return _per_receiver_node(delta.unsqueeze(0) * adj, senders)
 
 
 def eap(

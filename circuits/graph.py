@@ -29,6 +29,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
+import torch
 from torch import Tensor
 
 Elementwise = Callable[[Tensor], Tensor]
@@ -91,6 +92,28 @@ class Connection:
     receiver: str
     contribute: Callable[[Tensor], Tensor]
     weight: Optional[Callable[[], Tensor]] = None
+    node_mix: Optional[Callable[[], Tensor]] = None
+    """Optional ``(n_receiver_nodes, n_sender_nodes)`` matrix ``M`` when ``contribute`` mixes nodes along the node
+    axis and passes every other axis through: ``contribute(a)[..., r, ...] = sum_s M[r, s] a[..., s, ...]``
+    (``mix_nodes``). Both hooks then have the same shape apart from the node axis, at the same position in
+    both; a one-node hook (``axis=None``) has none and reads as a size-1 node axis there. Residual streams
+    are like this: heads summed into the stream (``ones(1, H)``), the stream copied to every head
+    (``ones(H, 1)``). Engines may use it for products; ``contribute`` stays the definition (checked)."""
+
+
+def node_mix_axis(senders: Nodes, receivers: Nodes) -> Optional[int]:
+    """The node axis ``node_mix`` acts on: the receiver's, else the sender's (None: both hooks are one node)."""
+    return receivers.axis if receivers.axis is not None else senders.axis
+
+
+def mix_nodes(M: Tensor, a: Tensor, senders: Nodes, receivers: Nodes) -> Tensor:
+    """``contribute(a)`` as ``Connection.node_mix`` declares it: ``M`` applied along the node axis."""
+    k = node_mix_axis(senders, receivers)
+    if k is None:
+        return M.reshape(()) * a
+    x = a if senders.axis is not None else a.unsqueeze(k)
+    y = torch.tensordot(M.to(a.dtype), x.movedim(k, 0), dims=([1], [0])).movedim(0, k)
+    return y if receivers.axis is not None else y.squeeze(k)
 
 
 @dataclass(frozen=True)

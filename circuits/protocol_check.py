@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.graph import Connection, Graph, graph_of
+from circuits.graph import Connection, Graph, Nodes, graph_of, mix_nodes
 from circuits.patching import record
 
 DECLARATION_ROWS = 4  # rows of the clean/corrupted batches the pre-discovery check runs on
@@ -66,8 +66,10 @@ def _check_order(graph: Graph, order: list[str]) -> None:
                              "(a receiver can only read hooks that fired before it)")
 
 
-def _check_connection(conn: Connection, a1: Tensor, a2: Tensor, target: Tensor, rtol: float) -> Tensor:
-    """``contribute(a1 - a2)`` after checking its shape, ``contribute(0) == 0``, linearity and ``weight``."""
+def _check_connection(conn: Connection, a1: Tensor, a2: Tensor, target: Tensor, rtol: float,
+                      nodes: tuple[Nodes, Nodes]) -> Tensor:
+    """``contribute(a1 - a2)`` after checking its shape, ``contribute(0) == 0``, linearity, ``weight`` and
+    ``node_mix`` (``nodes``: the sender's and the receiver's)."""
     where = f"{conn.receiver}: connection {conn.sender} -> {conn.receiver}"
     delta = a1 - a2
     out = conn.contribute(delta)
@@ -90,6 +92,17 @@ def _check_connection(conn: Connection, a1: Tensor, a2: Tensor, target: Tensor, 
         dense = (delta.reshape(-1, delta.shape[-1]) @ W.T).reshape(out.shape)
         if not _close(dense, out, out.abs().max(), rtol)[0]:
             raise ValueError(f"{where}: the declared weight() disagrees with contribute")
+    if conn.node_mix is not None:
+        M, want = conn.node_mix(), (nodes[1].count, nodes[0].count)
+        if tuple(M.shape) != want:
+            raise ValueError(f"{where}: node_mix() has shape {tuple(M.shape)}, expected {want} (receiver nodes, "
+                             "sender nodes)")
+        try:
+            mixed = mix_nodes(M, delta, *nodes)
+        except RuntimeError as err:
+            raise ValueError(f"{where}: node_mix() cannot apply along the node axis ({err})") from err
+        if mixed.shape != out.shape or not _close(mixed, out, out.abs().max(), rtol)[0]:
+            raise ValueError(f"{where}: the declared node_mix() disagrees with contribute")
     return out
 
 
@@ -98,7 +111,8 @@ def _check_receiver(graph: Graph, receiver: str, c1: dict, c2: dict, rtol: float
     total = torch.zeros_like(target)
     scale = target.abs().max()
     for conn in graph.connections_into(receiver):
-        out = _check_connection(conn, c1[conn.sender], c2[conn.sender], target, rtol)
+        out = _check_connection(conn, c1[conn.sender], c2[conn.sender], target, rtol,
+                                (graph.nodes[conn.sender], graph.nodes[conn.receiver]))
         total = total + out
         scale = torch.maximum(scale, out.abs().max())
     ok, err = _close(total, target, scale, rtol)

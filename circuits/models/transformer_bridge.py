@@ -124,7 +124,8 @@ def _identity(a: Tensor) -> Tensor:
     return a
 
 
-def _connections_into(receiver: str, n_recv: Optional[int], senders: list[tuple[str, bool]]) -> list[Connection]:
+def _connections_into(receiver: str, n_recv: Optional[int], senders: list[tuple[str, bool]], n_heads: int
+                      ) -> list[Connection]:
     """Connections from ``senders`` ((hook, is_heads)) into ``receiver`` (``n_recv`` heads, None: one node)."""
     out = []
     for hook, heads in senders:
@@ -132,8 +133,14 @@ def _connections_into(receiver: str, n_recv: Optional[int], senders: list[tuple[
             fn = _heads_to(n_recv)
         else:
             fn = _identity if n_recv is None else _broadcast(n_recv)
-        out.append(Connection(sender=hook, receiver=receiver, contribute=fn))
+        mix = _ones(1 if n_recv is None else n_recv, n_heads if heads else 1)
+        out.append(Connection(sender=hook, receiver=receiver, contribute=fn, node_mix=mix))
     return out
+
+
+def _ones(n_receivers: int, n_senders: int) -> Callable[[], Tensor]:
+    """``node_mix`` of a residual-stream connection: every sender node reaches every receiver node, weight 1."""
+    return lambda: torch.ones(n_receivers, n_senders, dtype=torch.float64)
 
 
 def bridge_graph(bridge: Any) -> Graph:
@@ -163,17 +170,17 @@ def bridge_graph(bridge: Any) -> Graph:
             nodes[hook] = Nodes(hook, count, axis=HEAD_AXIS)
             if count == H:
                 node_output[hook] = res
-            conns += _connections_into(hook, count, senders)
+            conns += _connections_into(hook, count, senders, H)
         senders.append((res, True))
         if not attn_only:
             m_in, m_out = mlp_in_hook(layer), mlp_out_hook(layer)
             nodes[m_in], nodes[m_out] = Nodes(m_in, 1, axis=None), Nodes(m_out, 1, axis=None)
             node_output[m_in] = m_out
-            conns += _connections_into(m_in, None, senders)
+            conns += _connections_into(m_in, None, senders, H)
             senders.append((m_out, False))
     out = output_hook(L)
     nodes[out] = Nodes(out, 1, axis=None)
-    conns += _connections_into(out, None, senders)
+    conns += _connections_into(out, None, senders, H)
     return Graph(nodes=nodes, connections=tuple(conns), output=out, node_output=node_output)
 
 

@@ -59,7 +59,7 @@ def test_eap_is_the_directional_derivative_on_the_attention_model():
         assert scores[e] == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
 
 
-def _scaled_removal(model, clean, corrupted, edge, t):
+def _scaled_removal(model, clean, corrupted, edge, t, metric=linear_metric):
     """M after adding t times the edge's removal shift (t=1: exact removal)."""
     def node_slice(t, nodes, index):  # keep node ``index`` only (independent of circuits.patching)
         if nodes.axis is None:
@@ -78,7 +78,7 @@ def _scaled_removal(model, clean, corrupted, edge, t):
     with torch.no_grad():
         full = model(clean)
         out = model.run_with_hooks(clean, fwd_hooks=[(edge.receiver, lambda z, hook: z + t * shift)])
-    return float(linear_metric(out, full))
+    return float(metric(out, full))
 
 
 def test_eap_ig_converges_to_the_exact_effect_of_a_single_edge():
@@ -161,3 +161,43 @@ def test_eap_prefilter_feeds_acdc():
     direct = circuits.acdc(p.model, p.clean, p.corrupted, threshold=1e-3,
                            edges=circuit_from_scores(eap(p.model, p.clean, p.corrupted), p.model, top_n=20).edges)
     assert direct.edges == found.edges
+
+
+def test_eap_is_the_directional_derivative_on_a_bridge():
+    """Every scoring path on a TransformerLens bridge (declared ``node_mix``; without it, the adjoint of
+    ``contribute`` or contributions per sender) is d/dt M(z_r + t c_e) at t = 0 (central finite difference)."""
+    import dataclasses
+
+    pytest.importorskip("transformer_lens.model_bridge")
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=2, n_head=4, n_embd=16, vocab_size=20, n_positions=16, initializer_range=0.3)
+    model = build_bridge_from_module(GPT2LMHeadModel(cfg).double().eval(), "GPT2LMHeadModel", hf_config=cfg,
+                                     tokenizer=None, device="cpu")
+    gen = torch.Generator().manual_seed(4)
+    clean, corrupted = torch.randint(0, 20, (4, 5), generator=gen), torch.randint(0, 20, (4, 5), generator=gen)
+
+    def metric(logits, full):
+        return -(logits[:, -1, 3] - logits[:, -1, 5]).mean()
+
+    declared = eap(model, clean, corrupted, metric, point="clean")
+    graph = graph_of(model)
+    plain = dataclasses.replace(graph, connections=tuple(dataclasses.replace(c, node_mix=None) for c in graph.connections))
+    model.circuit_graph = lambda: plain  # the same bridge declared without node_mix: the generic paths
+    try:
+        generic = eap(model, clean, corrupted, metric, point="clean")
+    finally:
+        del model.circuit_graph
+    h = 1e-5
+    for e in [Edge("embed.hook_out", 0, "blocks.1.attn.hook_q_input", 2),
+              Edge("blocks.0.attn.hook_result", 1, "blocks.1.attn.hook_k_input", 3),
+              Edge("blocks.0.attn.hook_result", 2, "blocks.0.hook_mlp_in", 0),
+              Edge("blocks.1.mlp.hook_out", 0, "blocks.1.hook_out", 0)]:
+        up = _scaled_removal(model, clean, corrupted, e, h, metric)
+        down = _scaled_removal(model, clean, corrupted, e, -h, metric)
+        assert declared[e] == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9), e
+        assert generic[e] == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9), e
+    assert all(generic[e] == pytest.approx(v, rel=1e-9, abs=1e-13) for e, v in declared.items())

@@ -340,6 +340,27 @@ def test_eap_is_minus_transformer_lens_edge_attribution_summed_over_positions(gp
     scale = max(abs(v) for v in ours.values())
     assert scale > 1e-3
     assert max(abs(ours[e] + summed[e]) for e in ours) < 1e-12 * max(1.0, scale)
+    # the public port of TL's scores (names, sum over positions, sign) gives what the mapping above gives
+    from circuits.models.tl_attribution import from_tl_attribution
+
+    ported = from_tl_attribution(tl, gpt2)
+    assert list(ported) == list(ours)
+    assert all(abs(ported[e] + summed[e]) <= 1e-15 * max(1.0, abs(summed[e])) for e in ported)
+    assert from_tl_attribution(tl.edge_scores, gpt2) == ported
+
+
+def test_tl_scores_of_another_model_or_kind_are_refused_by_name(gpt2):
+    from transformer_lens.tools.analysis.attribution_patching import Node
+
+    from circuits.models.tl_attribution import from_tl_attribution
+
+    head = Node("attn_head_out", layer=5, position=0, head=0)  # gpt2 has 2 layers
+    with pytest.raises(ValueError, match="blocks.5.attn.hook_result.*does not have"):
+        from_tl_attribution({(head, Node("logits", layer=1, position=0)): 1.0}, gpt2)
+    with pytest.raises(ValueError, match="no edge scores|got none"):
+        from_tl_attribution({}, gpt2)
+    with pytest.raises(ValueError, match="kind 'resid'"):
+        from_tl_attribution({(type("N", (), {"kind": "resid"})(), Node("logits", layer=1, position=0)): 1.0}, gpt2)
 
 
 def test_eap_ig_averages_gradients_along_the_embedding_path(gpt2):

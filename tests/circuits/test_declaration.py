@@ -124,3 +124,26 @@ def test_the_check_runs_on_a_few_rows_only():
     clean, corrupted = make_batches(0, batch=50)
     check_declaration(model, graph_of(model), clean, corrupted)
     assert seen == [DECLARATION_ROWS, DECLARATION_ROWS]  # two forward passes of a few rows
+
+
+@pytest.mark.parametrize("mix, reason", [
+    (lambda n_r, n_s: torch.zeros(n_r, n_s, dtype=torch.float64), "node_mix() disagrees with contribute"),
+    (lambda n_r, n_s: torch.ones(n_r + 1, n_s, dtype=torch.float64), "node_mix() has shape"),
+])
+def test_a_wrong_node_mix_is_refused_naming_the_receiver(mix, reason):
+    pytest.importorskip("transformer_lens.model_bridge")
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=10, n_positions=8)
+    bridge = build_bridge_from_module(GPT2LMHeadModel(cfg).double().eval(), "GPT2LMHeadModel", hf_config=cfg,
+                                      tokenizer=None, device="cpu")
+    g = graph_of(bridge)
+    i = next(i for i, c in enumerate(g.connections) if c.receiver == "blocks.0.attn.hook_k_input")
+    n_r, n_s = g.nodes[g.connections[i].receiver].count, g.nodes[g.connections[i].sender].count
+    _lie(bridge, _replace(g, i, node_mix=lambda: mix(n_r, n_s)))
+    clean, corrupted = torch.randint(0, 10, (3, 4)), torch.randint(0, 10, (3, 4))
+    for algorithm in (lambda: eap(bridge, clean, corrupted), lambda: acdc(bridge, clean, corrupted, threshold=0.01)):
+        with pytest.raises(ValueError) as err:
+            algorithm()
+        assert err.value.args[0].startswith("blocks.0.attn.hook_k_input:") and reason in err.value.args[0]
