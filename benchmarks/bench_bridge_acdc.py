@@ -4,7 +4,8 @@ A randomly initialised GPT-2 bridge (n_heads 8, d_model 128, vocab 64; float64, 
 corrupted batches of 16 random 12-token sequences, KL at the last position, ``threshold`` chosen so the
 circuit keeps a middling share of the edges (0.0002: 27% on 4 layers). Prints the edge sets' agreement, the largest
 difference of the tested edges' effects, both times (wall clock and CPU time of the process) and their ratios (one
-process, same inputs), then the fast engine's time for 2, 4 and 8 layers.
+process, same inputs), then the fast engine's again after the reference and the ratio to the mean of the two
+(this VM's speed drifts over minutes), then the fast engine's time for 2, 4 and 8 layers.
 
     PYTHONPATH=. python benchmarks/bench_bridge_acdc.py [--threshold 0.0002] [--layers 4] [--growth 2 4 8] [--no-reference]
 """
@@ -62,6 +63,12 @@ def main() -> None:
         print(f"{args.layers} layers: reference {t_ref:.2f} s wall, {c_ref:.2f} s CPU, {ref.n_edges} edges kept; "
               f"identical edge sets: {ref.edges == fast.edges}; max |effect difference| {worst}; "
               f"speed-up {t_ref / t_fast:.1f}x wall, {c_ref / c_fast:.1f}x CPU", flush=True)
+        # this VM's speed drifts over minutes: a fast run after the reference too, and the ratio to their mean
+        after, t_after, c_after = timed(model, clean, corrupted, args.threshold, "fast")
+        assert after.edges == fast.edges
+        print(f"{args.layers} layers: fast again after the reference {t_after:.2f} s wall, {c_after:.2f} s CPU; "
+              f"reference / mean of the fast runs before and after it: {2 * t_ref / (t_fast + t_after):.1f}x wall, "
+              f"{2 * c_ref / (c_fast + c_after):.1f}x CPU", flush=True)
     for layers in args.growth:
         if layers == args.layers:
             c, t, cpu = fast, t_fast, c_fast
