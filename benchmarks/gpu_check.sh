@@ -18,6 +18,16 @@ export PYTHONPATH=/tmp/site:.
 python3 -c "import sys, torch, transformers, transformer_lens; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name(0))" || exit 1
 step "CUDA tests"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -o addopts="-ra" tests/test_cuda.py "tests/hooked_bimt/test_zoo.py::test_zoo_runs_on_gpu" 2>&1 | tee "$LOGS/cuda_tests.log" | tail -20
+step "cuBLAS workspace probe (what CUDA's allocator holds after a process's first matrix product)"
+for cfg in default ":0:0"; do
+  if [ "$cfg" = default ]; then unset CUBLAS_WORKSPACE_CONFIG; else export CUBLAS_WORKSPACE_CONFIG=$cfg; fi
+  python3 -c "
+import torch
+x = torch.randn(100, 784, device='cuda'); w = torch.randn(100, 784, device='cuda')
+a = torch.cuda.memory_allocated(); y = x @ w.T; torch.cuda.synchronize()
+print('CUBLAS_WORKSPACE_CONFIG=$cfg: allocated before the first matmul', a, 'bytes; after', torch.cuda.memory_allocated(), 'bytes')"
+done
+unset CUBLAS_WORKSPACE_CONFIG
 step "claim 4: bench_memory.py --device cuda"
 timeout 90 python3 benchmarks/bench_memory.py --device cuda 2>&1 | tee "$LOGS/bench_memory_cuda.log"
 step "claim 4: bench_memory_original.py cuda"

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from circuits import metrics
 from circuits.circuit import Circuit, model_identity
-from circuits.graph import Connection, Edge, Graph, Nodes, graph_of, node_mix_axis
+from circuits.graph import Connection, Edge, Graph, Nodes, graph_of, node_mix_axis, nodes_first
 from circuits.patching import check_batches, node_selector, record, sender_contributions
 from circuits.protocol_check import check_declaration
 from circuits.validate import check_eap_ablation, check_model_and_inputs, scalar_metric
@@ -145,8 +145,7 @@ def _mixed_scores(M: Tensor, senders: Nodes, receivers: Nodes, delta: Tensor, gr
     M = M.to(grad.dtype)
     if k is None:
         return M * (delta * grad).sum()
-    D = (delta if senders.axis is not None else delta.unsqueeze(k)).movedim(k, 0)
-    G = (grad if receivers.axis is not None else grad.unsqueeze(k)).movedim(k, 0)
+    D, G = nodes_first(delta, senders, k), nodes_first(grad, receivers, k)
     return M * (G.reshape(G.shape[0], -1) @ D.reshape(D.shape[0], -1).T)
 
 
@@ -162,10 +161,7 @@ def _adjoint_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta: T
     x = torch.zeros_like(delta, requires_grad=True)
     with torch.enable_grad():
         out = conn.contribute(x)
-        if receivers.count == 1:
-            adj = torch.autograd.grad(out, x, grad_outputs=kept[0])[0].unsqueeze(0)
-        else:
-            adj = torch.stack([torch.autograd.grad(out, x, grad_outputs=k, retain_graph=True)[0] for k in kept])
+        adj = torch.stack([torch.autograd.grad(out, x, grad_outputs=k, retain_graph=True)[0] for k in kept])
     return _per_receiver_node(delta.unsqueeze(0) * adj, senders)
 
 

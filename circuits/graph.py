@@ -106,13 +106,17 @@ def node_mix_axis(senders: Nodes, receivers: Nodes) -> Optional[int]:
     return receivers.axis if receivers.axis is not None else senders.axis
 
 
+def nodes_first(a: Tensor, nodes: Nodes, k: int) -> Tensor:
+    """``a`` with ``node_mix``'s axis ``k`` first: ``nodes``' own axis, or a size-1 one for a one-node hook."""
+    return (a if nodes.axis is not None else a.unsqueeze(k)).movedim(k, 0)
+
+
 def mix_nodes(M: Tensor, a: Tensor, senders: Nodes, receivers: Nodes) -> Tensor:
     """``contribute(a)`` as ``Connection.node_mix`` declares it: ``M`` applied along the node axis."""
     k = node_mix_axis(senders, receivers)
     if k is None:
         return M.reshape(()) * a
-    x = a if senders.axis is not None else a.unsqueeze(k)
-    y = torch.tensordot(M.to(a.dtype), x.movedim(k, 0), dims=([1], [0])).movedim(0, k)
+    y = torch.tensordot(M.to(a.dtype), nodes_first(a, senders, k), dims=([1], [0])).movedim(0, k)
     return y if receivers.axis is not None else y.squeeze(k)
 
 

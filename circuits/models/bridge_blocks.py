@@ -111,8 +111,8 @@ class BridgeBlocks:
         w_in, b_in = _linear(getattr(mlp, "in"))
         w_out, b_out = _linear(mlp.out)
         w_gate = _linear(mlp.gate)[0] if hasattr(mlp, "gate") else None
-        # MLP weights kept (out, in) contiguous, for F.linear: MKL's float64 product is markedly faster that way
-        # round on these shapes than ``x @ W`` with W (in, out) (benchmarks/RESULTS.md, bridge engine)
+        # MLP weights kept (out, in) contiguous, for F.linear: MKL's float64 product is faster that way round on
+        # these shapes than ``x @ W`` with W (in, out) (benchmarks/bench_matmul_layout.py: 1.1-1.2x)
         linear = lambda w: None if w is None else w.t().contiguous()  # noqa: E731
         return Layer(_norm_params(block.ln1), _norm_params(block.ln2), heads(wq, H), hb(bq, H), heads(wk, G),
                      hb(bk, G), heads(wv, G), hb(bv, G), wo.reshape(H, dh, d).contiguous(), bo,
