@@ -28,6 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.graph import Connection, Graph, Nodes, graph_of, mix_nodes
+from circuits.models import transformer_bridge
 from circuits.patching import record
 
 DECLARATION_ROWS = 4  # rows of the clean/corrupted batches the pre-discovery check runs on
@@ -199,7 +200,14 @@ def check_declaration(model: Any, graph: Graph, clean: Float[Tensor, "batch ..."
     """The pre-discovery check: every test of ``check_graph`` on the first ``rows`` clean/corrupted pairs
     (two forward passes of ``rows`` examples). Returns ``graph`` in forward order: receivers in the order
     their hooks fired, the senders of each receiver likewise (``Graph.in_order``)."""
-    errors, order = _verify(model, graph, clean[:rows], corrupted[:rows], _rtol(model, rtol))
+    try:
+        errors, order = _verify(model, graph, clean[:rows], corrupted[:rows], _rtol(model, rtol))
+    except ValueError as err:
+        if not transformer_bridge.built_here(model, graph):
+            raise
+        raise ValueError(f"{err} [{transformer_bridge.architecture(model)}: the SPEC 7 graph does not describe this "
+                         "bridge exactly; its architecture adds to the residual stream something the graph lacks, "
+                         "scaled or normalised sublayer outputs for instance]") from err
     return graph.in_order(order)
 
 

@@ -24,11 +24,13 @@ through present edges, at the positions the metric reads (every position where a
 it), from a cached baseline of the current circuit; after a node's removals the baseline becomes the state
 scored for its last removal (that state is the new circuit: every later candidate of the node was kept). An
 edge whose contribution ``c`` is exactly 0 has effect exactly 0 (the reference's tie rule). Other bridges use
-the stacked bridge forward above.
+the stacked bridge forward above (copied at the receiver's block where a probe shows that is exact, else stacked
+at the input: ``_Stacked``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -37,7 +39,6 @@ from torch import Tensor
 from circuits.acdc.loop import Problem, clean_up, drop_if_dead, receiver_order
 from circuits.graph import Edge, Graph, Nodes
 from circuits.models import transformer_bridge
-from circuits.models.transformer_bridge import is_bridge
 from circuits.patching import EdgeMask, run_with_mask
 from circuits.acdc.bridge_delta import mix as _mix
 from circuits.acdc import bridge_delta, bridge_scorer, speculate
@@ -52,8 +53,7 @@ _DELTA_OVERHEAD, _STACKED_OVERHEAD = 0.75, 4.0
 def supports(model: Any, graph: Graph) -> bool:
     """Bridges whose graph is SPEC 7's, built by ``circuits.models.transformer_bridge`` (its contributions are
     what ``_mix`` computes; receivers named ``blocks.{l}.…`` give the layer a stacked pass starts at)."""
-    return (is_bridge(model) and all(r.startswith("blocks.") for r in graph.receivers())
-            and all(c.contribute.__module__ == transformer_bridge.__name__ for c in graph.connections))
+    return transformer_bridge.built_here(model, graph) and all(r.startswith("blocks.") for r in graph.receivers())
 
 
 def _layer(hook: str) -> int:
@@ -66,11 +66,19 @@ def _node(t: Tensor, nodes: Nodes, index: int) -> Tensor:
 
 
 class _Stacked:
-    """Forward passes of ``n`` candidate states of receiver node ``R[r]``, stacked on the batch axis."""
+    """Forward passes of ``n`` candidate states of receiver node ``R[r]``, stacked on the batch axis.
 
-    def __init__(self, p: Problem, receiver: str) -> None:
+    The states are copied where the receiver's layer starts (``blocks.{l}.hook_in``), so the layers before it run
+    once. Some bridges build per-batch tensors before the first block (an attention mask, for instance, on Qwen 3,
+    OLMo, StableLM, SmolLM 3; GPT-BigCode's breaks even at the output) that a batch grown mid-forward no longer
+    fits; ``copy`` (shared by every receiver of one discovery) says per copy point whether it may be used, found
+    by a probe on its first pass (``_probe``). Otherwise the clean batch is stacked at the input and every layer
+    runs per state."""
+
+    def __init__(self, p: Problem, receiver: str, copy: dict[str, bool]) -> None:
         self.p, self.graph, self.receiver = p, p.graph, receiver
-        self.grow_at = receiver if receiver == p.graph.output else f"blocks.{_layer(receiver)}.hook_in"
+        self.copy_at = receiver if receiver == p.graph.output else f"blocks.{_layer(receiver)}.hook_in"
+        self.copy = copy
         self.senders = set(self.graph.senders())
         self.receivers = set(self.graph.receivers())
         self.passes = 0
@@ -78,11 +86,29 @@ class _Stacked:
     def accepted(self, j: int) -> None:
         """Nothing cached to move (each pass runs the bridge from the current mask)."""
 
-    def score(self, r: int, extra: Tensor) -> Tensor:
-        """The metric of each state: the current circuit with ``extra[j]`` added to ``R[r]``'s input.
+    def _probe(self, r: int, extra: Tensor) -> bool:
+        """Whether states copied at ``copy_at`` score as the whole stacked batch does (the same maths, so equal up to
+        rounding): both ways on two copies of the first state; an error from the bridge on the grown batch is a no."""
+        extra = torch.cat([extra[:1], extra[:1]])
+        try:
+            grown = self._forward(r, extra, grow=True)
+        except (RuntimeError, ValueError, IndexError):  # a per-batch tensor built before the copy point
+            return False
+        whole = self._forward(r, extra, grow=False)
+        tol = math.sqrt(torch.finfo(whole.dtype).eps) * (1.0 + float(whole.abs().max()))
+        return bool(((grown - whole).abs() <= tol).all())
 
-        Activations after the copy point hold ``n`` states x ``batch`` rows; they are viewed as
-        ``(n, batch, ...)`` so that ``a'`` and the patch terms of unstacked senders broadcast over states."""
+    def score(self, r: int, extra: Tensor) -> Tensor:
+        """The metric of each state: the current circuit with ``extra[j]`` added to ``R[r]``'s input."""
+        if self.copy_at not in self.copy:
+            self.copy[self.copy_at] = self._probe(r, extra)
+        self.passes += 1
+        return self._forward(r, extra, grow=self.copy[self.copy_at])
+
+    def _forward(self, r: int, extra: Tensor, grow: bool) -> Tensor:
+        """One stacked pass. Activations holding ``n`` states x ``batch`` rows (after the copy point, or all of
+        them when the input is stacked) are viewed as ``(n, batch, ...)`` so that ``a'`` and the patch terms of
+        unstacked senders broadcast over states."""
         n, b = extra.shape[0], self.p.clean.shape[0]
         graph, a_prime = self.graph, self.p.a_prime
         absent = {k: None if bool(m.all()) else (~m).to(extra.dtype) for k, m in self.p.mask.items()}
@@ -90,7 +116,7 @@ class _Stacked:
 
         def fn(act: Tensor, hook: Any) -> Tensor:
             name = hook.name
-            if name == self.grow_at:
+            if grow and name == self.copy_at:
                 act = act.repeat(n, *([1] * (act.dim() - 1)))
             stacked = act.shape[0] != b
             if name in self.receivers:
@@ -112,10 +138,10 @@ class _Stacked:
                 current[name] = act
             return act
 
-        hooks = sorted(self.senders | self.receivers | {self.grow_at})
+        hooks = sorted(self.senders | self.receivers | ({self.copy_at} if grow else set()))
+        clean = self.p.clean if grow else self.p.clean.repeat(n, *([1] * (self.p.clean.dim() - 1)))
         with torch.no_grad(), self.p.model.hooks(fwd_hooks=[(h, fn) for h in hooks]):
-            logits = self.p.model(self.p.clean)
-        self.passes += 1
+            logits = self.p.model(clean)
         return self.p.metric.many(logits.reshape(n, b, *logits.shape[1:]), self.p.full_logits).reshape(n)
 
 
@@ -270,10 +296,11 @@ def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]
     effects: dict[Edge, float] = {}
     passes = 0
     guesser = speculate.Guesser(overhead=_STACKED_OVERHEAD)
+    copy: dict[str, bool] = {}  # per copy point: whether states may be copied there (``_Stacked``)
     for receiver in receiver_order(graph, p.progress):
         conns = graph.connections_into(receiver)
         acts: Optional[dict[str, Tensor]] = None  # senders' current activations: fixed while R is processed
-        stack = _Stacked(p, receiver)
+        stack = _Stacked(p, receiver, copy)
         guesser.start(receiver)
         stack.guesser = guesser
         for r in range(graph.nodes[receiver].count):

@@ -5,7 +5,8 @@ The residual stream of a sequential (attention, then MLP) pre-norm transformer i
     resid(l) = embed + pos + sum_{l' < l} ( sum_h result_{l',h} + b_O,l' + mlp_out_{l'} )
 
 so every receiver is linear in the senders' outputs, up to terms equal in the clean and corrupted runs
-(positional embeddings, output biases). The graph:
+(positional embeddings, output biases). With parallel attention and MLP (GPT-NeoX, ``cfg.parallel_attn_mlp``)
+a block adds ``attn(ln1(x)) + mlp(ln2(x))``: the MLP reads the block's input, not its heads. The graph:
 
 * Senders: the input node ``embed.hook_out`` (one node), each layer's heads ``blocks.{l}.attn.hook_result``
   (``(batch, pos, head, d_model)``, nodes on the head axis), each MLP's output ``blocks.{l}.mlp.hook_out``
@@ -13,6 +14,8 @@ so every receiver is linear in the senders' outputs, up to terms equal in the cl
 * Receivers: each head's query/key/value input ``blocks.{l}.attn.hook_{q,k,v}_input`` (the residual before
   the layer norm, ``(batch, pos, head, d_model)``, nodes on the head axis), each MLP's input
   ``blocks.{l}.hook_mlp_in`` (one node), and the output ``blocks.{L-1}.hook_out`` (``hook_resid_post``).
+* Edges: every sender into every receiver downstream of it; the heads of layer l feed the MLP of layer l
+  unless attention and MLP are parallel.
 * Contributions: ``contribute(a) = a`` broadcast to every receiver head (input, MLP), and
   ``contribute(result) = sum_h result[..., h, :]`` broadcast likewise (heads).
 
@@ -25,11 +28,15 @@ several heads, so it is no one head's input); with full multi-head attention a h
 Names are the canonical hook names (those ``hook.name`` reports inside a hook): ``embed.hook_out`` is
 TL's ``hook_embed``, ``blocks.{l}.mlp.hook_out`` is ``blocks.{l}.hook_mlp_out``, ``blocks.{l}.hook_out``
 is ``blocks.{l}.hook_resid_post``. Building the graph turns on the gated hooks it needs
-(``set_use_attn_result``, ``set_use_split_qkv_input``, ``set_use_hook_mlp_in``).
+(``set_use_attn_result``, ``set_use_split_qkv_input``, ``set_use_hook_mlp_in``) and runs two tokens through the
+bridge once to see them fire. What the graph cannot describe is refused, naming it: norms after the sublayers
+(Gemma 2/3, OLMo 2), scaled sublayer outputs (Granite's ``residual_multiplier``), mixture-of-experts MLPs, and
+TransformerLens adapters that cannot give or never fire the gated hooks (docs/transformers.md, "Architectures").
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Optional
 
 import torch
@@ -68,11 +75,17 @@ def output_hook(n_layers: int) -> str:
     return f"blocks.{n_layers - 1}.hook_out"
 
 
-def _check_architecture(cfg: Any) -> None:
+def _check_architecture(bridge: Any) -> None:
     """Refuse, naming the feature, what the SPEC 7 graph cannot describe additively."""
+    cfg = bridge.cfg
     problems = []
-    if getattr(cfg, "parallel_attn_mlp", False):
-        problems.append("parallel attention and MLP (parallel_attn_mlp=True): the MLP does not read the heads")
+    hf_cfg = getattr(getattr(bridge, "original_model", None), "config", None)
+    if float(getattr(hf_cfg, "residual_multiplier", 1.0) or 1.0) != 1.0:
+        problems.append(f"scaled sublayer outputs (residual_multiplier={hf_cfg.residual_multiplier}, as in Granite): "
+                        "the residual stream adds a multiple of what the heads and MLPs output")
+    if _post_norm(bridge):
+        problems.append("a norm after each sublayer's output (post_feedforward_layernorm, as in Gemma 2/3 and OLMo 2): "
+                        "the residual stream is not a sum of the senders' outputs")
     if getattr(cfg, "use_normalization_before_and_after", False):
         problems.append("normalization after the sublayers (use_normalization_before_and_after=True): "
                         "the residual stream is not a sum of the senders' outputs")
@@ -83,8 +96,53 @@ def _check_architecture(cfg: Any) -> None:
     if getattr(cfg, "num_experts", None):
         problems.append("mixture-of-experts MLPs (num_experts set)")
     if problems:
-        raise ValueError(f"{getattr(cfg, 'architecture', 'this model')}: circuits cannot build a SPEC 7 graph: "
+        raise ValueError(f"{architecture(bridge)}: circuits cannot build a SPEC 7 graph: "
                          + "; ".join(problems))
+
+
+def _post_norm(bridge: Any) -> bool:
+    """Whether the Hugging Face blocks normalise the MLP's output before adding it to the residual stream."""
+    hf = getattr(bridge, "original_model", None)
+    if not isinstance(hf, torch.nn.Module):
+        return False
+    return any(name.rsplit(".", 1)[-1] == "post_feedforward_layernorm" for name, _ in hf.named_modules())
+
+
+def built_here(model: Any, graph: Graph) -> bool:
+    """Whether ``graph`` is the SPEC 7 graph this module builds for bridge ``model`` (not one declared by a user)."""
+    return is_bridge(model) and all(c.contribute.__module__ == __name__ for c in graph.connections)
+
+
+def architecture(bridge: Any) -> str:
+    return str(getattr(bridge.cfg, "architecture", None) or type(bridge).__name__)
+
+
+_FIRING: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def _check_hooks_fire(bridge: Any, hooks: list[str]) -> None:
+    """Run two tokens through the bridge with the graph's hooks attached (once per bridge): TransformerLens's
+    adapter for an architecture may lack one of the gated hooks or fail with them on; refuse by name, before work."""
+    if _FIRING.get(bridge):
+        return
+    fired: set[str] = set()
+
+    def seen(act: Tensor, hook: Any) -> None:
+        fired.add(hook.name)
+
+    device = next((t.device for t in bridge.parameters()), torch.device("cpu"))
+    try:
+        with torch.no_grad(), bridge.hooks(fwd_hooks=[(h, seen) for h in hooks]):
+            bridge(torch.zeros(1, 2, dtype=torch.long, device=device))
+    except Exception as e:  # an adapter that breaks with split q/k/v inputs or per-head results on
+        raise ValueError(f"{architecture(bridge)}: the bridge's forward fails with the hooks the SPEC 7 graph needs "
+                         f"turned on ({type(e).__name__}: {e}); TransformerLens's adapter for this architecture does "
+                         "not support them") from e
+    missing = [h for h in hooks if h not in fired]
+    if missing:
+        raise ValueError(f"{architecture(bridge)}: TransformerLens's adapter for this architecture never fires "
+                         f"{missing}, which the SPEC 7 graph needs (the gated hooks are on)")
+    _FIRING[bridge] = True
 
 
 def required_hooks(n_layers: int, attn_only: bool) -> list[str]:
@@ -105,7 +163,11 @@ def enable_hooks(bridge: Any) -> None:
         fn = getattr(bridge, setter, None)
         if fn is None:
             raise ValueError(f"{type(bridge).__name__} has no {setter}(): circuits needs the gated hook it enables")
-        fn(True)
+        try:
+            fn(True)
+        except NotImplementedError as e:  # TL: e.g. no per-head results for this architecture's attention
+            raise ValueError(f"{architecture(bridge)}: TransformerLens cannot turn on {flag} for this architecture, "
+                             f"which the SPEC 7 graph needs: {e}") from e
 
 
 def _broadcast(n_heads: int) -> Callable[[Tensor], Tensor]:
@@ -146,17 +208,18 @@ def _ones(n_receivers: int, n_senders: int) -> Callable[[], Tensor]:
 def bridge_graph(bridge: Any) -> Graph:
     """SPEC 7's graph of ``bridge`` (module docstring); turns on the gated hooks; errors name what is missing."""
     cfg = bridge.cfg
-    _check_architecture(cfg)
+    _check_architecture(bridge)
     L, H = int(cfg.n_layers), int(cfg.n_heads)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or H)
     if H % n_kv:
         raise ValueError(f"n_heads={H} is not a multiple of n_key_value_heads={n_kv}")
     attn_only = bool(getattr(cfg, "attn_only", False))
+    parallel = bool(getattr(cfg, "parallel_attn_mlp", False))
     enable_hooks(bridge)
     missing = [h for h in required_hooks(L, attn_only) if h not in bridge.hook_dict]
     if missing:
-        raise ValueError(f"{getattr(cfg, 'architecture', type(bridge).__name__)}: the bridge lacks hook points the "
-                         f"SPEC 7 graph needs: {missing}")
+        raise ValueError(f"{architecture(bridge)}: the bridge lacks hook points the SPEC 7 graph needs: {missing}")
+    _check_hooks_fire(bridge, required_hooks(L, attn_only))
 
     nodes: dict[str, Nodes] = {INPUT: Nodes(INPUT, 1, axis=None)}
     node_output: dict[str, str] = {}
@@ -171,12 +234,14 @@ def bridge_graph(bridge: Any) -> Graph:
             if count == H:
                 node_output[hook] = res
             conns += _connections_into(hook, count, senders, H)
-        senders.append((res, True))
         if not attn_only:
             m_in, m_out = mlp_in_hook(layer), mlp_out_hook(layer)
             nodes[m_in], nodes[m_out] = Nodes(m_in, 1, axis=None), Nodes(m_out, 1, axis=None)
             node_output[m_in] = m_out
-            conns += _connections_into(m_in, None, senders, H)
+            # sequential blocks: the MLP reads the residual after this layer's heads; parallel: the same as the heads
+            conns += _connections_into(m_in, None, senders if parallel else senders + [(res, True)], H)
+        senders.append((res, True))
+        if not attn_only:
             senders.append((m_out, False))
     out = output_hook(L)
     nodes[out] = Nodes(out, 1, axis=None)

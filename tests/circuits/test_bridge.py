@@ -56,16 +56,19 @@ def llama():
 
 # ---------------------------------------------------------------------------- the hook-only SPEC 7
 def spec7_edges(cfg) -> list[Edge]:
-    """Every edge, receivers in forward order (q, k, v inputs, MLP input per layer; then the output)."""
+    """Every edge, receivers in forward order (q, k, v inputs, MLP input per layer; then the output). With parallel
+    attention and MLP (GPT-NeoX, ``cfg.parallel_attn_mlp``) the MLP reads the block's input, not its heads."""
     L, H = cfg.n_layers, cfg.n_heads
     kv = cfg.n_key_value_heads or H
+    parallel = bool(getattr(cfg, "parallel_attn_mlp", False))
     senders: list[tuple[str, int]] = [("embed.hook_out", 0)]
     out = []
     for layer in range(L):
         for role, n in (("q", H), ("k", kv), ("v", kv)):
             out += [Edge(s, i, f"blocks.{layer}.attn.hook_{role}_input", r) for r in range(n) for s, i in senders]
-        senders += [(f"blocks.{layer}.attn.hook_result", h) for h in range(H)]
-        out += [Edge(s, i, f"blocks.{layer}.hook_mlp_in", 0) for s, i in senders]
+        heads = [(f"blocks.{layer}.attn.hook_result", h) for h in range(H)]
+        out += [Edge(s, i, f"blocks.{layer}.hook_mlp_in", 0) for s, i in (senders if parallel else senders + heads)]
+        senders += heads
         senders.append((f"blocks.{layer}.mlp.hook_out", 0))
     return out + [Edge(s, i, f"blocks.{L - 1}.hook_out", 0) for s, i in senders]
 
@@ -123,15 +126,19 @@ def _head(hook: str, i: int):
 
 
 def spec7_acdc(bridge, clean, corrupted, threshold: float) -> set:
-    """SPEC 7's ACDC order, dead-node and clean-up rules on full multi-head attention."""
+    """SPEC 7's ACDC order, dead-node and clean-up rules. Under grouped-query attention a KV group's key/value input
+    is no one head's input: only a head's query input counts for those rules."""
     edges = spec7_edges(bridge.cfg)
+    grouped = (bridge.cfg.n_key_value_heads or bridge.cfg.n_heads) < bridge.cfg.n_heads
     kept = set(edges)
     full = bridge(clean).detach()
     current = spec7_kl(spec7_run(bridge, kept, clean, corrupted), full)
     receivers = list(dict.fromkeys((e.receiver, e.receiver_index) for e in edges))
 
-    def out_of(recv: str, r: int):  # the sender node whose input this receiver node is
+    def out_of(recv: str, r: int):  # the sender node whose input this receiver node is (None: no one node's)
         layer = recv.split(".")[1]
+        if grouped and (recv.endswith("hook_k_input") or recv.endswith("hook_v_input")):
+            return None
         return (f"blocks.{layer}.attn.hook_result", r) if "attn" in recv else (f"blocks.{layer}.mlp.hook_out", 0)
 
     final = f"blocks.{bridge.cfg.n_layers - 1}.hook_out"
@@ -139,7 +146,8 @@ def spec7_acdc(bridge, clean, corrupted, threshold: float) -> set:
     order = [(h, r) for h in reversed(hooks) for x, r in receivers if x == h]  # hooks backwards, heads ascending
     for recv, r in order:
         into = [e for e in edges if (e.receiver, e.receiver_index) == (recv, r)]
-        if recv != final and not any((e.sender, e.sender_index) == out_of(recv, r) for e in kept):
+        if recv != final and out_of(recv, r) is not None and not any((e.sender, e.sender_index) == out_of(recv, r)
+                                                                     for e in kept):
             kept -= set(into)
             continue
         for e in into:
@@ -150,7 +158,7 @@ def spec7_acdc(bridge, clean, corrupted, threshold: float) -> set:
                 kept.discard(e)
                 current = new
     for recv, r in receivers:  # clean-up, forward order: a node receiving nothing sends nothing
-        if recv == final:
+        if recv == final or out_of(recv, r) is None:
             continue
         node = out_of(recv, r)
         inputs = [(x, i) for x, i in receivers if x != final and out_of(x, i) == node]
@@ -183,17 +191,17 @@ def test_declaration_holds_on_the_real_forward(make):
 
 
 def test_unsupported_architecture_is_refused_naming_the_feature():
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    cfg = GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=16, intermediate_size=32,
-                        vocab_size=VOCAB, max_position_embeddings=16, use_parallel_residual=True)
-    neox = build_bridge_from_module(GPTNeoXForCausalLM(cfg).double().eval(), "GPTNeoXForCausalLM", hf_config=cfg,
-                                    tokenizer=None, device="cpu")
+    cfg = Gemma2Config(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=4, hidden_size=16,
+                       intermediate_size=32, vocab_size=VOCAB, max_position_embeddings=16)
+    gemma2 = build_bridge_from_module(Gemma2ForCausalLM(cfg).double().eval(), "Gemma2ForCausalLM", hf_config=cfg,
+                                      tokenizer=None, device="cpu")
     clean, corrupted = tokens(11)
-    with pytest.raises(ValueError, match="parallel attention and MLP"):
-        circuits.acdc(neox, clean, corrupted, threshold=0.1)
-    with pytest.raises(ValueError, match="parallel attention and MLP"):
-        circuits.eap(neox, clean, corrupted)
+    with pytest.raises(ValueError, match="Gemma2ForCausalLM: .*a norm after each sublayer's output"):
+        circuits.acdc(gemma2, clean, corrupted, threshold=0.1)
+    with pytest.raises(ValueError, match="a norm after each sublayer's output"):
+        circuits.eap(gemma2, clean, corrupted)
 
 
 # ---------------------------------------------------------------------------- item 2: exactness

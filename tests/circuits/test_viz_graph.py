@@ -132,6 +132,27 @@ def test_bridge_heads_are_units_with_q_k_v_ports():
                      "mlp_in": {"hook_mlp_in"}, "out": {"hook_out"}}
 
 
+@pytest.mark.parametrize("arch", ["GPTNeoXForCausalLM", "Qwen3ForCausalLM", "GPTBigCodeForCausalLM"])
+def test_other_architectures_draw_every_edge_into_its_port(arch):
+    """Parallel attention and MLP (GPT-NeoX: no edge from a layer's heads into its MLP), q/k norms, multi-query."""
+    from test_bridge_architectures import WORKS, build
+
+    bridge = build(arch, *WORKS[arch])
+    circuit = random_circuit(bridge, 0.6, 4)
+    d = embedded(viz.circuit_graph(bridge, circuit))
+    got = decoded_edges(d)
+    assert set(got) == set(circuit.edges)
+    U = d["units"]
+    for (s, si, r, ri), (_, su, ru, kind) in got.items():
+        assert d["hooks"][U["hook"][su]] == s and U["index"][su] == si
+        assert r in [d["hooks"][p] for p in U["ports"][ru]] and U["index"][ru] == ri
+        assert kind == {"hook_q_input": "q", "hook_k_input": "k", "hook_v_input": "v", "hook_mlp_in": "mlp_in",
+                        "hook_out": "out"}[r.rsplit(".", 1)[-1]]
+    if arch == "GPTNeoXForCausalLM":
+        assert not [e for e in graph_of(bridge).edges() if e.receiver.endswith("hook_mlp_in")
+                    and e.sender.endswith("hook_result") and e.sender.split(".")[1] == e.receiver.split(".")[1]]
+
+
 def test_llama_gqa_key_value_groups_are_drawn_as_their_own_units():
     bridge = llama_bridge()
     circuit = random_circuit(bridge, 1.0, 3)

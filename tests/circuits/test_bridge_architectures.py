@@ -1,0 +1,169 @@
+"""TransformerLens 4 architectures beyond GPT-2 and Llama (SPEC 7, issue 11 item 1): each either works exactly or
+is refused by ``graph_of`` before any work, with an error naming the architecture and what is missing.
+
+"Works exactly": the declaration holds on the real forward, every edge kept / removed gives the clean / corrupted
+logits, and ACDC's circuit is the hook-only SPEC 7 ACDC's of ``test_bridge`` (which shares no code with
+``circuits``), found alike by both engines. The fast engine scores these bridges by stacked bridge forwards; on
+Qwen 3, OLMo, StableLM, SmolLM 3 and GPT-BigCode, whose forward builds per-batch tensors before the first block,
+the states cannot be copied inside the blocks and are stacked at the input (``fast_attention._Stacked``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import circuits
+from circuits import Circuit
+
+pytest.importorskip("transformer_lens.model_bridge")
+import transformers as tr  # noqa: E402
+from transformer_lens.model_bridge.sources import build_bridge_from_module  # noqa: E402
+
+from test_bridge import VOCAB, spec7_acdc, spec7_edges, tokens  # noqa: E402
+
+_SMALL = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32, vocab_size=VOCAB,
+              max_position_embeddings=16, initializer_range=0.3)
+_GQA = dict(_SMALL, num_key_value_heads=2)
+
+# architecture -> (config class, config, what it exercises)
+WORKS = {
+    "GPTNeoXForCausalLM": (tr.GPTNeoXConfig, dict(_SMALL, use_parallel_residual=True)),  # Pythia: parallel attn + MLP
+    "Qwen3ForCausalLM": (tr.Qwen3Config, dict(_GQA, head_dim=4)),  # q/k norms; states stacked at the input
+    "OlmoForCausalLM": (tr.OlmoConfig, dict(_SMALL)),  # non-parametric LayerNorm; stacked at the input
+    "GPTBigCodeForCausalLM": (tr.GPTBigCodeConfig, dict(n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB,
+                                                        n_positions=16, initializer_range=0.3)),  # multi-query
+    "MistralForCausalLM": (tr.MistralConfig, dict(_GQA)),
+    "Qwen2ForCausalLM": (tr.Qwen2Config, dict(_GQA)),
+    "GemmaForCausalLM": (tr.GemmaConfig, dict(_SMALL, num_key_value_heads=1, head_dim=4)),  # scaled embedding
+    "Phi3ForCausalLM": (tr.Phi3Config, dict(_GQA, pad_token_id=0)),  # fused qkv and gate/up projections
+    "StableLmForCausalLM": (tr.StableLmConfig, dict(_SMALL, num_key_value_heads=4)),  # partial rotary
+    "Starcoder2ForCausalLM": (tr.Starcoder2Config, dict(_GQA)),
+    "GraniteForCausalLM": (tr.GraniteConfig, dict(_GQA)),
+    "SmolLM3ForCausalLM": (tr.SmolLM3Config, dict(_GQA, pad_token_id=0)),
+}
+# compared with the hook-only SPEC 7 ACDC (the others: the two engines with each other)
+AGAINST_SPEC7 = ("GPTNeoXForCausalLM", "Qwen3ForCausalLM", "GPTBigCodeForCausalLM", "GemmaForCausalLM",
+                 "MistralForCausalLM")
+
+# architecture -> (config class, config, the error's words)
+REFUSED = {
+    "Gemma2ForCausalLM": (tr.Gemma2Config, dict(_GQA, head_dim=4), "a norm after each sublayer's output"),
+    "Olmo2ForCausalLM": (tr.Olmo2Config, dict(_SMALL), "a norm after each sublayer's output"),
+    "GraniteForCausalLM": (tr.GraniteConfig, dict(_GQA, residual_multiplier=0.5), "residual_multiplier=0.5"),
+    "GPTJForCausalLM": (tr.GPTJConfig, dict(n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=16,
+                                            rotary_dim=4), "cannot turn on use_attn_result"),
+    "OPTForCausalLM": (tr.OPTConfig, dict(_SMALL, ffn_dim=32, word_embed_proj_dim=16), "cannot turn on use_attn_result"),
+    "BloomForCausalLM": (tr.BloomConfig, dict(hidden_size=16, n_layer=2, n_head=4, vocab_size=VOCAB),
+                         r"never fires \['blocks.0.hook_mlp_in'"),
+    "FalconForCausalLM": (tr.FalconConfig, dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                                                vocab_size=VOCAB), r"never fires \['blocks.0.hook_mlp_in'"),
+    "CodeGenForCausalLM": (tr.CodeGenConfig, dict(n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=16,
+                                                  rotary_dim=4), "forward fails with the hooks"),
+}
+
+
+def build(arch: str, cfg_cls, kwargs: dict, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = cfg_cls(**kwargs)
+    hf = getattr(tr, arch)(cfg).double().eval()
+    return build_bridge_from_module(hf, arch, hf_config=cfg, tokenizer=None, device="cpu")
+
+
+@pytest.fixture(scope="module", params=sorted(WORKS))
+def works(request):
+    return request.param, build(request.param, *WORKS[request.param])
+
+
+def test_the_graph_is_spec7s_and_holds_on_the_real_forward(works):
+    arch, bridge = works
+    graph = circuits.graph_of(bridge)
+    assert sorted(graph.edges()) == sorted(spec7_edges(bridge.cfg))
+    clean, _ = tokens(1)
+    errors = circuits.check_graph(bridge, example_input=clean, rtol=1e-9)
+    assert max(errors.values()) < 1e-10, arch
+
+
+def test_every_edge_kept_or_removed_gives_the_clean_or_corrupted_logits(works):
+    arch, bridge = works
+    graph = circuits.graph_of(bridge)
+    clean, corrupted = tokens(2)
+    with torch.no_grad():
+        want_clean, want_corrupted = bridge(clean), bridge(corrupted)
+    torch.testing.assert_close(circuits.run_circuit(bridge, Circuit.full(graph), clean, corrupted), want_clean,
+                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(circuits.run_circuit(bridge, Circuit.empty(graph), clean, corrupted), want_corrupted,
+                               rtol=0, atol=1e-10)
+
+
+def _middling(bridge, clean, corrupted) -> float:
+    """A threshold that keeps some edges and removes others: the median effect of a low-threshold run."""
+    probe = circuits.acdc(bridge, clean, corrupted, threshold=1e-9, engine="fast")
+    effects = sorted(probe.effects.values())
+    return max(effects[len(effects) // 2], 1e-6)
+
+
+def test_both_engines_find_the_same_circuit(works):
+    arch, bridge = works
+    clean, corrupted = tokens(3)
+    threshold = _middling(bridge, clean, corrupted)
+    ref = circuits.acdc(bridge, clean, corrupted, threshold=threshold, engine="reference")
+    fast = circuits.acdc(bridge, clean, corrupted, threshold=threshold, engine="fast")
+    assert fast.settings["engine_used"] == "fast_attention"
+    assert 0 < ref.n_edges < ref.n_total_edges, arch
+    assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
+    # HF computes some norms and softmaxes in float32 on several of these families: effects agree to that precision
+    assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-6
+    if arch in AGAINST_SPEC7:
+        assert ref.edges == spec7_acdc(bridge, clean, corrupted, threshold)
+
+
+@pytest.mark.parametrize("arch", sorted(REFUSED))
+def test_what_the_graph_cannot_describe_is_refused_by_name_before_work(arch):
+    cfg_cls, kwargs, words = REFUSED[arch]
+    bridge = build(arch, cfg_cls, kwargs)
+    with pytest.raises(ValueError, match=f"{arch}: .*{words}"):
+        circuits.graph_of(bridge)
+    clean, corrupted = tokens(4)
+    with pytest.raises(ValueError, match=arch):
+        circuits.acdc(bridge, clean, corrupted, threshold=0.01)
+
+
+@pytest.mark.parametrize("arch", ["GPTNeoXForCausalLM", "GPTBigCodeForCausalLM"])
+def test_eap_is_the_directional_derivative(arch):
+    """EAP on these graphs (GPT-NeoX's MLP reads the block input; GPT-BigCode's keys/values are one group) is
+    d/dt M(z_r + t c_e) at t = 0 (central finite difference; both families normalise in float64)."""
+    from test_attribution import _scaled_removal
+
+    bridge = build(arch, *WORKS[arch])
+    clean, corrupted = tokens(5)
+
+    def metric(logits, full):
+        return -(logits[:, -1, 3] - logits[:, -1, 5]).mean()
+
+    scores = circuits.eap(bridge, clean, corrupted, metric, point="clean")
+    assert set(scores) == set(circuits.graph_of(bridge).edges())
+    h = 1e-5
+    for e in [circuits.Edge("embed.hook_out", 0, "blocks.1.attn.hook_q_input", 2),
+              circuits.Edge("blocks.0.attn.hook_result", 1, "blocks.1.attn.hook_k_input", 0),
+              circuits.Edge("blocks.0.attn.hook_result", 2, "blocks.1.hook_mlp_in", 0),
+              circuits.Edge("embed.hook_out", 0, "blocks.0.hook_mlp_in", 0),
+              circuits.Edge("blocks.1.mlp.hook_out", 0, "blocks.1.hook_out", 0)]:
+        up = _scaled_removal(bridge, clean, corrupted, e, h, metric)
+        down = _scaled_removal(bridge, clean, corrupted, e, -h, metric)
+        assert scores[e] == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9), e
+
+
+def test_a_non_additive_bridge_the_checks_do_not_know_is_caught_before_discovery(monkeypatch):
+    """The declaration check is the backstop: with the architecture check off, Granite's scaled residual is still
+    refused before any work, naming the receiver hook first and then the bridge's architecture."""
+    from circuits.models import transformer_bridge
+
+    monkeypatch.setattr(transformer_bridge, "_check_architecture", lambda bridge: None)
+    bridge = build("GraniteForCausalLM", tr.GraniteConfig, dict(_GQA, residual_multiplier=0.5))
+    clean, corrupted = tokens(6)
+    for run in (lambda: circuits.acdc(bridge, clean, corrupted, threshold=0.01),
+                lambda: circuits.eap(bridge, clean, corrupted)):
+        with pytest.raises(ValueError, match=r"^blocks\.\d\.[a-z_.]+: the declared contributions do not sum.*"
+                                             r"\[GraniteForCausalLM: the SPEC 7 graph does not describe"):
+            run()
