@@ -8,6 +8,7 @@ process, same inputs), then the fast engine's again after the reference and the 
 (this VM's speed drifts over minutes), then the fast engine's time for 2, 4 and 8 layers.
 
     PYTHONPATH=. python benchmarks/bench_bridge_acdc.py [--threshold 0.0002] [--layers 4] [--growth 2 4 8] [--no-reference]
+        [--arch gpt2|neox|qwen3|llama] [--stacked]
 """
 
 from __future__ import annotations
@@ -23,11 +24,27 @@ from transformer_lens.model_bridge.sources import build_bridge_from_module
 import circuits
 
 
-def bridge(layers: int, seed: int = 0):
+def bridge(layers: int, seed: int = 0, arch: str = "gpt2"):
+    """The benchmark's model: 8 heads, d_model 128, vocab 64, float64; ``arch`` another family of the same size
+    (``neox``: GPT-NeoX / Pythia, parallel attention and MLP, rotary on a quarter of each head; ``qwen3``: q/k
+    norms, 4 KV groups; ``llama``: 4 KV groups). Only GPT-2 and Llama have the fast engine's delta path."""
     torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=layers, n_head=8, n_embd=128, vocab_size=64, n_positions=32, initializer_range=0.1)
-    return build_bridge_from_module(GPT2LMHeadModel(cfg).double().eval(), "GPT2LMHeadModel", hf_config=cfg,
-                                    tokenizer=None, device="cpu")
+    if arch == "gpt2":
+        cfg = GPT2Config(n_layer=layers, n_head=8, n_embd=128, vocab_size=64, n_positions=32, initializer_range=0.1)
+        name, cls = "GPT2LMHeadModel", GPT2LMHeadModel
+    else:
+        import transformers
+
+        common = dict(num_hidden_layers=layers, num_attention_heads=8, hidden_size=128, intermediate_size=512,
+                      vocab_size=64, max_position_embeddings=32, initializer_range=0.1)
+        name, cfg = {
+            "neox": ("GPTNeoXForCausalLM", transformers.GPTNeoXConfig(**common, rotary_pct=0.25,
+                                                                        use_parallel_residual=True)),
+            "qwen3": ("Qwen3ForCausalLM", transformers.Qwen3Config(**common, num_key_value_heads=4, head_dim=16)),
+            "llama": ("LlamaForCausalLM", transformers.LlamaConfig(**common, num_key_value_heads=4)),
+        }[arch]
+        cls = getattr(transformers, name)
+    return build_bridge_from_module(cls(cfg).double().eval(), name, hf_config=cfg, tokenizer=None, device="cpu")
 
 
 def batches(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,11 +65,19 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--growth", type=int, nargs="*", default=[2, 4, 8])
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--arch", default="gpt2", choices=["gpt2", "neox", "qwen3", "llama"])
+    ap.add_argument("--stacked", action="store_true", help="the fast engine without its delta path (stacked forwards)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"{platform.machine()}, torch {torch.__version__}, 1 thread, float64")
+    if args.stacked:
+        from circuits.models import bridge_blocks
+
+        bridge_blocks.supported = lambda model, seq_len=None: False
+        print("fast engine: stacked bridge forwards only (--stacked)")
     clean, corrupted = batches()
-    model = bridge(args.layers)
+    model = bridge(args.layers, arch=args.arch)
+    print(f"architecture: {model.cfg.architecture}")
     fast, t_fast, c_fast = timed(model, clean, corrupted, args.threshold, "fast")
     print(f"{args.layers} layers: fast ({fast.settings['engine_used']}) {t_fast:.2f} s wall, {c_fast:.2f} s CPU, "
           f"{fast.n_edges}/{fast.n_total_edges} edges kept, {fast.settings['n_tested']} tested, "
@@ -73,7 +98,7 @@ def main() -> None:
         if layers == args.layers:
             c, t, cpu = fast, t_fast, c_fast
         else:
-            c, t, cpu = timed(bridge(layers), clean, corrupted, args.threshold, "fast")
+            c, t, cpu = timed(bridge(layers, arch=args.arch), clean, corrupted, args.threshold, "fast")
         print(f"growth: {layers} layers, {c.n_total_edges} edges, fast {t:.2f} s wall, {cpu:.2f} s CPU, {c.n_edges} kept, "
               f"{c.settings.get('verify_passes')} passes", flush=True)
 

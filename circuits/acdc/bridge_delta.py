@@ -1,5 +1,5 @@
 """Scoring candidate states of one receiver node by recomputing only what changes (the fast attention engine's
-inner step on GPT-2 / Llama bridges, ``circuits.models.bridge_blocks``).
+inner step on the bridges ``circuits.models.bridge_blocks`` can read).
 
 A candidate state differs from the current circuit only in receiver node ``R[r]``'s input, by ``extra``. The
 change reaches a later node only through a present edge out of a changed node, and the metric reads only the
@@ -111,11 +111,13 @@ def baseline(bb: BridgeBlocks, graph: Graph, clean: Tensor, a_prime: dict, mask:
         z = bb.attend(proj["q"], proj["k"][:, :, group], proj["v"][:, :, group], every)
         res = bb.result(layer, z, torch.arange(bb.n_heads, device=e.device))
         acts[result_hook(layer)] = res
+        block_in = resid  # what a parallel block's MLP reads
         resid = resid + res.sum(2) + bb.attn_bias(layer, res)
         if mlp_in_hook(layer) in graph.nodes:
             hook = mlp_in_hook(layer)
             term = _absent_term(graph, mask, a_prime, acts, hook)
-            x = resid + term if term is not None else resid.clone()
+            x = block_in if bb.parallel else resid
+            x = x + term if term is not None else x.clone()
             st["x"][hook] = x
             out = bb.mlp(layer, x)
             acts[mlp_out_hook(layer)] = out

@@ -18,7 +18,7 @@ receiver's layer: the clean batch runs once through the layers before l and is c
 ``blocks.{l}.hook_in`` (at the output hook for the output receiver), so the early layers are not repeated.
 Float64 reaches the reference's edge sets: the two differ only in the order of floating-point additions.
 
-On GPT-2 and Llama bridges (``circuits.models.bridge_blocks`` can read their weights) a state is not run
+On bridges whose weights ``circuits.models.bridge_blocks`` can read (GPT-2, Llama, GPT-NeoX, Mistral, ...) a state is not run
 through the bridge: ``circuits.acdc.bridge_delta`` recomputes only the changed head or MLP and what it reaches
 through present edges, at the positions the metric reads (every position where a later attention layer reads
 it), from a cached baseline of the current circuit; after a node's removals the baseline becomes the state
@@ -250,7 +250,7 @@ def _live_candidates(graph: Graph, mask: EdgeMask, receiver: str, r: int, conns:
 
 
 def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
-    """The engine on GPT-2 / Llama bridges: candidate states scored by ``bridge_delta`` (only what changes)."""
+    """The engine on bridges ``bridge_blocks`` reads: candidate states scored by ``bridge_delta`` (only what changes)."""
     from circuits.models.bridge_blocks import BridgeBlocks
 
     graph, mask = p.graph, p.mask
@@ -289,7 +289,7 @@ def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]
     """Same contract as ``circuits.acdc.reference.reference_engine`` (module docstring for how)."""
     from circuits.models import bridge_blocks
 
-    if bridge_blocks.supported(p.model):
+    if bridge_blocks.supported(p.model, p.clean.shape[1]):
         return _delta_engine(p)
     graph, mask = p.graph, p.mask
     current = p.score(mask)

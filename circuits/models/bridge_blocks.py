@@ -1,18 +1,22 @@
-"""A functional re-implementation of a bridge's blocks from its weights (GPT-2 and Llama families), for the fast
-ACDC engine (``circuits.acdc.fast_attention``), which recomputes single heads at chosen positions.
+"""A functional re-implementation of a bridge's blocks from its weights (GPT-2, GPT-NeoX and the Llama-style
+families of ``_FAMILIES``: Llama, Mistral, Qwen 2, Starcoder 2, StableLM), for the fast ACDC engine (``circuits.acdc.fast_attention``), which recomputes single heads at chosen positions.
 
 Per layer, on SPEC 7's per-head receiver inputs ``x`` (the residual stream before the norm, copied per head):
 
     q_h = rot(norm1(x_q[h]) W_Q[h] + b_Q[h])        k_g, v_g likewise from x_k[g], x_v[g] (g: KV group)
-    pattern_h = softmax(q_h k_g(h)^T / sqrt(d_head) + causal)   z_h = pattern_h v_g(h)   (Llama: softmax in float32)
+    pattern_h = softmax(q_h k_g(h)^T / sqrt(d_head) + causal)   z_h = pattern_h v_g(h)   (Llama, NeoX: in float32)
     result_h = z_h W_O[h]                            (``hook_result``; the layer adds b_O once)
     mlp = W_out act(norm2(x) W_in + b_in) + b_out    (gated: W_down (act(x W_gate) * (x W_up)))
     logits = norm_f(resid) W_U + b_U
 
+The MLP reads the residual stream after the layer's heads, or (GPT-NeoX with ``use_parallel_residual``,
+``parallel``) the block's input, as the heads do.
+
 ``norm`` is LayerNorm ``(x - mean) / sqrt(var + eps) * w + b`` or RMSNorm ``x / sqrt(mean(x^2) + eps) * w`` (in
 float32 and cast back, as HF's Llama RMSNorm does even on float64 inputs);
-``rot`` is rotary (``q cos + rotate_half(q) sin``) for Llama, the identity for GPT-2 (learned positions added to
-the embedding). Checked against the bridge's own hooks to 1e-12 in float64 (tests/circuits/test_bridge_blocks.py).
+``rot`` is rotary (``q cos + rotate_half(q) sin``) for Llama and GPT-NeoX (on the first ``rotary_dim`` features
+of each head only, the rest passed through: Pythia rotates a quarter), the identity for GPT-2 (learned positions
+added to the embedding). Checked against the bridge's own hooks to 1e-12 in float64 (tests/circuits/test_bridge_blocks.py).
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-_FAMILIES = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama"}
+# architecture -> family; "llama": the bridge runs HF's own attention (softmax in float32), rotary from the model's
+# module, any norm / MLP the bridge's components hold (checked equal to the bridge's hooks: test_bridge_blocks)
+_FAMILIES = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama",
+             "Qwen2ForCausalLM": "llama", "Starcoder2ForCausalLM": "llama", "StableLmForCausalLM": "llama",
+             "GPTNeoXForCausalLM": "neox"}
 
 
 def _linear(module: Any) -> tuple[Tensor, Optional[Tensor]]:
@@ -73,23 +81,21 @@ class Layer:
 
 
 class BridgeBlocks:
-    """The weights of a GPT-2 or Llama bridge and the block maths of the module docstring, run outside the bridge."""
+    """The weights of a bridge of ``_FAMILIES`` and the block maths of the module docstring, run outside the
+    bridge."""
 
     def __init__(self, bridge: Any) -> None:
         cfg = bridge.cfg
-        arch = type(bridge.original_model).__name__
-        if arch not in _FAMILIES:
-            raise ValueError(f"bridge_blocks supports {sorted(_FAMILIES)}, not {arch}")
-        self.family = _FAMILIES[arch]
-        self.softmax32 = self.family == "llama"
-        hf_cfg = bridge.original_model.config
-        if self.family == "gpt2" and (getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False)
-                                      or not getattr(hf_cfg, "scale_attn_weights", True)):
-            raise ValueError("bridge_blocks: GPT-2 attention scaling other than 1/sqrt(d_head) is not supported")
+        reason = unsupported(bridge)
+        if reason is not None:
+            raise ValueError(f"bridge_blocks cannot describe this bridge: {reason}")
+        self.family = _FAMILIES[type(bridge.original_model).__name__]
+        self.softmax32 = self.family == "llama"  # as the bridge: HF's attention takes the softmax in float32
+        self.parallel = bool(getattr(cfg, "parallel_attn_mlp", False))
         self.n_layers, self.n_heads = int(cfg.n_layers), int(cfg.n_heads)
         self.n_kv = int(getattr(cfg, "n_key_value_heads", None) or self.n_heads)
         self.d_model = int(cfg.d_model)
-        self.d_head = self.d_model // self.n_heads
+        self.d_head = int(getattr(cfg, "d_head", None) or self.d_model // self.n_heads)
         self.scale = 1.0 / math.sqrt(self.d_head)
         self.act: Callable[[Tensor], Tensor] = _activation(bridge.blocks[0].mlp.original_component)
         self.layers = [self._layer(block) for block in bridge.blocks]
@@ -149,10 +155,13 @@ class BridgeBlocks:
         """Rotary on q and k at positions ``pos`` (``out cos + rotate_half(out) sin``); v and rotary-free models as is."""
         if rot is None or role == "v":
             return out
-        cos, sin = rot[0][pos].unsqueeze(-2), rot[1][pos].unsqueeze(-2)  # (pos, 1, dh)
-        half = out.shape[-1] // 2
-        rotated = torch.cat((-out[..., half:], out[..., :half]), dim=-1)
-        return out * cos + rotated * sin
+        cos, sin = rot[0][pos].unsqueeze(-2), rot[1][pos].unsqueeze(-2)  # (pos, 1, rotary_dim)
+        r = cos.shape[-1]
+        part = out if r == out.shape[-1] else out[..., :r]
+        half = r // 2
+        rotated = torch.cat((-part[..., half:], part[..., :half]), dim=-1)
+        part = part * cos + rotated * sin
+        return part if r == out.shape[-1] else torch.cat((part, out[..., r:]), dim=-1)
 
     def attend(self, q: Float[Tensor, "*b qpos h dh"], k: Float[Tensor, "*b pos h dh"], v: Float[Tensor, "*b pos h dh"],
                qpos: Tensor) -> Float[Tensor, "*b qpos h dh"]:
@@ -205,9 +214,29 @@ def _activation(mlp: Any) -> Callable[[Tensor], Tensor]:
     return _FUSED.get(type(act).__name__, act)
 
 
-def supported(bridge: Any) -> bool:
-    """Whether ``BridgeBlocks`` can describe ``bridge`` (a GPT-2 or Llama family model)."""
-    try:
-        return type(bridge.original_model).__name__ in _FAMILIES
-    except AttributeError:
-        return False
+def unsupported(bridge: Any, seq_len: Optional[int] = None) -> Optional[str]:
+    """Why ``BridgeBlocks`` cannot describe ``bridge`` on ``seq_len`` positions, or None when it can (the families of
+    ``_FAMILIES``, without what their blocks would compute differently)."""
+    arch = type(getattr(bridge, "original_model", None)).__name__
+    if arch not in _FAMILIES:
+        return f"{arch} is not one of {sorted(_FAMILIES)}"
+    hf = bridge.original_model.config
+    if _FAMILIES[arch] == "gpt2" and (getattr(hf, "scale_attn_by_inverse_layer_idx", False)
+                                      or not getattr(hf, "scale_attn_weights", True)):
+        return "GPT-2 attention scaling other than 1/sqrt(d_head)"
+    if getattr(hf, "qk_layernorm", False):
+        return "norms on the queries and keys (qk_layernorm)"
+    rope = getattr(hf, "rope_parameters", None) or {}
+    factor = rope.get("partial_rotary_factor", getattr(hf, "partial_rotary_factor", None)) if isinstance(rope, dict) else None
+    d_head = int(getattr(bridge.cfg, "d_head", None) or bridge.cfg.d_model // bridge.cfg.n_heads)
+    if _FAMILIES[arch] == "llama" and factor is not None and int(d_head * float(factor)) % 2:
+        return f"an odd rotary width ({d_head} x partial_rotary_factor {factor}), which HF families rotate differently"
+    window = getattr(hf, "sliding_window", None)
+    if window is not None and seq_len is not None and seq_len > int(window):
+        return f"sliding-window attention over {window} positions, shorter than the {seq_len} given"
+    return None
+
+
+def supported(bridge: Any, seq_len: Optional[int] = None) -> bool:
+    """Whether ``BridgeBlocks`` can describe ``bridge`` on ``seq_len`` positions (``unsupported`` says why not)."""
+    return unsupported(bridge, seq_len) is None

@@ -3,9 +3,11 @@ is refused by ``graph_of`` before any work, with an error naming the architectur
 
 "Works exactly": the declaration holds on the real forward, every edge kept / removed gives the clean / corrupted
 logits, and ACDC's circuit is the hook-only SPEC 7 ACDC's of ``test_bridge`` (which shares no code with
-``circuits``), found alike by both engines. The fast engine scores these bridges by stacked bridge forwards; on
-Qwen 3, OLMo, StableLM, SmolLM 3 and GPT-BigCode, whose forward builds per-batch tensors before the first block,
-the states cannot be copied inside the blocks and are stacked at the input (``fast_attention._Stacked``).
+``circuits``), found alike by both engines. GPT-NeoX, Mistral, Qwen 2, Starcoder 2 and StableLM have the fast
+engine's delta path (``bridge_blocks``, as GPT-2 and Llama; their blocks are tested in ``test_bridge_blocks``); the
+others are scored by stacked bridge forwards, and on Qwen 3, OLMo, SmolLM 3 and GPT-BigCode, whose forward builds
+per-batch tensors before the first block, the states cannot be copied inside the blocks and are stacked at the
+input (``fast_attention._Stacked``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 
 import circuits
 from circuits import Circuit
+from circuits.models import bridge_blocks
 
 pytest.importorskip("transformer_lens.model_bridge")
 import transformers as tr  # noqa: E402
@@ -37,11 +40,13 @@ WORKS = {
     "Qwen2ForCausalLM": (tr.Qwen2Config, dict(_GQA)),
     "GemmaForCausalLM": (tr.GemmaConfig, dict(_SMALL, num_key_value_heads=1, head_dim=4)),  # scaled embedding
     "Phi3ForCausalLM": (tr.Phi3Config, dict(_GQA, pad_token_id=0)),  # fused qkv and gate/up projections
-    "StableLmForCausalLM": (tr.StableLmConfig, dict(_SMALL, num_key_value_heads=4)),  # partial rotary
+    "StableLmForCausalLM": (tr.StableLmConfig, dict(_SMALL, num_key_value_heads=4, partial_rotary_factor=0.5)),
     "Starcoder2ForCausalLM": (tr.Starcoder2Config, dict(_GQA)),
     "GraniteForCausalLM": (tr.GraniteConfig, dict(_GQA)),
     "SmolLM3ForCausalLM": (tr.SmolLM3Config, dict(_GQA, pad_token_id=0)),
 }
+# the fast engine's delta path (``bridge_blocks``; blocks checked in test_bridge_blocks), the others: stacked forwards
+DELTA = ("GPTNeoXForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Starcoder2ForCausalLM", "StableLmForCausalLM")
 # compared with the hook-only SPEC 7 ACDC (the others: the two engines with each other)
 AGAINST_SPEC7 = ("GPTNeoXForCausalLM", "Qwen3ForCausalLM", "GPTBigCodeForCausalLM", "GemmaForCausalLM",
                  "MistralForCausalLM")
@@ -97,10 +102,15 @@ def test_every_edge_kept_or_removed_gives_the_clean_or_corrupted_logits(works):
 
 
 def _middling(bridge, clean, corrupted) -> float:
-    """A threshold that keeps some edges and removes others: the median effect of a low-threshold run."""
+    """A threshold that keeps some edges and removes others, away from every effect of a low-threshold run: the
+    middle of the widest gap between the middle half of its sorted effects. (An effect equal to the threshold is a
+    tie that rounding decides: on families whose attention softmax HF takes in float32 the engines' effects differ
+    by ~1e-8, and a tie would flip with them.)"""
     probe = circuits.acdc(bridge, clean, corrupted, threshold=1e-9, engine="fast")
-    effects = sorted(probe.effects.values())
-    return max(effects[len(effects) // 2], 1e-6)
+    effects = sorted(v for v in probe.effects.values() if v > 0)
+    middle = effects[len(effects) // 4: 3 * len(effects) // 4 + 1]
+    gap, lo = max((b - a, a) for a, b in zip(middle, middle[1:]))
+    return lo + gap / 2
 
 
 def test_both_engines_find_the_same_circuit(works):
@@ -110,6 +120,7 @@ def test_both_engines_find_the_same_circuit(works):
     ref = circuits.acdc(bridge, clean, corrupted, threshold=threshold, engine="reference")
     fast = circuits.acdc(bridge, clean, corrupted, threshold=threshold, engine="fast")
     assert fast.settings["engine_used"] == "fast_attention"
+    assert bridge_blocks.supported(bridge, clean.shape[1]) == (arch in DELTA)  # the delta path; else stacked forwards
     assert 0 < ref.n_edges < ref.n_total_edges, arch
     assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
     # HF computes some norms and softmaxes in float32 on several of these families: effects agree to that precision
@@ -167,3 +178,24 @@ def test_a_non_additive_bridge_the_checks_do_not_know_is_caught_before_discovery
         with pytest.raises(ValueError, match=r"^blocks\.\d\.[a-z_.]+: the declared contributions do not sum.*"
                                              r"\[GraniteForCausalLM: the SPEC 7 graph does not describe"):
             run()
+
+
+@pytest.mark.parametrize("arch, cfg_cls, kwargs, why", [
+    ("MistralForCausalLM", tr.MistralConfig, dict(_GQA, sliding_window=3), "sliding-window attention over 3"),
+    ("StableLmForCausalLM", tr.StableLmConfig, dict(_SMALL, num_key_value_heads=4, qk_layernorm=True), "qk_layernorm"),
+    ("StableLmForCausalLM", tr.StableLmConfig, dict(_SMALL, num_key_value_heads=4), "odd rotary width"),  # 4 x 0.25
+    ("GPT2LMHeadModel", tr.GPT2Config, dict(n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=16,
+                                           initializer_range=0.3, scale_attn_by_inverse_layer_idx=True), "scaling"),
+])
+def test_what_the_delta_path_cannot_compute_goes_to_stacked_forwards(arch, cfg_cls, kwargs, why):
+    """A family ``bridge_blocks`` reads, with a variant its blocks would compute differently (a sliding window shorter
+    than the prompts, q/k norms, GPT-2's per-layer scaling): the fast engine uses stacked bridge forwards instead,
+    and finds the reference's circuit."""
+    bridge = build(arch, cfg_cls, kwargs)
+    clean, corrupted = tokens(7)
+    assert why in bridge_blocks.unsupported(bridge, clean.shape[1])
+    threshold = _middling(bridge, clean, corrupted)
+    ref = circuits.acdc(bridge, clean, corrupted, threshold=threshold, engine="reference")
+    fast = circuits.acdc(bridge, clean, corrupted, threshold=threshold, engine="fast")
+    assert 0 < ref.n_edges < ref.n_total_edges
+    assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)

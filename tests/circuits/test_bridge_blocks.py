@@ -19,15 +19,39 @@ from circuits.models.bridge_blocks import BridgeBlocks  # noqa: E402
 from circuits.patching import corrupted_activations, mask_of_edges  # noqa: E402
 
 
+def _neox(parallel: bool):
+    """GPT-NeoX (Pythia's family): rotary on a quarter of each head; attention and MLP in parallel or in turn."""
+    import transformers as tr
+    from test_bridge_architectures import _SMALL, build
+
+    return build("GPTNeoXForCausalLM", tr.GPTNeoXConfig, dict(_SMALL, use_parallel_residual=parallel, rotary_pct=0.25))
+
+
+def _llama_style(arch: str):
+    """The other families ``bridge_blocks`` reads (HF's attention, rotary from the model's module)."""
+    import transformers as tr
+    from test_bridge_architectures import WORKS, build
+
+    if arch == "MistralForCausalLM":  # heads wider than d_model / n_heads
+        return build(arch, tr.MistralConfig, dict(WORKS[arch][1], head_dim=8))
+    return build(arch, *WORKS[arch])
+
+
+_NEOX, _NEOX_SEQ = _neox(True), _neox(False)
+BRIDGES = {"gpt2": _GPT2, "llama": _LLAMA, "neox": _NEOX, "neox_sequential": _NEOX_SEQ,
+           **{a: _llama_style(a) for a in ("MistralForCausalLM", "Qwen2ForCausalLM", "Starcoder2ForCausalLM",
+                                            "StableLmForCausalLM")}}
+
+
 def _independent_forward(bridge, clean):
     """Every hook of a plain run, from the bridge itself (``run_with_cache``)."""
     with torch.no_grad():
         return bridge.run_with_cache(clean)
 
 
-@pytest.mark.parametrize("which", ["gpt2", "llama"])
+@pytest.mark.parametrize("which", sorted(BRIDGES))
 def test_functional_blocks_equal_the_bridges_own_blocks(which):
-    bridge = {"gpt2": _GPT2, "llama": _LLAMA}[which]
+    bridge = BRIDGES[which]
     graph = circuits.graph_of(bridge)
     clean, _ = tokens(7)
     logits, cache = _independent_forward(bridge, clean)
@@ -45,12 +69,12 @@ def test_functional_blocks_equal_the_bridges_own_blocks(which):
     assert (st_["logits"] - logits).abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("which", ["gpt2", "llama"])
+@pytest.mark.parametrize("which", sorted(BRIDGES))
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 10_000), keep=st.floats(0.0, 1.0))
 def test_patched_baseline_equals_the_hook_only_spec7_run(which, seed, keep):
     """The functional patched run of a random circuit gives the hook-only SPEC 7 run's logits."""
-    bridge = {"gpt2": _GPT2, "llama": _LLAMA}[which]
+    bridge = BRIDGES[which]
     g = torch.Generator().manual_seed(seed)
     edges = spec7_edges(bridge.cfg)
     kept = {e for e in edges if float(torch.rand((), generator=g)) < keep}
@@ -61,7 +85,7 @@ def test_patched_baseline_equals_the_hook_only_spec7_run(which, seed, keep):
     a_prime = corrupted_activations(bridge, corrupted, graph=graph)
     with torch.no_grad():
         got = bridge_delta.baseline(BridgeBlocks(bridge), graph, clean, a_prime, mask)["logits"]
-    tol = 1e-12 if which == "gpt2" else 1e-5  # HF's Llama: RMSNorm and softmax in float32
+    tol = 1e-5 if BridgeBlocks(bridge).softmax32 else 1e-12  # HF's attention: softmax (Llama: RMSNorm) in float32
     assert (got - expected).abs().max() < tol
 
 

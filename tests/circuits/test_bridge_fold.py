@@ -130,7 +130,7 @@ def test_stacked_bridge_path_matches_the_reference(monkeypatch):
     bridge = gpt2_bridge(seed=6, layers=2, heads=2, d=8)
     clean, corrupted = tokens(10)
     ref = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="reference")
-    monkeypatch.setattr(bridge_blocks, "supported", lambda model: False)
+    monkeypatch.setattr(bridge_blocks, "supported", lambda model, seq_len=None: False)
     fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="fast")
     assert fast.settings["engine_used"] == "fast_attention"
     assert 0 < ref.n_edges < ref.n_total_edges
