@@ -132,7 +132,7 @@ class Scorer:
             w_hat, bias = st["fold_w"][hook]
             c, var, R = (_take(fold[key], positions, nodes, full) for key in ("c", "var", "R"))
             out = bridge_fold.project(c, var, R, t, inverse, w_hat[nodes], bias[nodes], bb.layers[layer].norm1[2])
-            out = bb.rotate(out, role, st["rot"], positions)
+            out = bb.rotate(out, role, st["rot"], positions, layer)
         def write(j: int) -> None:
             x = _take(st["x"][hook], positions, nodes, full) + t[j][..., inverse, :]
             at = (slice(None), positions.unsqueeze(1), nodes.unsqueeze(0))

@@ -18,10 +18,10 @@ receiver's layer: the clean batch runs once through the layers before l and is c
 ``blocks.{l}.hook_in`` (at the output hook for the output receiver), so the early layers are not repeated.
 Float64 reaches the reference's edge sets: the two differ only in the order of floating-point additions.
 
-On bridges whose weights ``circuits.models.bridge_blocks`` can read (GPT-2, Llama, GPT-NeoX, Mistral, ...) a state is not run
-through the bridge: ``circuits.acdc.bridge_delta`` recomputes only the changed head or MLP and what it reaches
-through present edges, at the positions the metric reads (every position where a later attention layer reads
-it), from a cached baseline of the current circuit; after a node's removals the baseline becomes the state
+On bridges whose weights ``circuits.models.bridge_blocks`` can read (GPT-2, Llama, GPT-NeoX, Mistral, ...) a
+state is not run through the bridge: ``circuits.acdc.bridge_delta`` recomputes only the changed head or MLP and
+what it reaches through present edges, at the positions the metric reads (every position where a later attention
+layer reads it), from a cached baseline of the current circuit; after a node's removals the baseline becomes the state
 scored for its last removal (that state is the new circuit: every later candidate of the node was kept). An
 edge whose contribution ``c`` is exactly 0 has effect exactly 0 (the reference's tie rule). Other bridges use
 the stacked bridge forward above (copied at the receiver's block where a probe shows that is exact, else stacked
@@ -250,7 +250,7 @@ def _live_candidates(graph: Graph, mask: EdgeMask, receiver: str, r: int, conns:
 
 
 def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
-    """The engine on bridges ``bridge_blocks`` reads: candidate states scored by ``bridge_delta`` (only what changes)."""
+    """The engine on bridges ``bridge_blocks`` reads: candidate states scored by ``bridge_delta`` (what changes)."""
     from circuits.models.bridge_blocks import BridgeBlocks
 
     graph, mask = p.graph, p.mask

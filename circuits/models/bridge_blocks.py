@@ -1,10 +1,11 @@
 """A functional re-implementation of a bridge's blocks from its weights (GPT-2, GPT-NeoX and the Llama-style
-families of ``_FAMILIES``: Llama, Mistral, Qwen 2, Starcoder 2, StableLM), for the fast ACDC engine (``circuits.acdc.fast_attention``), which recomputes single heads at chosen positions.
+families of ``_FAMILIES``: Llama, Mistral, Qwen 2 and 3, Phi-3, Starcoder 2, StableLM), for the fast ACDC engine
+(``circuits.acdc.fast_attention``), which recomputes single heads at chosen positions.
 
 Per layer, on SPEC 7's per-head receiver inputs ``x`` (the residual stream before the norm, copied per head):
 
     q_h = rot(norm1(x_q[h]) W_Q[h] + b_Q[h])        k_g, v_g likewise from x_k[g], x_v[g] (g: KV group)
-    pattern_h = softmax(q_h k_g(h)^T / sqrt(d_head) + causal)   z_h = pattern_h v_g(h)   (Llama, NeoX: in float32)
+    pattern_h = softmax(q_h k_g(h)^T / sqrt(d_head) + causal)   z_h = pattern_h v_g(h)   (or in float32, below)
     result_h = z_h W_O[h]                            (``hook_result``; the layer adds b_O once)
     mlp = W_out act(norm2(x) W_in + b_in) + b_out    (gated: W_down (act(x W_gate) * (x W_up)))
     logits = norm_f(resid) W_U + b_U
@@ -14,9 +15,11 @@ The MLP reads the residual stream after the layer's heads, or (GPT-NeoX with ``u
 
 ``norm`` is LayerNorm ``(x - mean) / sqrt(var + eps) * w + b`` or RMSNorm ``x / sqrt(mean(x^2) + eps) * w`` (in
 float32 and cast back, as HF's Llama RMSNorm does even on float64 inputs);
-``rot`` is rotary (``q cos + rotate_half(q) sin``) for Llama and GPT-NeoX (on the first ``rotary_dim`` features
-of each head only, the rest passed through: Pythia rotates a quarter), the identity for GPT-2 (learned positions
-added to the embedding). Checked against the bridge's own hooks to 1e-12 in float64 (tests/circuits/test_bridge_blocks.py).
+``rot`` is rotary (``q cos + rotate_half(q) sin``) for the Llama-style families and GPT-NeoX (on the first
+``rotary_dim`` features of each head only, the rest passed through: Pythia rotates a quarter), the identity for
+GPT-2 (learned positions added to the embedding). Bridges of fused q/k/v projections (GPT-2, GPT-NeoX, Phi-3)
+recompute attention in the model's dtype; the others run HF's attention, whose softmax is taken in float32
+(``softmax32``). Checked against the bridge's own hooks to 1e-12 in float64 (tests/circuits/test_bridge_blocks.py).
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-# architecture -> family; "llama": the bridge runs HF's own attention (softmax in float32), rotary from the model's
-# module, any norm / MLP the bridge's components hold (checked equal to the bridge's hooks: test_bridge_blocks)
+# architecture -> family; "llama": rotary from the model's module, any norm / MLP the bridge's components hold
+# (each checked equal to the bridge's hooks: test_bridge_blocks)
 _FAMILIES = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama",
-             "Qwen2ForCausalLM": "llama", "Starcoder2ForCausalLM": "llama", "StableLmForCausalLM": "llama",
-             "GPTNeoXForCausalLM": "neox"}
+             "Qwen2ForCausalLM": "llama", "Qwen3ForCausalLM": "llama", "Phi3ForCausalLM": "llama",
+             "Starcoder2ForCausalLM": "llama", "StableLmForCausalLM": "llama", "GPTNeoXForCausalLM": "neox"}
 
 
 def _linear(module: Any) -> tuple[Tensor, Optional[Tensor]]:
@@ -78,6 +81,7 @@ class Layer:
     W_O: Tensor
     b_O: Optional[Tensor]
     mlp: tuple  # (W_in, b_in, W_gate or None, W_out, b_out), weights as torch.nn.Linear stores them: (out, in)
+    qk_norm: Optional[tuple] = None  # (norm of q, norm of k) over each head's features (Qwen 3), else None
 
 
 class BridgeBlocks:
@@ -90,7 +94,9 @@ class BridgeBlocks:
         if reason is not None:
             raise ValueError(f"bridge_blocks cannot describe this bridge: {reason}")
         self.family = _FAMILIES[type(bridge.original_model).__name__]
-        self.softmax32 = self.family == "llama"  # as the bridge: HF's attention takes the softmax in float32
+        # as the bridge: a JointQKV* attention bridge (fused q/k/v: GPT-2, GPT-NeoX, Phi-3) recomputes attention in the
+        # model's dtype; the others run HF's attention, which takes the softmax in float32
+        self.softmax32 = not type(bridge.blocks[0].attn).__name__.startswith("JointQKV")
         self.parallel = bool(getattr(cfg, "parallel_attn_mlp", False))
         self.n_layers, self.n_heads = int(cfg.n_layers), int(cfg.n_heads)
         self.n_kv = int(getattr(cfg, "n_key_value_heads", None) or self.n_heads)
@@ -120,9 +126,10 @@ class BridgeBlocks:
         # MLP weights kept (out, in) contiguous, for F.linear: MKL's float64 product is faster that way round on
         # these shapes than ``x @ W`` with W (in, out) (benchmarks/bench_matmul_layout.py: 1.1-1.2x)
         linear = lambda w: None if w is None else w.t().contiguous()  # noqa: E731
+        qk = (_norm_params(attn.q_norm), _norm_params(attn.k_norm)) if hasattr(attn, "q_norm") else None
         return Layer(_norm_params(block.ln1), _norm_params(block.ln2), heads(wq, H), hb(bq, H), heads(wk, G),
                      hb(bk, G), heads(wv, G), hb(bv, G), wo.reshape(H, dh, d).contiguous(), bo,
-                     (linear(w_in), b_in, linear(w_gate), linear(w_out), b_out))
+                     (linear(w_in), b_in, linear(w_gate), linear(w_out), b_out), qk)
 
     # ------------------------------------------------------------------ pieces the fast engine recomputes
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> tuple[Float[Tensor, "batch pos d"], Float[Tensor, "batch pos d"]]:
@@ -148,11 +155,15 @@ class BridgeBlocks:
         out = torch.einsum("...hd,hde->...he", norm(x, L.norm1), W[heads])
         if b is not None:
             out = out + b[heads]
-        return self.rotate(out, role, rot, pos)
+        return self.rotate(out, role, rot, pos, layer)
 
     def rotate(self, out: Float[Tensor, "*b pos h dh"], role: str, rot: Optional[tuple[Tensor, Tensor]],
-               pos: Tensor) -> Float[Tensor, "*b pos h dh"]:
-        """Rotary on q and k at positions ``pos`` (``out cos + rotate_half(out) sin``); v and rotary-free models as is."""
+               pos: Tensor, layer: int) -> Float[Tensor, "*b pos h dh"]:
+        """Rotary on q and k at positions ``pos`` (``out cos + rotate_half(out) sin``), after the per-head q/k norm
+        where the layer has one (Qwen 3); v and rotary-free models as is."""
+        qk = self.layers[layer].qk_norm
+        if qk is not None and role != "v":
+            out = norm(out, qk[0] if role == "q" else qk[1])
         if rot is None or role == "v":
             return out
         cos, sin = rot[0][pos].unsqueeze(-2), rot[1][pos].unsqueeze(-2)  # (pos, 1, rotary_dim)
@@ -208,7 +219,7 @@ _FUSED = {  # HF activation modules and the fused torch kernels computing the sa
 
 def _activation(mlp: Any) -> Callable[[Tensor], Tensor]:
     """The MLP's activation: a fused torch kernel for the common HF ones, else the module itself."""
-    act = getattr(mlp, "act", None) or getattr(mlp, "act_fn", None)
+    act = getattr(mlp, "act", None) or getattr(mlp, "act_fn", None) or getattr(mlp, "activation_fn", None)
     if act is None:
         raise ValueError(f"bridge_blocks: cannot find the activation of {type(mlp).__name__}")
     return _FUSED.get(type(act).__name__, act)
@@ -226,8 +237,9 @@ def unsupported(bridge: Any, seq_len: Optional[int] = None) -> Optional[str]:
         return "GPT-2 attention scaling other than 1/sqrt(d_head)"
     if getattr(hf, "qk_layernorm", False):
         return "norms on the queries and keys (qk_layernorm)"
-    rope = getattr(hf, "rope_parameters", None) or {}
-    factor = rope.get("partial_rotary_factor", getattr(hf, "partial_rotary_factor", None)) if isinstance(rope, dict) else None
+    rope = getattr(hf, "rope_parameters", None)
+    factor = getattr(hf, "partial_rotary_factor", None)
+    factor = rope.get("partial_rotary_factor", factor) if isinstance(rope, dict) else factor
     d_head = int(getattr(bridge.cfg, "d_head", None) or bridge.cfg.d_model // bridge.cfg.n_heads)
     if _FAMILIES[arch] == "llama" and factor is not None and int(d_head * float(factor)) % 2:
         return f"an odd rotary width ({d_head} x partial_rotary_factor {factor}), which HF families rotate differently"

@@ -3,11 +3,11 @@ is refused by ``graph_of`` before any work, with an error naming the architectur
 
 "Works exactly": the declaration holds on the real forward, every edge kept / removed gives the clean / corrupted
 logits, and ACDC's circuit is the hook-only SPEC 7 ACDC's of ``test_bridge`` (which shares no code with
-``circuits``), found alike by both engines. GPT-NeoX, Mistral, Qwen 2, Starcoder 2 and StableLM have the fast
-engine's delta path (``bridge_blocks``, as GPT-2 and Llama; their blocks are tested in ``test_bridge_blocks``); the
-others are scored by stacked bridge forwards, and on Qwen 3, OLMo, SmolLM 3 and GPT-BigCode, whose forward builds
-per-batch tensors before the first block, the states cannot be copied inside the blocks and are stacked at the
-input (``fast_attention._Stacked``).
+``circuits``), found alike by both engines. GPT-NeoX, Mistral, Qwen 2 and 3, Phi-3, Starcoder 2 and StableLM have
+the fast engine's delta path (``bridge_blocks``, as GPT-2 and Llama; their blocks are tested in
+``test_bridge_blocks``); the others are scored by stacked bridge forwards, and on OLMo, SmolLM 3 and GPT-BigCode,
+whose forward builds per-batch tensors before the first block, the states cannot be copied inside the blocks and
+are stacked at the input (``fast_attention._Stacked``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ _GQA = dict(_SMALL, num_key_value_heads=2)
 # architecture -> (config class, config, what it exercises)
 WORKS = {
     "GPTNeoXForCausalLM": (tr.GPTNeoXConfig, dict(_SMALL, use_parallel_residual=True)),  # Pythia: parallel attn + MLP
-    "Qwen3ForCausalLM": (tr.Qwen3Config, dict(_GQA, head_dim=4)),  # q/k norms; states stacked at the input
-    "OlmoForCausalLM": (tr.OlmoConfig, dict(_SMALL)),  # non-parametric LayerNorm; stacked at the input
+    "Qwen3ForCausalLM": (tr.Qwen3Config, dict(_GQA, head_dim=4)),  # per-head q/k norms
+    "OlmoForCausalLM": (tr.OlmoConfig, dict(_SMALL)),  # non-parametric LayerNorm in float32; stacked at the input
     "GPTBigCodeForCausalLM": (tr.GPTBigCodeConfig, dict(n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB,
                                                         n_positions=16, initializer_range=0.3)),  # multi-query
     "MistralForCausalLM": (tr.MistralConfig, dict(_GQA)),
@@ -46,7 +46,8 @@ WORKS = {
     "SmolLM3ForCausalLM": (tr.SmolLM3Config, dict(_GQA, pad_token_id=0)),
 }
 # the fast engine's delta path (``bridge_blocks``; blocks checked in test_bridge_blocks), the others: stacked forwards
-DELTA = ("GPTNeoXForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Starcoder2ForCausalLM", "StableLmForCausalLM")
+DELTA = ("GPTNeoXForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM",
+         "Starcoder2ForCausalLM", "StableLmForCausalLM")
 # compared with the hook-only SPEC 7 ACDC (the others: the two engines with each other)
 AGAINST_SPEC7 = ("GPTNeoXForCausalLM", "Qwen3ForCausalLM", "GPTBigCodeForCausalLM", "GemmaForCausalLM",
                  "MistralForCausalLM")
