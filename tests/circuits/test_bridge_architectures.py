@@ -200,3 +200,22 @@ def test_what_the_delta_path_cannot_compute_goes_to_stacked_forwards(arch, cfg_c
     fast = circuits.acdc(bridge, clean, corrupted, threshold=threshold, engine="fast")
     assert 0 < ref.n_edges < ref.n_total_edges
     assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
+
+
+def test_eap_is_minus_transformer_lens_edge_attribution_on_a_parallel_block_model():
+    """On GPT-NeoX TransformerLens's own edge attribution has no edge from a layer's heads into its MLP either, and
+    ``eap`` at the corrupted run is minus its scores summed over positions (as on GPT-2, test_bridge)."""
+    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+    from test_bridge import _task, _tl_edge
+
+    bridge = build("GPTNeoXForCausalLM", *WORKS["GPTNeoXForCausalLM"])
+    clean, corrupted = tokens(8)
+    tl = attribution_patch(bridge, clean, corrupted, _task, EdgeAttributionConfig(granularity="edge"))
+    summed: dict[circuits.Edge, float] = {}
+    for (writer, reader), score in tl.edge_scores.items():
+        e = circuits.Edge(*_tl_edge(writer, 2), *_tl_edge(reader, 2))
+        summed[e] = summed.get(e, 0.0) + score
+    ours = circuits.eap(bridge, clean, corrupted, lambda logits, full: _task(logits), point="corrupted")
+    assert set(ours) == set(summed) == set(spec7_edges(bridge.cfg))
+    scale = max(abs(v) for v in ours.values())
+    assert scale > 1e-3 and max(abs(ours[e] + summed[e]) for e in ours) < 1e-12 * max(1.0, scale)
