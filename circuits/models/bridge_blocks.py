@@ -1,6 +1,6 @@
-"""A functional re-implementation of a bridge's blocks from its weights (GPT-2, GPT-NeoX and the Llama-style
-families of ``_FAMILIES``: Llama, Mistral, Qwen 2 and 3, Phi-3, Starcoder 2, StableLM), for the fast ACDC engine
-(``circuits.acdc.fast_attention``), which recomputes single heads at chosen positions.
+"""A functional re-implementation of a bridge's blocks from its weights (GPT-2, GPT-BigCode, GPT-NeoX and the
+Llama-style families of ``_FAMILIES``: Llama, Mistral, Qwen 2 and 3, Phi-3, Starcoder 2, StableLM, SmolLM 3), for
+the fast ACDC engine (``circuits.acdc.fast_attention``), which recomputes single heads at chosen positions.
 
 Per layer, on SPEC 7's per-head receiver inputs ``x`` (the residual stream before the norm, copied per head):
 
@@ -37,7 +37,8 @@ from torch import Tensor
 # (each checked equal to the bridge's hooks: test_bridge_blocks)
 _FAMILIES = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama",
              "Qwen2ForCausalLM": "llama", "Qwen3ForCausalLM": "llama", "Phi3ForCausalLM": "llama",
-             "Starcoder2ForCausalLM": "llama", "StableLmForCausalLM": "llama", "GPTNeoXForCausalLM": "neox"}
+             "Starcoder2ForCausalLM": "llama", "StableLmForCausalLM": "llama", "SmolLM3ForCausalLM": "llama",
+             "GPTNeoXForCausalLM": "neox", "GPTBigCodeForCausalLM": "gpt2"}
 
 
 def _linear(module: Any) -> tuple[Tensor, Optional[Tensor]]:
@@ -82,6 +83,7 @@ class Layer:
     b_O: Optional[Tensor]
     mlp: tuple  # (W_in, b_in, W_gate or None, W_out, b_out), weights as torch.nn.Linear stores them: (out, in)
     qk_norm: Optional[tuple] = None  # (norm of q, norm of k) over each head's features (Qwen 3), else None
+    rope: bool = True  # whether rotary applies in this layer (SmolLM 3's no_rope_layers: some layers have none)
 
 
 class BridgeBlocks:
@@ -127,9 +129,10 @@ class BridgeBlocks:
         # these shapes than ``x @ W`` with W (in, out) (benchmarks/bench_matmul_layout.py: 1.1-1.2x)
         linear = lambda w: None if w is None else w.t().contiguous()  # noqa: E731
         qk = (_norm_params(attn.q_norm), _norm_params(attn.k_norm)) if hasattr(attn, "q_norm") else None
+        rope = bool(getattr(attn.original_component, "use_rope", True))
         return Layer(_norm_params(block.ln1), _norm_params(block.ln2), heads(wq, H), hb(bq, H), heads(wk, G),
                      hb(bk, G), heads(wv, G), hb(bv, G), wo.reshape(H, dh, d).contiguous(), bo,
-                     (linear(w_in), b_in, linear(w_gate), linear(w_out), b_out), qk)
+                     (linear(w_in), b_in, linear(w_gate), linear(w_out), b_out), qk, rope)
 
     # ------------------------------------------------------------------ pieces the fast engine recomputes
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> tuple[Float[Tensor, "batch pos d"], Float[Tensor, "batch pos d"]]:
@@ -164,7 +167,7 @@ class BridgeBlocks:
         qk = self.layers[layer].qk_norm
         if qk is not None and role != "v":
             out = norm(out, qk[0] if role == "q" else qk[1])
-        if rot is None or role == "v":
+        if rot is None or role == "v" or not self.layers[layer].rope:
             return out
         cos, sin = rot[0][pos].unsqueeze(-2), rot[1][pos].unsqueeze(-2)  # (pos, 1, rotary_dim)
         r = cos.shape[-1]

@@ -3,11 +3,11 @@ is refused by ``graph_of`` before any work, with an error naming the architectur
 
 "Works exactly": the declaration holds on the real forward, every edge kept / removed gives the clean / corrupted
 logits, and ACDC's circuit is the hook-only SPEC 7 ACDC's of ``test_bridge`` (which shares no code with
-``circuits``), found alike by both engines. GPT-NeoX, Mistral, Qwen 2 and 3, Phi-3, Starcoder 2 and StableLM have
-the fast engine's delta path (``bridge_blocks``, as GPT-2 and Llama; their blocks are tested in
-``test_bridge_blocks``); the others are scored by stacked bridge forwards, and on OLMo, SmolLM 3 and GPT-BigCode,
-whose forward builds per-batch tensors before the first block, the states cannot be copied inside the blocks and
-are stacked at the input (``fast_attention._Stacked``).
+``circuits``), found alike by both engines. The families of ``DELTA`` have the fast engine's delta path
+(``bridge_blocks``, as GPT-2 and Llama; their blocks are tested in ``test_bridge_blocks``); the others are scored
+by stacked bridge forwards, and on OLMo, whose forward builds per-batch tensors before the first block (as Qwen 3,
+StableLM, SmolLM 3 and GPT-BigCode do), the states cannot be copied inside the blocks and are stacked at the input
+(``fast_attention._Stacked``).
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ WORKS = {
     "StableLmForCausalLM": (tr.StableLmConfig, dict(_SMALL, num_key_value_heads=4, partial_rotary_factor=0.5)),
     "Starcoder2ForCausalLM": (tr.Starcoder2Config, dict(_GQA)),
     "GraniteForCausalLM": (tr.GraniteConfig, dict(_GQA)),
-    "SmolLM3ForCausalLM": (tr.SmolLM3Config, dict(_GQA, pad_token_id=0)),
+    "SmolLM3ForCausalLM": (tr.SmolLM3Config, dict(_GQA, pad_token_id=0, no_rope_layers=[1, 0])),  # NoPE layer
 }
 # the fast engine's delta path (``bridge_blocks``; blocks checked in test_bridge_blocks), the others: stacked forwards
 DELTA = ("GPTNeoXForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM",
-         "Starcoder2ForCausalLM", "StableLmForCausalLM")
+         "Starcoder2ForCausalLM", "StableLmForCausalLM", "SmolLM3ForCausalLM", "GPTBigCodeForCausalLM")
 # compared with the hook-only SPEC 7 ACDC (the others: the two engines with each other)
 AGAINST_SPEC7 = ("GPTNeoXForCausalLM", "Qwen3ForCausalLM", "GPTBigCodeForCausalLM", "GemmaForCausalLM",
                  "MistralForCausalLM")
