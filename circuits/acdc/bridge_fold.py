@@ -25,8 +25,9 @@ from torch import Tensor
 
 
 def usable(bb: Any, layer: int) -> bool:
-    """Whether layer ``layer``'s attention norm is a LayerNorm (computed in the input's dtype)."""
-    return not bb.layers[layer].norm1[3]
+    """Whether layer ``layer``'s attention norm is a LayerNorm with weights computed in the input's dtype."""
+    w, _, _, rms, style = bb.layers[layer].norm1
+    return not rms and not style and w is not None
 
 
 def weights(bb: Any, layer: int, role: str) -> tuple[Tensor, Tensor]:

@@ -1,5 +1,6 @@
 """A functional re-implementation of a bridge's blocks from its weights (GPT-2, GPT-BigCode, GPT-NeoX and the
-Llama-style families of ``_FAMILIES``: Llama, Mistral, Qwen 2 and 3, Phi-3, Starcoder 2, StableLM, SmolLM 3), for
+Llama-style families of ``_FAMILIES``: Llama, Mistral, Qwen 2 and 3, Phi-3, Gemma, OLMo, Starcoder 2, StableLM,
+SmolLM 3), for
 the fast ACDC engine (``circuits.acdc.fast_attention``), which recomputes single heads at chosen positions.
 
 Per layer, on SPEC 7's per-head receiver inputs ``x`` (the residual stream before the norm, copied per head):
@@ -14,7 +15,8 @@ The MLP reads the residual stream after the layer's heads, or (GPT-NeoX with ``u
 ``parallel``) the block's input, as the heads do.
 
 ``norm`` is LayerNorm ``(x - mean) / sqrt(var + eps) * w + b`` or RMSNorm ``x / sqrt(mean(x^2) + eps) * w`` (in
-float32 and cast back, as HF's Llama RMSNorm does even on float64 inputs);
+float32 and cast back, as HF's Llama RMSNorm does even on float64 inputs; Gemma: ``* (1 + w)`` before the cast;
+OLMo: a LayerNorm without ``w, b`` in float32);
 ``rot`` is rotary (``q cos + rotate_half(q) sin``) for the Llama-style families and GPT-NeoX (on the first
 ``rotary_dim`` features of each head only, the rest passed through: Pythia rotates a quarter), the identity for
 GPT-2 (learned positions added to the embedding). Bridges of fused q/k/v projections (GPT-2, GPT-NeoX, Phi-3)
@@ -38,7 +40,8 @@ from torch import Tensor
 _FAMILIES = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama",
              "Qwen2ForCausalLM": "llama", "Qwen3ForCausalLM": "llama", "Phi3ForCausalLM": "llama",
              "Starcoder2ForCausalLM": "llama", "StableLmForCausalLM": "llama", "SmolLM3ForCausalLM": "llama",
-             "GPTNeoXForCausalLM": "neox", "GPTBigCodeForCausalLM": "gpt2"}
+             "GemmaForCausalLM": "llama", "OlmoForCausalLM": "llama", "GPTNeoXForCausalLM": "neox",
+             "GPTBigCodeForCausalLM": "gpt2"}
 
 
 def _linear(module: Any) -> tuple[Tensor, Optional[Tensor]]:
@@ -50,20 +53,33 @@ def _linear(module: Any) -> tuple[Tensor, Optional[Tensor]]:
     return w.t(), None if getattr(mod, "bias", None) is None else mod.bias.detach()
 
 
-def _norm_params(bridge_norm: Any) -> tuple[Tensor, Optional[Tensor], float, bool]:
+NormParams = tuple[Optional[Tensor], Optional[Tensor], float, bool, str]  # weight, bias, eps, RMS?, style
+
+
+def _norm_params(bridge_norm: Any) -> NormParams:
+    """``(weight, bias, eps, rms, style)``; style ``"gemma"``: RMSNorm scaled by ``1 + weight`` in float32, then cast
+    (Gemma); ``"float32"``: a LayerNorm without parameters computed in float32, then cast (OLMo); else ``""``."""
     mod = bridge_norm.original_component
-    rms = "RMS" in type(mod).__name__
+    name = type(mod).__name__
+    rms = "RMS" in name
     eps = float(getattr(mod, "eps", getattr(mod, "variance_epsilon", 1e-5)))
     bias = None if rms or getattr(mod, "bias", None) is None else mod.bias.detach()
-    return mod.weight.detach(), bias, eps, rms
+    weight = getattr(mod, "weight", None)
+    style = "gemma" if name.startswith("Gemma") and rms else "float32" if weight is None and not rms else ""
+    return None if weight is None else weight.detach(), bias, eps, rms, style
 
 
-def norm(x: Tensor, params: tuple[Tensor, Optional[Tensor], float, bool]) -> Tensor:
-    """LayerNorm or RMSNorm over the last axis (module docstring)."""
-    w, b, eps, rms = params
+def norm(x: Tensor, params: NormParams) -> Tensor:
+    """LayerNorm or RMSNorm over the last axis, in the dtypes HF's modules use (module docstring)."""
+    w, b, eps, rms, style = params
     if rms:  # as HF's RMSNorm: computed in float32 whatever the dtype, then cast back (so float64 matches it)
         h = x.to(torch.float32)
-        return w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+        if style == "gemma":
+            return (h * (1.0 + w.float())).to(x.dtype)
+        return w * h.to(x.dtype)
+    if style == "float32":
+        return torch.nn.functional.layer_norm(x.to(torch.float32), (x.shape[-1],), None, None, eps).to(x.dtype)
     return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps)  # the kernel nn.LayerNorm runs
 
 
@@ -109,7 +125,7 @@ class BridgeBlocks:
         self.layers = [self._layer(block) for block in bridge.blocks]
         self.norm_f = _norm_params(bridge.ln_final)
         self.W_U, self.b_U = _linear(bridge.unembed)
-        self.wte = bridge.embed.original_component.weight.detach()
+        self.embedding = bridge.embed
         pos = getattr(bridge, "pos_embed", None)
         self.wpe = None if pos is None else pos.original_component.weight.detach()
         self.rotary = getattr(bridge, "rotary_emb", None)
@@ -137,7 +153,7 @@ class BridgeBlocks:
     # ------------------------------------------------------------------ pieces the fast engine recomputes
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> tuple[Float[Tensor, "batch pos d"], Float[Tensor, "batch pos d"]]:
         """(token embedding ``embed.hook_out``, the positional part: learned positions or zeros)."""
-        e = self.wte[tokens]
+        e = self.embedding(tokens)  # the bridge's own embedding: Gemma scales it by sqrt(d_model)
         if self.wpe is None:
             return e, torch.zeros_like(e)
         return e, self.wpe[torch.arange(tokens.shape[1], device=tokens.device)].expand_as(e)

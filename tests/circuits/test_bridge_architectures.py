@@ -5,9 +5,9 @@ is refused by ``graph_of`` before any work, with an error naming the architectur
 logits, and ACDC's circuit is the hook-only SPEC 7 ACDC's of ``test_bridge`` (which shares no code with
 ``circuits``), found alike by both engines. The families of ``DELTA`` have the fast engine's delta path
 (``bridge_blocks``, as GPT-2 and Llama; their blocks are tested in ``test_bridge_blocks``); the others are scored
-by stacked bridge forwards, and on OLMo, whose forward builds per-batch tensors before the first block (as Qwen 3,
-StableLM, SmolLM 3 and GPT-BigCode do), the states cannot be copied inside the blocks and are stacked at the input
-(``fast_attention._Stacked``).
+by stacked bridge forwards (Granite here; ``test_what_the_delta_path_cannot_compute_goes_to_stacked_forwards``), and
+where the bridge builds per-batch tensors before the first block (Qwen 3, OLMo, StableLM, SmolLM 3, GPT-BigCode) the
+states cannot be copied inside the blocks and are stacked at the input (``fast_attention._Stacked``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ WORKS = {
 }
 # the fast engine's delta path (``bridge_blocks``; blocks checked in test_bridge_blocks), the others: stacked forwards
 DELTA = ("GPTNeoXForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM",
-         "Starcoder2ForCausalLM", "StableLmForCausalLM", "SmolLM3ForCausalLM", "GPTBigCodeForCausalLM")
+         "Starcoder2ForCausalLM", "StableLmForCausalLM", "SmolLM3ForCausalLM", "GPTBigCodeForCausalLM",
+         "GemmaForCausalLM", "OlmoForCausalLM")
 # compared with the hook-only SPEC 7 ACDC (the others: the two engines with each other)
 AGAINST_SPEC7 = ("GPTNeoXForCausalLM", "Qwen3ForCausalLM", "GPTBigCodeForCausalLM", "GemmaForCausalLM",
                  "MistralForCausalLM")

@@ -41,7 +41,8 @@ _NEOX, _NEOX_SEQ = _neox(True), _neox(False)
 BRIDGES = {"gpt2": _GPT2, "llama": _LLAMA, "neox": _NEOX, "neox_sequential": _NEOX_SEQ,
            **{a: _llama_style(a) for a in ("MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                                             "Phi3ForCausalLM", "Starcoder2ForCausalLM", "StableLmForCausalLM",
-                                            "SmolLM3ForCausalLM", "GPTBigCodeForCausalLM")}}
+                                            "SmolLM3ForCausalLM", "GPTBigCodeForCausalLM", "GemmaForCausalLM",
+                                            "OlmoForCausalLM")}}
 
 
 def _independent_forward(bridge, clean):
