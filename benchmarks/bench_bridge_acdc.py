@@ -8,7 +8,7 @@ process, same inputs), then the fast engine's again after the reference and the 
 (this VM's speed drifts over minutes), then the fast engine's time for 2, 4 and 8 layers.
 
     PYTHONPATH=. python benchmarks/bench_bridge_acdc.py [--threshold 0.0002] [--layers 4] [--growth 2 4 8] [--no-reference]
-        [--arch gpt2|neox|qwen3|llama] [--stacked]
+        [--arch gpt2|neox|qwen3|llama] [--stacked] [--pythia70m]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import circuits
 def bridge(layers: int, seed: int = 0, arch: str = "gpt2"):
     """The benchmark's model: 8 heads, d_model 128, vocab 64, float64; ``arch`` another family of the same size
     (``neox``: GPT-NeoX / Pythia, parallel attention and MLP, rotary on a quarter of each head; ``qwen3``: q/k
-    norms, 4 KV groups; ``llama``: 4 KV groups). Only GPT-2 and Llama have the fast engine's delta path."""
+    norms, 4 KV groups; ``llama``: 4 KV groups). All four have the fast engine's delta path."""
     torch.manual_seed(seed)
     if arch == "gpt2":
         cfg = GPT2Config(n_layer=layers, n_head=8, n_embd=128, vocab_size=64, n_positions=32, initializer_range=0.1)
@@ -47,9 +47,22 @@ def bridge(layers: int, seed: int = 0, arch: str = "gpt2"):
     return build_bridge_from_module(cls(cfg).double().eval(), name, hf_config=cfg, tokenizer=None, device="cpu")
 
 
-def batches(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def pythia70m_shaped(seed: int = 0):
+    """A randomly initialised GPT-NeoX of Pythia-70m's shape (6 layers, 8 heads, d_model 512, d_mlp 2048, vocab
+    50304, rotary on a quarter of each head, parallel attention and MLP), float64; no weights downloaded."""
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.GPTNeoXConfig(num_hidden_layers=6, num_attention_heads=8, hidden_size=512, intermediate_size=2048,
+                                     vocab_size=50304, max_position_embeddings=64, rotary_pct=0.25,
+                                     use_parallel_residual=True, initializer_range=0.05)
+    return build_bridge_from_module(transformers.GPTNeoXForCausalLM(cfg).double().eval(), "GPTNeoXForCausalLM",
+                                    hf_config=cfg, tokenizer=None, device="cpu")
+
+
+def batches(seed: int = 1, vocab: int = 64, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 64, (16, 12), generator=g), torch.randint(0, 64, (16, 12), generator=g)
+    return torch.randint(0, vocab, (batch, 12), generator=g), torch.randint(0, vocab, (batch, 12), generator=g)
 
 
 def timed(model, clean, corrupted, threshold: float, engine: str) -> tuple[circuits.Circuit, float, float]:
@@ -67,6 +80,8 @@ def main() -> None:
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--arch", default="gpt2", choices=["gpt2", "neox", "qwen3", "llama"])
     ap.add_argument("--stacked", action="store_true", help="the fast engine without its delta path (stacked forwards)")
+    ap.add_argument("--pythia70m", action="store_true",
+                    help="instead: a Pythia-70m-shaped GPT-NeoX (pythia70m_shaped), batch 8 x 12 tokens, no growth")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"{platform.machine()}, torch {torch.__version__}, 1 thread, float64")
@@ -75,8 +90,12 @@ def main() -> None:
 
         bridge_blocks.supported = lambda model, seq_len=None: False
         print("fast engine: stacked bridge forwards only (--stacked)")
-    clean, corrupted = batches()
-    model = bridge(args.layers, arch=args.arch)
+    if args.pythia70m:
+        clean, corrupted = batches(vocab=50304, batch=8)
+        model, args.growth, args.layers = pythia70m_shaped(), [], 6
+    else:
+        clean, corrupted = batches()
+        model = bridge(args.layers, arch=args.arch)
     print(f"architecture: {model.cfg.architecture}")
     fast, t_fast, c_fast = timed(model, clean, corrupted, args.threshold, "fast")
     print(f"{args.layers} layers: fast ({fast.settings['engine_used']}) {t_fast:.2f} s wall, {c_fast:.2f} s CPU, "
