@@ -6,8 +6,9 @@ logits, and ACDC's circuit is the hook-only SPEC 7 ACDC's of ``test_bridge`` (wh
 ``circuits``), found alike by both engines. The families of ``DELTA`` have the fast engine's delta path
 (``bridge_blocks``, as GPT-2 and Llama; their blocks are tested in ``test_bridge_blocks``); the others are scored
 by stacked bridge forwards (Granite here; ``test_what_the_delta_path_cannot_compute_goes_to_stacked_forwards``), and
-where the bridge builds per-batch tensors before the first block (Qwen 3, OLMo, StableLM, SmolLM 3, GPT-BigCode) the
-states cannot be copied inside the blocks and are stacked at the input (``fast_attention._Stacked``).
+where the bridge builds per-batch tensors before the first block (Qwen 3, OLMo, StableLM, SmolLM 3, GPT-BigCode; in
+these tests StableLM with q/k norms) the states cannot be copied inside the blocks and are stacked at the input
+(``fast_attention._Stacked``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _GQA = dict(_SMALL, num_key_value_heads=2)
 WORKS = {
     "GPTNeoXForCausalLM": (tr.GPTNeoXConfig, dict(_SMALL, use_parallel_residual=True)),  # Pythia: parallel attn + MLP
     "Qwen3ForCausalLM": (tr.Qwen3Config, dict(_GQA, head_dim=4)),  # per-head q/k norms
-    "OlmoForCausalLM": (tr.OlmoConfig, dict(_SMALL)),  # non-parametric LayerNorm in float32; stacked at the input
+    "OlmoForCausalLM": (tr.OlmoConfig, dict(_SMALL)),  # LayerNorm without parameters, in float32
     "GPTBigCodeForCausalLM": (tr.GPTBigCodeConfig, dict(n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB,
                                                         n_positions=16, initializer_range=0.3)),  # multi-query
     "MistralForCausalLM": (tr.MistralConfig, dict(_GQA)),
