@@ -57,6 +57,7 @@ AGAINST_SPEC7 = ("GPTNeoXForCausalLM", "Qwen3ForCausalLM", "GPTBigCodeForCausalL
 # architecture -> (config class, config, the error's words)
 REFUSED = {
     "Gemma2ForCausalLM": (tr.Gemma2Config, dict(_GQA, head_dim=4), "a norm after each sublayer's output"),
+    "Gemma3ForCausalLM": (tr.Gemma3TextConfig, dict(_GQA, head_dim=4), "a norm after each sublayer's output"),
     "Olmo2ForCausalLM": (tr.Olmo2Config, dict(_SMALL), "a norm after each sublayer's output"),
     "GraniteForCausalLM": (tr.GraniteConfig, dict(_GQA, residual_multiplier=0.5), "residual_multiplier=0.5"),
     "GPTJForCausalLM": (tr.GPTJConfig, dict(n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=16,
@@ -68,6 +69,13 @@ REFUSED = {
                                                 vocab_size=VOCAB), r"never fires \['blocks.0.hook_mlp_in'"),
     "CodeGenForCausalLM": (tr.CodeGenConfig, dict(n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=16,
                                                   rotary_dim=4), "forward fails with the hooks"),
+    "GPTNeoForCausalLM": (tr.GPTNeoConfig, dict(hidden_size=16, num_layers=2, num_heads=4, vocab_size=VOCAB,
+                                                max_position_embeddings=16, attention_types=[[["global"], 2]]),
+                          "cannot turn on use_attn_result"),
+    "PhiForCausalLM": (tr.PhiConfig, dict(_SMALL), r"never fires \['blocks.0.hook_mlp_in'"),
+    "CohereForCausalLM": (tr.CohereConfig, dict(_GQA), r"never fires \['blocks.0.hook_mlp_in'"),
+    "MptForCausalLM": (tr.MptConfig, dict(d_model=16, n_layers=2, n_heads=4, vocab_size=VOCAB, max_seq_len=16),
+                       r"never fires \['blocks.0.attn.hook_q_input'"),
 }
 
 
