@@ -138,6 +138,31 @@ def llama_bridge(device: str):
     return build_bridge_from_module(hf.to(device), "LlamaForCausalLM", hf_config=cfg, tokenizer=None, device=device)
 
 
+def neox_bridge(device: str):
+    """GPT-NeoX (Pythia's family): parallel attention and MLP, rotary on half of each head; the delta path."""
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=16, intermediate_size=32, vocab_size=20,
+                        max_position_embeddings=16, initializer_range=0.3, rotary_pct=0.5, use_parallel_residual=True)
+    hf = GPTNeoXForCausalLM(cfg).double().eval()
+    return build_bridge_from_module(hf.to(device), "GPTNeoXForCausalLM", hf_config=cfg, tokenizer=None, device=device)
+
+
+def olmo_bridge(device: str):
+    """OLMo: stacked forwards copied at the input (its bridge builds an attention mask before the blocks) when the
+    delta path is switched off, as the test does."""
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import OlmoConfig, OlmoForCausalLM
+
+    torch.manual_seed(0)
+    cfg = OlmoConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=16, intermediate_size=32, vocab_size=20,
+                     max_position_embeddings=16, initializer_range=0.3)
+    hf = OlmoForCausalLM(cfg).double().eval()
+    return build_bridge_from_module(hf.to(device), "OlmoForCausalLM", hf_config=cfg, tokenizer=None, device=device)
+
+
 def tokens(batch: int = 4, seq: int = 5):
     g = torch.Generator().manual_seed(7)
     return torch.randint(0, 20, (batch, seq), generator=g), torch.randint(0, 20, (batch, seq), generator=g)
@@ -147,9 +172,15 @@ def tokens(batch: int = 4, seq: int = 5):
 # GPU's float32 cos/sin differ in the last bits: the two Llama models' effects differ by up to ~1e-8 (seen on
 # an H200: 0.0182599973 vs 0.0182600043; 6.13011e-05 vs 6.12987e-05), so CPU vs GPU is compared to 1e-5
 # relative or 1e-7 absolute there, the edge sets exactly; the two engines on one device to 1e-9.
-@pytest.mark.parametrize("make, rel", [(gpt2_bridge, 1e-9), (llama_bridge, 1e-5)], ids=["gpt2", "llama_gqa"])
-def test_bridge_acdc_on_the_device_equals_the_cpu(make, rel):
+@pytest.mark.parametrize("make, rel, stacked", [(gpt2_bridge, 1e-9, False), (llama_bridge, 1e-5, False),
+                                                (neox_bridge, 1e-9, False), (olmo_bridge, 1e-5, True)],
+                         ids=["gpt2", "llama_gqa", "neox_parallel", "olmo_stacked_at_input"])
+def test_bridge_acdc_on_the_device_equals_the_cpu(make, rel, stacked, monkeypatch):
     pytest.importorskip("transformer_lens.model_bridge")
+    if stacked:
+        from circuits.models import bridge_blocks
+
+        monkeypatch.setattr(bridge_blocks, "supported", lambda model, seq_len=None: False)
     clean, corrupted = tokens()
     cpu_bridge, dev_bridge = make("cpu"), make(DEVICE)
     cpu = circuits.acdc(cpu_bridge, clean, corrupted, threshold=1e-3, engine="fast")
