@@ -22,7 +22,9 @@ On bridges whose weights ``circuits.models.bridge_blocks`` can read (GPT-2, Llam
 state is not run through the bridge: ``circuits.acdc.bridge_delta`` recomputes only the changed head or MLP and
 what it reaches through present edges, at the positions the metric reads (every position where a later attention
 layer reads it), from a cached baseline of the current circuit; after a node's removals the baseline becomes the state
-scored for its last removal (that state is the new circuit: every later candidate of the node was kept). An
+scored for its last removal (that state is the new circuit: every later candidate of the node was kept). The
+functional blocks are checked once against the bridge's own patched forward on the clean batch; blocks that do not
+reproduce it (a configuration they do not model) are not used (a warning, then stacked forwards). An
 edge whose contribution ``c`` is exactly 0 has effect exactly 0 (the reference's tie rule). Other bridges use
 the stacked bridge forward above (copied at the receiver's block where a probe shows that is exact, else stacked
 at the input: ``_Stacked``).
@@ -31,6 +33,7 @@ at the input: ``_Stacked``).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Optional
 
 import torch
@@ -249,19 +252,34 @@ def _live_candidates(graph: Graph, mask: EdgeMask, receiver: str, r: int, conns:
     return [(c, s) for c in conns for s in range(graph.nodes[c.sender].count) if bool(mask[(c.sender, receiver)][r, s])]
 
 
-def _delta_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]:
-    """The engine on bridges ``bridge_blocks`` reads: candidate states scored by ``bridge_delta`` (what changes)."""
+def _verified_baseline(p: Problem) -> Optional[tuple[Any, dict]]:
+    """``(BridgeBlocks, baseline)`` when the functional blocks reproduce this bridge's patched forward on the clean
+    batch (logits within 1e-5 of their scale: HF takes some norms and softmaxes in float32), else None with a
+    warning: a configuration the blocks do not model is scored by stacked bridge forwards rather than wrongly."""
     from circuits.models.bridge_blocks import BridgeBlocks
 
-    graph, mask = p.graph, p.mask
     bb = BridgeBlocks(p.model)
+    with torch.no_grad():
+        st = bridge_delta.baseline(bb, p.graph, p.clean, p.a_prime, p.mask)
+        want, _ = run_with_mask(p.model, p.clean, p.a_prime, p.mask, p.graph)
+    err = float((st["logits"] - want).abs().max())
+    if err <= 1e-5 * (1.0 + float(want.abs().max())):
+        return bb, st
+    warnings.warn(f"circuits: the fast engine's functional blocks differ from this bridge's forward (largest logit "
+                  f"difference {err:.3g}); scoring by stacked bridge forwards instead (slower, same circuit)")
+    return None
+
+
+def _delta_engine(p: Problem, bb: Any, st: dict) -> tuple[EdgeMask, dict[Edge, float], int]:
+    """The engine on bridges ``bridge_blocks`` reads: candidate states scored by ``bridge_delta`` (what changes),
+    from the verified baseline ``st`` of the current circuit."""
+    graph, mask = p.graph, p.mask
     P = bridge_delta.metric_positions(p.metric, p.full_logits)
     current = p.score(mask)
     effects: dict[Edge, float] = {}
     passes = 0
     guesser = speculate.Guesser(overhead=_DELTA_OVERHEAD)
     with torch.no_grad():
-        st = bridge_delta.baseline(bb, graph, p.clean, p.a_prime, mask)
         for receiver in receiver_order(graph, p.progress):
             conns = graph.connections_into(receiver)
             lvl, stack = bridge_delta.levels(bb, graph, mask), _DeltaStack(p, None, receiver)
@@ -290,7 +308,9 @@ def fast_attention_engine(p: Problem) -> tuple[EdgeMask, dict[Edge, float], int]
     from circuits.models import bridge_blocks
 
     if bridge_blocks.supported(p.model, p.clean.shape[1]):
-        return _delta_engine(p)
+        verified = _verified_baseline(p)
+        if verified is not None:
+            return _delta_engine(p, *verified)
     graph, mask = p.graph, p.mask
     current = p.score(mask)
     effects: dict[Edge, float] = {}

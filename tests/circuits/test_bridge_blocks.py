@@ -122,3 +122,22 @@ def test_fast_engine_matches_reference_when_the_metric_reads_some_positions():
     assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
     assert 0 < ref.n_edges < ref.n_total_edges
     assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
+
+
+def test_blocks_that_do_not_reproduce_the_bridge_are_not_used(monkeypatch):
+    """The delta path checks its functional blocks against the bridge's own patched forward on the clean batch
+    before use: blocks that compute something else (here a wrong attention scale, as an unmodelled configuration
+    option would) give a warning and stacked bridge forwards, so the same circuit as the reference."""
+    clean, corrupted = tokens(12)
+    ref = circuits.acdc(_GPT2, clean, corrupted, threshold=0.01, engine="reference")
+    init = BridgeBlocks.__init__
+
+    def wrong_scale(self, bridge):
+        init(self, bridge)
+        self.scale *= 1.5
+
+    monkeypatch.setattr(BridgeBlocks, "__init__", wrong_scale)
+    with pytest.warns(UserWarning, match="functional blocks differ from this bridge's forward"):
+        fast = circuits.acdc(_GPT2, clean, corrupted, threshold=0.01, engine="fast")
+    assert 0 < ref.n_edges < ref.n_total_edges
+    assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
