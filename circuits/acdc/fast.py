@@ -12,7 +12,10 @@ elementwise nonlinearity (``Graph.activations``; never read from the model's cla
 * Ties, as the reference: an edge with ``a'_i == a_i`` on every example or ``W[j,i] == 0`` has effect
   exactly 0 by rule (``loop.unchanged_edges``); an effect within rounding of the threshold is re-scored
   by the reference's own computation (``fast_ties.Ties``), so rounding cannot make the engines disagree.
-* Speculate and verify: guess each remaining sender's decision (KL: the sequential loop run on a per-example
+* KL on the CPU in float64 (the default discovery): ACDC's own sequential loop over a receiver's senders,
+  compiled (``fast_compiled``): each candidate's state scored once, on the examples it moves, in order.
+* Otherwise (other metrics, float32 discovery, nonlinearities the compiled loop does not know, accelerators),
+  speculate and verify: guess each remaining sender's decision (KL: the sequential loop run on a per-example
   polynomial model of the KL over the inputs the loop can reach, ``fast_guess.Polynomial``, from the accepted
   state before each block; other metrics: "removed", then the effects measured in the last pass), build the
   chain of states the sequential loop would visit under those guesses (exclusive prefix sums of the removed
@@ -32,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from circuits.acdc import fast_compiled
 from circuits.acdc.fast_guess import Polynomial
 from circuits.acdc.fast_state import State
 from circuits.acdc.fast_ties import Ties, settle_ties
@@ -47,7 +51,7 @@ _MIN_MODEL = 8  # ... for receivers with more candidates than this
 _PAIRS = True  # KL, hidden receivers: score only the (state, example) pairs a candidate moves (``_Pairs``)
 _PAIRS_MAX = 0.75  # ... when candidates move at most this share of the (candidate, example) pairs
 _TRANSPOSED = True  # last hop as sub @ d_act^T (``State.scores``)
-_SWEEPS = 12  # at most this many sweeps of the model's sequential loop (``Polynomial.guess``)
+_EXACT_LOOP = True  # KL on the CPU in float64: ACDC's own loop, compiled (``fast_compiled``); else speculation
 
 
 def supports(model: Any, graph: Graph) -> bool:
@@ -142,6 +146,8 @@ def _receiver(st: State, ties: Ties, k: int, j: int, cand: Tensor, diff: Tensor,
     failed prediction), else "removed" and, after a failed prediction, the effects measured in that pass."""
     thr, n = st.p.threshold, len(cand)
     d = diff[:, cand] * st.W[k][j, cand]  # (b, n): change of z_j when each edge is removed
+    if st.compiled:
+        return fast_compiled.decide(st, ties, k, j, d)
     z0 = st.Z[k + 1][:, j].clone()
     effects = torch.empty(n, dtype=torch.float64, device=d.device)  # holds re-scored ties exactly
     removed = torch.zeros(n, dtype=torch.bool, device=d.device)
@@ -153,7 +159,7 @@ def _receiver(st: State, ties: Ties, k: int, j: int, cand: Tensor, diff: Tensor,
     while pos < n:
         end = min(n, pos + blk)  # bounded chains: a failed prediction wastes at most one block
         if G is not None:  # the model's loop from the accepted state, for this block
-            guess[pos:end] = G.guess(thr, pos, end, z0, guess[pos:end], _SWEEPS)
+            guess[pos:end] = G.loop(thr, pos, end, z0)
         pred = guess[pos:end]
         eff = scorer.chain(pos, z0, pred)
         st.passes += 1
@@ -180,6 +186,7 @@ def _receiver(st: State, ties: Ties, k: int, j: int, cand: Tensor, diff: Tensor,
 def fast_engine(p: Problem) -> tuple[dict, dict[Edge, float], int]:
     """Same contract as ``circuits.acdc.reference.reference_engine``; ``p.flops`` gets the downstream FLOP count."""
     st = State(p, _TRANSPOSED)
+    st.compiled = _EXACT_LOOP and fast_compiled.supports(st)
     ties = Ties(st)
     logits = st.Z[st.L]
     current = p.metric(logits, p.full_logits).detach().reshape(())

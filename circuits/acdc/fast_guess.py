@@ -6,6 +6,8 @@ so a wrong guess costs time, never a different circuit.
 
 from __future__ import annotations
 
+import numba
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,7 +22,8 @@ class Polynomial:
     Each ``F_b`` is replaced by its interpolant of degree ``deg`` through ``deg + 1`` equispaced points spanning
     every input the loop can visit if it removes edges (``z0`` plus any prefix sum of the changes, widened by the
     largest single change): one scoring pass of ``deg + 1`` states per receiver. Built once per receiver, it
-    stays accurate as removals move ``z_j`` (a quadratic model at ``z0`` mispredicts ~10x more often).
+    stays accurate as removals move ``z_j`` (a quadratic model at ``z0`` mispredicts ~10x more often). The guesses
+    are the model's own sequential loop (``loop``), compiled: cheap next to the scoring it steers.
     """
 
     def __init__(self, st: State, k: int, j: int, z0: Tensor, d: Tensor, deg: int) -> None:
@@ -36,6 +39,18 @@ class Polynomial:
         self.coef = torch.linalg.solve(vander, f)  # (deg + 1, b): F_b(origin + u * width) = sum_p coef_p u^p
         self.origin, self.scale = (z0 + lo).to(torch.float64), 1.0 / width.to(torch.float64)
         self.dT = d.T.to(torch.float64)  # (n, b)
+        # the sequential loop's inputs as contiguous float64 arrays on the CPU (``loop``)
+        self._np = (self.coef.T.contiguous().cpu().numpy(), self.origin.cpu().numpy(), self.scale.cpu().numpy(),
+                    self.dT.contiguous().cpu().numpy())
+
+    def loop(self, threshold: float, start: int, end: int, z: Tensor) -> Tensor:
+        """The model's own sequential loop over candidates ``start..end`` from the accepted input ``z`` (b,): each
+        candidate's model effect at the model's state when it is tested, removed iff below ``threshold``; the
+        model's exact decisions, one compiled pass (``_model_loop``)."""
+        coef, origin, scale, dT = self._np
+        out = np.empty(end - start, dtype=np.bool_)
+        _model_loop(coef, origin, scale, dT[start:end], z.to(torch.float64).cpu().numpy(), float(threshold), out)
+        return torch.from_numpy(out).to(z.device)
 
     def _value(self, z: Tensor) -> Tensor:
         u = (z - self.origin) * self.scale
@@ -44,31 +59,37 @@ class Polynomial:
             out = torch.addcmul(self.coef[c], out, u)
         return out
 
-    def guess(self, threshold: float, start: int, end: int, z: Tensor, init: Tensor, sweeps: int) -> Tensor:
-        """The model's sequential loop for candidates ``start..end`` from the accepted input ``z`` (b,), solved by
-        sweeps from ``init`` that each settle at least the first decision that changes (at most ``sweeps``).
 
-        A sweep evaluates the model at the states before each candidate (``C_i``) and after the last; a removed
-        candidate's state ``C_i + d_i`` is ``C_{i+1}``, so only kept candidates need one more evaluation."""
-        out, lo = init.clone(), 0
-        z = z.to(torch.float64)
-        for _ in range(sweeps):
-            dt = self.dT[start + lo : end]
-            if not len(dt):
-                break
-            taken = dt * out[lo:].unsqueeze(1).to(dt.dtype)
-            states = torch.cat([z.unsqueeze(0), torch.cumsum(taken, dim=0).add_(z)])  # C_0 .. C_r
-            values = self._value(states)
-            after = values[1:].clone()
-            kept = torch.nonzero(~out[lo:]).flatten()
-            if len(kept):
-                after[kept] = self._value(states[kept] + dt[kept])
-            new = (after - values[:-1]).mean(dim=1) < threshold
-            changed = torch.nonzero(new != out[lo:]).flatten()
-            if not len(changed):
-                break
-            first = int(changed[0])
-            out[lo:] = new  # decisions before ``first`` are settled; the rest are Jacobi guesses
-            z = z + (dt[: first + 1] * out[lo : lo + first + 1].unsqueeze(1).to(dt.dtype)).sum(dim=0)
-            lo += first + 1
-        return out
+@numba.njit(cache=True, nogil=True)
+def _model_loop(coef, origin, scale, dT, z, threshold, out):  # pragma: no cover - compiled (tested through ``loop``)
+    """``Polynomial.loop``'s sequential loop: ``coef`` (b, deg + 1), ``dT`` (n, b), ``z`` (b,); writes ``out`` (n,)."""
+    n, b = dT.shape
+    top = coef.shape[1] - 1
+    c = z.copy()
+    cur = np.empty(b)  # the model at each example's current input
+    new = np.empty(b)
+    for e in range(b):
+        u = (c[e] - origin[e]) * scale[e]
+        v = coef[e, top]
+        for p in range(top - 1, -1, -1):
+            v = v * u + coef[e, p]
+        cur[e] = v
+    for i in range(n):
+        total = 0.0
+        for e in range(b):
+            d = dT[i, e]
+            if d != 0.0:
+                u = (c[e] + d - origin[e]) * scale[e]
+                v = coef[e, top]
+                for p in range(top - 1, -1, -1):
+                    v = v * u + coef[e, p]
+                new[e] = v
+                total += v - cur[e]
+        removed = total / b < threshold
+        out[i] = removed
+        if removed:
+            for e in range(b):
+                d = dT[i, e]
+                if d != 0.0:
+                    c[e] += d
+                    cur[e] = new[e]

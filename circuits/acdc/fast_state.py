@@ -34,6 +34,7 @@ class State:
         self.flops = 0
         self.passes = 0  # batched verification passes (speculation rounds)
         self.block: dict[int, int] = {}  # current adaptive block length per layer
+        self.compiled = False  # receivers decided by the compiled loop (``fast_compiled``; set by the engine)
         # KL (the default metric) is scored on the changed logits only (``ChangedKL``); its delta-free terms
         # only change when a decision is committed (``version``), so they are cached per receiver.
         self.kl = ChangedKL(p.full_logits.detach()) if p.metric.fn is _kl else None

@@ -34,8 +34,9 @@ def assert_same(ref, fast):
     ablation=st.sampled_from(["resample", "zero", "mean"]),
     activation=st.sampled_from(["silu", "tanh", "relu"]),
     subset=st.booleans(),
+    compiled=st.booleans(),
 )
-def test_fast_equals_reference_kl(seed, log_thr, ablation, activation, subset):
+def test_fast_equals_reference_kl(seed, log_thr, ablation, activation, subset, compiled):
     model = make_mlp(seed, widths=(5, 4, 3, 3), activation=activation)
     clean, corrupted = make_batches(seed, batch=4)
     edges = None
@@ -44,7 +45,10 @@ def test_fast_equals_reference_kl(seed, log_thr, ablation, activation, subset):
         all_edges = sorted(graph_of(model).edges())
         edges = [e for e, keep in zip(all_edges, torch.rand(len(all_edges), generator=g) < 0.7) if keep]
     kw = dict(threshold=10**log_thr, ablation=ablation, edges=edges)
-    assert_same(acdc(model, clean, corrupted, engine="reference", **kw), acdc(model, clean, corrupted, engine="fast", **kw))
+    with pytest.MonkeyPatch.context() as mp:  # ACDC's loop compiled (the default here), or speculation
+        mp.setattr(fast_module, "_EXACT_LOOP", compiled)
+        fast = acdc(model, clean, corrupted, engine="fast", **kw)
+    assert_same(acdc(model, clean, corrupted, engine="reference", **kw), fast)
 
 
 @settings(max_examples=25, deadline=None)
@@ -72,7 +76,7 @@ def test_fast_with_a_plain_callable_metric_and_deeper_net():
     assert 0 < ref.n_edges < ref.n_total_edges
 
 
-def test_wider_layer_exercises_speculation_rounds():
+def test_wider_layer_exercises_speculation_rounds(speculative):
     """Many senders per receiver, threshold near the typical effect: predictions fail and are re-verified."""
     model = make_mlp(3, widths=(24, 6, 3))
     clean, corrupted = make_batches(3, batch=6, d_in=24)
@@ -107,6 +111,12 @@ import copy  # noqa: E402
 
 from circuits.acdc import fast as fast_module  # noqa: E402
 from circuits.circuit import model_identity  # noqa: E402
+
+
+@pytest.fixture
+def speculative(monkeypatch):
+    """The fast engine's speculate-and-verify path (other metrics, float32, accelerators) on a float64 KL."""
+    monkeypatch.setattr(fast_module, "_EXACT_LOOP", False)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +217,7 @@ def test_zero_weight_edges_have_effect_exactly_zero():
 
 
 @pytest.mark.parametrize("block", [1, 3, 7])
-def test_multi_block_speculation_matches_reference(monkeypatch, block):
+def test_multi_block_speculation_matches_reference(monkeypatch, speculative, block):
     """More candidate senders than one speculation block: chains are cut into blocks, each verified."""
     monkeypatch.setattr(fast_module, "_BLOCK", block)
     model = make_mlp(5, widths=(24, 6, 3))
@@ -252,8 +262,8 @@ def test_fast_engine_needs_every_hidden_nonlinearity_declared(mlp, batches):
     assert out.settings["engine_used"] == "reference"
 
 
-@pytest.mark.parametrize("predict,degree,sweeps", [(False, 6, 12), (True, 2, 1), (True, 6, 12)])
-def test_model_guesses_only_decide_what_is_scored(monkeypatch, predict, degree, sweeps):
+@pytest.mark.parametrize("predict,degree", [(False, 6), (True, 2), (True, 6)])
+def test_model_guesses_only_decide_what_is_scored(monkeypatch, speculative, predict, degree):
     """Guesses (the per-example polynomial model of the KL, ``fast_guess.Polynomial``; "removed" without it) only
     choose which states are scored together: the circuit is the reference's whatever the model, and a good model
     needs fewer verification passes than none."""
@@ -263,15 +273,14 @@ def test_model_guesses_only_decide_what_is_scored(monkeypatch, predict, degree, 
     thr = float(torch.tensor(list(effects.values())).abs().quantile(0.7))
     ref = acdc(model, clean, corrupted, threshold=thr, engine="reference")
     passes = {}
-    for p, dg, sw in ((predict, degree, sweeps), (False, 6, 12)):
+    for p, dg in ((predict, degree), (False, 6)):
         monkeypatch.setattr(fast_module, "_PREDICT", p)
         monkeypatch.setattr(fast_module, "_DEGREE", dg)
-        monkeypatch.setattr(fast_module, "_SWEEPS", sw)
         fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
         assert_same(ref, fast)
-        passes[(p, dg, sw)] = fast.settings["verify_passes"]
-    if (predict, degree, sweeps) == (True, 6, 12):
-        assert passes[(True, 6, 12)] < passes[(False, 6, 12)]
+        passes[(p, dg)] = fast.settings["verify_passes"]
+    if (predict, degree) == (True, 6):
+        assert passes[(True, 6)] < passes[(False, 6)]
 
 
 def test_polynomial_model_interpolates_the_per_example_kl():
@@ -311,8 +320,8 @@ def _sparse_batches(seed: int, batch: int, d_in: int, share: float):
 
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), share=st.floats(0.4, 0.9), quantile=st.floats(0.3, 0.9),
-       block=st.sampled_from([3, 8, 192]), degree=st.sampled_from([2, 6]), sweeps=st.sampled_from([1, 12]))
-def test_pairs_path_matches_reference(seed, share, quantile, block, degree, sweeps):
+       block=st.sampled_from([3, 8, 192]), degree=st.sampled_from([2, 6]))
+def test_pairs_path_matches_reference(seed, share, quantile, block, degree):
     """Where inputs move only some examples, the fast engine sums per-example KL differences over the examples a
     candidate moves (``_Pairs``), whatever the guessing model and with chains cut into blocks: still the
     reference's circuit, its effects to 1e-10."""
@@ -323,7 +332,7 @@ def test_pairs_path_matches_reference(seed, share, quantile, block, degree, swee
     used = []
     plain = fast_module._Pairs.chain
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in (("_BLOCK", block), ("_DEGREE", degree), ("_SWEEPS", sweeps)):
+        for name, value in (("_BLOCK", block), ("_DEGREE", degree), ("_EXACT_LOOP", False)):
             mp.setattr(fast_module, name, value)
         mp.setattr(fast_module._Pairs, "chain", lambda self, *a: used.append(1) or plain(self, *a))
         fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
