@@ -134,7 +134,8 @@ def main() -> None:
           f"{s['n_tested'] / fast_s:,.0f} edges tested/s")
     flops = s["downstream_flops"]
     print(f"fast downstream updates: {flops:,} FLOP, {flops / fast_s / 1e9:.3f} GFLOP/s achieved over the whole run; "
-          f"{s['verify_passes']} batched verification passes, {s['ties_rescored']} near-ties re-scored")
+          f"{s['verify_passes']} passes (compiled loop: one per receiver and near-tie; speculation: batched "
+          f"verifications), {s['ties_rescored']} near-ties re-scored")
     if args.skip_reference:
         return
     ref, ref_cpu = timed("reference")

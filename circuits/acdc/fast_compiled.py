@@ -129,7 +129,7 @@ def decide(st: State, ties, k: int, j: int, d: Tensor):
             cur[moved] = new[moved]
         pos = q + 1
     hops = int(np.dot(r.width[1:], r.width[:-1]))
-    st.flops += 2 * n * b * (hops + r.out.size)
+    st.flops += 2 * int(np.count_nonzero(r.dT)) * (hops + r.out.size)  # the (candidate, moved example) pairs
     return (torch.from_numpy(effects), torch.from_numpy(removed), torch.tensor(float(cur.mean()), dtype=torch.float64),
             torch.from_numpy(c))
 

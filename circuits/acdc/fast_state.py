@@ -32,7 +32,7 @@ class State:
         self.P = [p.a_prime[c.sender] for c in self.conns]
         self.transposed = transposed  # last hop as sub @ d_act^T (see scores)
         self.flops = 0
-        self.passes = 0  # batched verification passes (speculation rounds)
+        self.passes = 0  # batched verification passes (speculation), or compiled-loop calls (fast_compiled)
         self.block: dict[int, int] = {}  # current adaptive block length per layer
         self.compiled = False  # receivers decided by the compiled loop (``fast_compiled``; set by the engine)
         # KL (the default metric) is scored on the changed logits only (``ChangedKL``); its delta-free terms
