@@ -20,6 +20,41 @@ def make_mlp(seed: int, widths=(5, 4, 3, 3), activation: str = "silu") -> Hooked
     return model
 
 
+def sparse_batches(seed: int, batch: int, d_in: int, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean/corrupted inputs equal on ``share`` of the (example, input) entries, as MNIST pairs are on the pixels
+    that are background in both images: a candidate sender then moves only some examples."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randn(batch, d_in, generator=g, dtype=torch.float64)
+    corrupted = torch.randn(batch, d_in, generator=g, dtype=torch.float64)
+    same = torch.rand(batch, d_in, generator=g) < share
+    return clean, torch.where(same, clean, corrupted)
+
+
+def fast_state(model, clean: torch.Tensor, corrupted: torch.Tensor, threshold: float, graph=None):
+    """The fast MLP engine's ``State`` of the full circuit (KL, resample ablation; ``graph``: the model's own)."""
+    from circuits import graph_of
+    from circuits.acdc.fast_state import State
+    from circuits.acdc.loop import Problem
+    from circuits.metrics import resolve
+    from circuits.patching import corrupted_activations, full_mask
+
+    g = graph_of(model) if graph is None else graph
+    return State(Problem(model, g, clean, corrupted_activations(model, corrupted, "resample", g), resolve("kl"),
+                         threshold, full_mask(g, clean.device), False))
+
+
+def kl_with_first_hidden_input(model: HookedMLP, clean: torch.Tensor, full_logits: torch.Tensor, act, neuron: int,
+                               z: torch.Tensor) -> float:
+    """Whole-batch KL(full || model) by the model's own layers (two hidden), with the input of ``neuron`` of the
+    first hidden layer set to ``z``: a plain forward pass, independent of the engines' algebra."""
+    with torch.no_grad():
+        h = act(model.linears[0](clean))
+        h[:, neuron] = act(z)
+        logits = model.linears[2](act(model.linears[1](h)))
+        logp = torch.log_softmax(full_logits, -1)
+        return float((logp.exp() * (logp - torch.log_softmax(logits, -1))).sum(-1).mean())
+
+
 def make_batches(seed: int, batch: int = 6, d_in: int = 5, shape: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1000 + seed)
     dims = shape or (d_in,)

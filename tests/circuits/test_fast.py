@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_batches, make_mlp
+from conftest import fast_state, kl_with_first_hidden_input, make_batches, make_mlp, sparse_batches
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -287,17 +287,10 @@ def test_polynomial_model_interpolates_the_per_example_kl():
     """Along the states the loop visits when it removes every edge, the model follows each example's KL term to a few
     percent of its range (a guess only), and degree 6 follows it more closely than a quadratic."""
     from circuits.acdc.fast_guess import Polynomial
-    from circuits.acdc.fast_state import State
-    from circuits.acdc.loop import Problem
-    from circuits.metrics import resolve
-    from circuits.patching import corrupted_activations, full_mask
 
     model = make_mlp(5, widths=(12, 5, 4, 3))
     clean, corrupted = make_batches(5, batch=4, d_in=12)
-    g = graph_of(model)
-    p = Problem(model, g, clean, corrupted_activations(model, corrupted, "resample", g), resolve("kl"), 1e-3,
-                full_mask(g, clean.device), False)
-    s = State(p)
+    s = fast_state(model, clean, corrupted, 1e-3)
     d = (s.P[0] - s.A[0]) * s.W[0][1]
     z0 = s.Z[1][:, 1].clone()
     path = (z0.unsqueeze(1) + torch.cumsum(d, dim=1)).T  # states the loop reaches if it removes everything
@@ -308,16 +301,6 @@ def test_polynomial_model_interpolates_the_per_example_kl():
 
 
 # ---------------------------------------------------------------------------- sparse input changes (pairs path)
-def _sparse_batches(seed: int, batch: int, d_in: int, share: float):
-    """Clean/corrupted inputs equal on ``share`` of the (example, input) entries, as MNIST pairs are on the pixels
-    that are background in both images: the fast engine then scores only the (state, example) pairs that move."""
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randn(batch, d_in, generator=g, dtype=torch.float64)
-    corrupted = torch.randn(batch, d_in, generator=g, dtype=torch.float64)
-    same = torch.rand(batch, d_in, generator=g) < share
-    return clean, torch.where(same, clean, corrupted)
-
-
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), share=st.floats(0.4, 0.9), quantile=st.floats(0.3, 0.9),
        block=st.sampled_from([3, 8, 192]), degree=st.sampled_from([2, 6]))
@@ -326,7 +309,7 @@ def test_pairs_path_matches_reference(seed, share, quantile, block, degree):
     candidate moves (``_Pairs``), whatever the guessing model and with chains cut into blocks: still the
     reference's circuit, its effects to 1e-10."""
     model = make_mlp(seed % 97, widths=(30, 6, 5, 4))
-    clean, corrupted = _sparse_batches(seed, batch=6, d_in=30, share=share)
+    clean, corrupted = sparse_batches(seed, batch=6, d_in=30, share=share)
     effects = acdc(model, clean, corrupted, threshold=0.0, engine="reference").effects
     thr = float(torch.tensor([abs(v) for v in effects.values() if v != 0]).quantile(quantile))
     used = []
@@ -345,30 +328,15 @@ def test_pairs_effect_is_the_whole_batch_difference():
     """``_Pairs``' effect of a candidate (a sum over the examples it moves) equals the difference of whole-batch KLs
     of the two states, computed here from logits by a plain forward pass."""
     model = make_mlp(3, widths=(12, 5, 4, 3))
-    clean, corrupted = _sparse_batches(3, batch=5, d_in=12, share=0.6)
-    from circuits.acdc.fast_state import State
-    from circuits.acdc.loop import Problem
-    from circuits.metrics import resolve
-    from circuits.patching import corrupted_activations, full_mask
-
-    g = graph_of(model)
-    p = Problem(model, g, clean, corrupted_activations(model, corrupted, "resample", g), resolve("kl"), 1e-3,
-                full_mask(g, clean.device), False)
-    s = State(p)
+    clean, corrupted = sparse_batches(3, batch=5, d_in=12, share=0.6)
+    s = fast_state(model, clean, corrupted, 1e-3)
     diff = s.P[0] - s.A[0]
     cand = torch.nonzero((diff != 0).any(dim=0)).flatten()
     d = diff[:, cand] * s.W[0][2, cand]
     pairs = fast_module._Pairs(s, 0, 2, d)
     pred = torch.rand(len(cand), generator=torch.Generator().manual_seed(0)) < 0.5
     eff = pairs.chain(0, s.Z[1][:, 2].clone(), pred)
-
-    def kl_with(z2):  # independent: the model's own layers with neuron 2 of the first hidden layer set to z2
-        with torch.no_grad():
-            h = torch.nn.functional.silu(model.linears[0](clean))
-            h[:, 2] = torch.nn.functional.silu(z2)
-            logits = model.linears[2](torch.nn.functional.silu(model.linears[1](h)))
-            logp = torch.log_softmax(p.full_logits, -1)
-            return float((logp.exp() * (logp - torch.log_softmax(logits, -1))).sum(-1).mean())
+    kl_with = lambda z2: kl_with_first_hidden_input(model, clean, s.p.full_logits, torch.nn.functional.silu, 2, z2)  # noqa: E731
 
     z, cur = s.Z[1][:, 2].clone(), kl_with(s.Z[1][:, 2])
     for i in range(len(cand)):

@@ -3,13 +3,14 @@ circuit and effects, its per-example KL terms equal to a plain forward pass, its
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numba
 import numpy as np
 import pytest
 import torch
-from conftest import make_batches, make_mlp
+from conftest import fast_state, kl_with_first_hidden_input, make_batches, make_mlp, sparse_batches
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,16 +19,6 @@ from circuits.acdc import fast as fast_module
 from circuits.acdc import fast_compiled
 
 ACTS = {"silu": torch.nn.functional.silu, "relu": torch.relu, "gelu": torch.nn.functional.gelu, "tanh": torch.tanh}
-
-
-def _sparse_batches(seed: int, batch: int, d_in: int, share: float):
-    """Clean/corrupted inputs equal on ``share`` of the entries (as MNIST pairs on shared background pixels): a
-    candidate then moves only some examples, which the compiled loop alone evaluates."""
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randn(batch, d_in, generator=g, dtype=torch.float64)
-    corrupted = torch.randn(batch, d_in, generator=g, dtype=torch.float64)
-    same = torch.rand(batch, d_in, generator=g) < share
-    return clean, torch.where(same, clean, corrupted)
 
 
 @pytest.fixture
@@ -54,7 +45,7 @@ def test_compiled_loop_equals_reference(seed, activation, widths, share, quantil
     """Every nonlinearity the loop knows, one to three hidden layers (hops from several changed neurons), two
     output classes (every class changed: no unchanged-class log-sum-exp), inputs that move some examples only."""
     model = make_mlp(seed % 97, widths=widths, activation=activation)
-    clean, corrupted = _sparse_batches(seed, batch=5, d_in=widths[0], share=share)
+    clean, corrupted = sparse_batches(seed, batch=5, d_in=widths[0], share=share)
     effects = acdc(model, clean, corrupted, threshold=0.0, engine="reference").effects
     moved = [abs(v) for v in effects.values() if v != 0]
     thr = float(torch.tensor(moved).quantile(quantile)) if moved else 1e-3
@@ -71,18 +62,11 @@ def test_effects_are_differences_of_plain_forward_kls():
     """Independent of the engine's algebra: each candidate's effect is the difference of whole-batch KLs of two
     plain forward passes (the receiver's input set to the state before and after removing it), following the
     loop's own decisions."""
-    from circuits.acdc.fast_state import State
     from circuits.acdc.fast_ties import Ties
-    from circuits.acdc.loop import Problem
-    from circuits.metrics import resolve
-    from circuits.patching import corrupted_activations, full_mask
 
     model = make_mlp(3, widths=(12, 5, 4, 3), activation="gelu")
-    clean, corrupted = _sparse_batches(3, batch=5, d_in=12, share=0.5)
-    g = graph_of(model)
-    p = Problem(model, g, clean, corrupted_activations(model, corrupted, "resample", g), resolve("kl"), 2e-3,
-                full_mask(g, clean.device), False)
-    s = State(p)
+    clean, corrupted = sparse_batches(3, batch=5, d_in=12, share=0.5)
+    s = fast_state(model, clean, corrupted, 2e-3)
     assert fast_compiled.supports(s)
     diff = s.P[0] - s.A[0]
     cand = torch.nonzero((diff != 0).any(dim=0)).flatten()
@@ -91,20 +75,13 @@ def test_effects_are_differences_of_plain_forward_kls():
     ties.start(s.M[0][2].clone(), cand[:0], cand)
     effects, removed, current, z_end = fast_compiled.decide(s, ties, 0, 2, d)
     assert 0 < int(removed.sum()) < len(cand)
-
-    def kl_with(z2):  # the model's own layers with neuron 2 of the first hidden layer's input set to z2
-        with torch.no_grad():
-            h = torch.nn.functional.gelu(model.linears[0](clean))
-            h[:, 2] = torch.nn.functional.gelu(z2)
-            logits = model.linears[2](torch.nn.functional.gelu(model.linears[1](h)))
-            logp = torch.log_softmax(p.full_logits, -1)
-            return float((logp.exp() * (logp - torch.log_softmax(logits, -1))).sum(-1).mean())
+    kl_with = lambda z2: kl_with_first_hidden_input(model, clean, s.p.full_logits, torch.nn.functional.gelu, 2, z2)  # noqa: E731
 
     z, cur = s.Z[1][:, 2].clone(), kl_with(s.Z[1][:, 2])
     for i in range(len(cand)):
         new = kl_with(z + d[:, i])
         assert math.isclose(float(effects[i]), new - cur, rel_tol=0, abs_tol=1e-12)
-        assert bool(removed[i]) == (float(effects[i]) < p.threshold)
+        assert bool(removed[i]) == (float(effects[i]) < s.p.threshold)
         if removed[i]:
             z, cur = z + d[:, i], new
     assert torch.allclose(z_end, z, rtol=0, atol=1e-12) and math.isclose(float(current), cur, abs_tol=1e-12)
@@ -121,16 +98,9 @@ def test_what_the_compiled_loop_does_not_cover_goes_to_speculation(calls, batche
     acdc(model, *batches, threshold=3e-3, engine="fast")
     assert calls  # float64 (the default dtype): compiled
     graph = graph_of(model)
-    soft = type(graph)(**{**graph.__dict__, "activations": {r: torch.nn.functional.softplus for r in graph.activations}})
-    from circuits.acdc.fast_state import State
-    from circuits.acdc.loop import Problem
-    from circuits.metrics import resolve
-    from circuits.patching import corrupted_activations, full_mask
-
-    clean, corrupted = batches
-    p = Problem(model, soft, clean, corrupted_activations(model, corrupted, "resample", soft), resolve("kl"), 1e-3,
-                full_mask(soft, clean.device), False)
-    assert not fast_compiled.supports(State(p))
+    soft = dataclasses.replace(graph, activations={r: torch.nn.functional.softplus for r in graph.activations})
+    assert fast_compiled.supports(fast_state(model, *batches, 1e-3))
+    assert not fast_compiled.supports(fast_state(model, *batches, 1e-3, graph=soft))
 
 
 def test_near_ties_stop_the_compiled_loop_and_are_rescored(calls):
