@@ -37,8 +37,9 @@ from torch import Tensor
 from circuits import metrics
 from circuits.circuit import Circuit, model_identity
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of, node_mix_axis, nodes_first
-from circuits.patching import check_batches, node_selector, record, sender_contributions
+from circuits.patching import check_batches, node_selector, sender_contributions
 from circuits.protocol_check import check_declaration
+from circuits.recording import record
 from circuits.validate import check_eap_ablation, check_model_and_inputs, scalar_metric
 
 Metric = Callable[[Tensor, Tensor], Tensor]

@@ -19,8 +19,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.graph import Graph, graph_of
-from circuits.patching import check_batches, node_selector, record
+from circuits.patching import check_batches, node_selector
 from circuits.protocol_check import check_declaration
+from circuits.recording import record
 from circuits.validate import check_model_and_inputs
 
 _CHUNK_ELEMENTS = 1 << 23

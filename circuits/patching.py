@@ -25,6 +25,7 @@ from torch import Tensor
 
 from circuits.circuit import Circuit
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
+from circuits.recording import record
 from circuits.validate import check_model_and_inputs
 from circuits.models.transformer_bridge import check_bridge_inputs, check_eval_mode, is_bridge
 
@@ -110,30 +111,7 @@ def edges_of_mask(mask: EdgeMask) -> frozenset[Edge]:
     return frozenset(out)
 
 
-# ---------------------------------------------------------------------------- recording and node selection
-def record(model: Any, x: Tensor, hooks: Any) -> tuple[Tensor, dict[str, Float[Tensor, "batch ..."]]]:
-    """Run ``x`` once; return the output and the detached activation at each of ``hooks``.
-
-    The dict is in the order the hooks first fired (the forward order). Keyed by the name each hook was
-    registered under (not ``hook.name``, which some wrappers canonicalise). A ``ValueError`` names the
-    hooks that never fired.
-    """
-    store: dict[str, Tensor] = {}
-
-    def saver(name: str):
-        def save(act: Tensor, hook: Any) -> None:
-            if name not in store:
-                store[name] = act.detach()
-        return save
-
-    with torch.no_grad():
-        out = model.run_with_hooks(x, fwd_hooks=[(h, saver(h)) for h in dict.fromkeys(hooks)])
-    missing = sorted(set(hooks) - set(store))
-    if missing:
-        raise ValueError(f"{type(model).__name__}: declared hook points never fired in a forward pass: {missing}")
-    return out, store
-
-
+# ---------------------------------------------------------------------------- node selection
 def _node_axis(nodes: Nodes, ndim: int) -> Optional[int]:
     if nodes.axis is None:
         return None

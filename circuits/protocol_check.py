@@ -29,7 +29,7 @@ from torch import Tensor
 
 from circuits.graph import Connection, Graph, Nodes, graph_of, mix_nodes
 from circuits.models import transformer_bridge
-from circuits.patching import record
+from circuits.recording import record
 
 DECLARATION_ROWS = 4  # rows of the clean/corrupted batches the pre-discovery check runs on
 

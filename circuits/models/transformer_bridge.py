@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from circuits.graph import Connection, Graph, Nodes, register_graph_builder
+from circuits.recording import fired
 
 HEAD_AXIS = 2  # (batch, pos, head, d_model)
 INPUT = "embed.hook_out"
@@ -125,20 +126,14 @@ def _check_hooks_fire(bridge: Any, hooks: list[str]) -> None:
     adapter for an architecture may lack one of the gated hooks or fail with them on; refuse by name, before work."""
     if _FIRING.get(bridge):
         return
-    fired: set[str] = set()
-
-    def seen(act: Tensor, hook: Any) -> None:
-        fired.add(hook.name)
-
     device = next((t.device for t in bridge.parameters()), torch.device("cpu"))
     try:
-        with torch.no_grad(), bridge.hooks(fwd_hooks=[(h, seen) for h in hooks]):
-            bridge(torch.zeros(1, 2, dtype=torch.long, device=device))
+        _, seen = fired(bridge, torch.zeros(1, 2, dtype=torch.long, device=device), hooks)
     except Exception as e:  # an adapter that breaks with split q/k/v inputs or per-head results on
         raise ValueError(f"{architecture(bridge)}: the bridge's forward fails with the hooks the SPEC 7 graph needs "
                          f"turned on ({type(e).__name__}: {e}); TransformerLens's adapter for this architecture does "
                          "not support them") from e
-    missing = [h for h in hooks if h not in fired]
+    missing = [h for h in hooks if h not in seen]
     if missing:
         raise ValueError(f"{architecture(bridge)}: TransformerLens's adapter for this architecture never fires "
                          f"{missing}, which the SPEC 7 graph needs (the gated hooks are on)")

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from circuits.graph import Nodes, graph_of
-from circuits.patching import node_slice, record, sender_contributions
+from circuits.patching import node_slice, sender_contributions
 from circuits.protocol_check import check_declaration
+from circuits.recording import record
 
 
 def _keep_only(t, axis, index):
