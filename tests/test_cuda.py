@@ -67,10 +67,17 @@ def mlp(seed: int = 0, widths=(6, 5, 4, 3)):
     return model, clean, corrupted
 
 
-@pytest.mark.parametrize("engine", ["reference", "fast"])
+@pytest.mark.parametrize("engine", ["reference", "fast", "fast-speculative"])
 @pytest.mark.parametrize("threshold", [0.0, 1e-3])
-def test_mlp_acdc_on_the_device_equals_the_cpu(engine, threshold):
-    model, clean, corrupted = mlp()
+def test_mlp_acdc_on_the_device_equals_the_cpu(engine, threshold, monkeypatch):
+    """``fast``: the compiled loop (on CPU copies of the device's data); ``fast-speculative``: its batched
+    speculate-and-verify path, on the device (guesses from the compiled model loop on CPU copies)."""
+    from circuits.acdc import fast
+
+    if engine == "fast-speculative":
+        engine = "fast"
+        monkeypatch.setattr(fast, "_EXACT_LOOP", False)
+    model, clean, corrupted = mlp(widths=(24, 6, 4, 3))
     cpu = circuits.acdc(model, clean, corrupted, threshold=threshold, engine=engine)
     dev = circuits.acdc(on(model), clean.to(DEVICE), corrupted.to(DEVICE), threshold=threshold, engine=engine)
     assert dev.settings["engine_used"] == cpu.settings["engine_used"]

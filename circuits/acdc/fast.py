@@ -12,9 +12,9 @@ elementwise nonlinearity (``Graph.activations``; never read from the model's cla
 * Ties, as the reference: an edge with ``a'_i == a_i`` on every example or ``W[j,i] == 0`` has effect
   exactly 0 by rule (``loop.unchanged_edges``); an effect within rounding of the threshold is re-scored
   by the reference's own computation (``fast_ties.Ties``), so rounding cannot make the engines disagree.
-* KL on the CPU in float64 (the default discovery): ACDC's own sequential loop over a receiver's senders,
-  compiled (``fast_compiled``): each candidate's state scored once, on the examples it moves, in order.
-* Otherwise (other metrics, float32 discovery, nonlinearities the compiled loop does not know, accelerators),
+* KL in float64 (the default discovery): ACDC's own sequential loop over a receiver's senders, compiled
+  (``fast_compiled``, on the CPU): each candidate's state scored once, on the examples it moves, in order.
+* Otherwise (other metrics, float32 discovery, nonlinearities the compiled loop does not know),
   speculate and verify: guess each remaining sender's decision (KL: the sequential loop run on a per-example
   polynomial model of the KL over the inputs the loop can reach, ``fast_guess.Polynomial``, from the accepted
   state before each block; other metrics: "removed", then the effects measured in the last pass), build the
@@ -51,7 +51,7 @@ _MIN_MODEL = 8  # ... for receivers with more candidates than this
 _PAIRS = True  # KL, hidden receivers: score only the (state, example) pairs a candidate moves (``_Pairs``)
 _PAIRS_MAX = 0.75  # ... when candidates move at most this share of the (candidate, example) pairs
 _TRANSPOSED = True  # last hop as sub @ d_act^T (``State.scores``)
-_EXACT_LOOP = True  # KL on the CPU in float64: ACDC's own loop, compiled (``fast_compiled``); else speculation
+_EXACT_LOOP = True  # KL in float64: ACDC's own loop, compiled (``fast_compiled``); else speculation
 
 
 def supports(model: Any, graph: Graph) -> bool:

@@ -1,4 +1,4 @@
-"""The fast MLP engine's sequential loop, compiled (``circuits.acdc.fast``; KL on the CPU in float64).
+"""The fast MLP engine's sequential loop, compiled (``circuits.acdc.fast``; KL in float64; runs on the CPU).
 
 While receiver j of layer k+1 is processed, everything but its input ``z_j`` is fixed, and the KL is a mean of
 per-example terms ``F_b`` that depend on example b's ``z_j[b]`` alone (``fast_state``'s module docstring). ACDC's
@@ -13,7 +13,8 @@ each hidden hop ``z <- z + W_present (a(x) - a)``, then the changed logits' KL (
 ``metrics.ChangedKL``'s formula). ``_loop`` runs this loop compiled (numba), each candidate's state for every
 example at once (loops over examples vectorize; an example the candidate does not move adds nothing), so no
 decision is guessed and no state is scored twice. The speculative torch path of ``fast`` (guess, score a chain of
-states, verify) remains for other metrics, float32 discovery, undeclared nonlinearities and accelerators.
+states, verify) remains for other metrics, float32 discovery and nonlinearities the loop does not know. A model on
+an accelerator gets the compiled loop too, on CPU copies of each receiver's few arrays.
 
 Near-ties: an effect within the tie window of the threshold (``fast_ties.Ties``: where rounding could decide)
 stops the loop; the caller re-scores it the reference's way, decides, and resumes after it.
@@ -41,8 +42,9 @@ _CODES = {
 
 
 def supports(st: State) -> bool:
-    """Whether the compiled loop applies: KL, float64 CPU tensors, every hidden nonlinearity one it knows."""
-    if st.kl is None or st.Z[st.L].device.type != "cpu" or st.Z[st.L].dtype != torch.float64:
+    """Whether the compiled loop applies: KL, float64, every hidden nonlinearity one it knows. On an accelerator it
+    runs on the CPU on copies of the receiver's data (a few small arrays per receiver; the loop is sequential)."""
+    if st.kl is None or st.Z[st.L].dtype != torch.float64:
         return False
     return all(fn in _CODES for fn in st.acts)
 
@@ -52,8 +54,8 @@ class Receiver:
     examples on the last axis (the compiled loops run over examples, which vectorizes)."""
 
     def __init__(self, st: State, k: int, j: int, d: Tensor) -> None:
-        self.dT = np.ascontiguousarray(d.T.numpy())  # (n, b): change of z_j per candidate and example
-        self.z0 = st.Z[k + 1][:, j].numpy().copy()
+        self.dT = np.ascontiguousarray(_np(d.T))  # (n, b): change of z_j per candidate and example
+        self.z0 = _np(st.Z[k + 1][:, j]).copy()
         chain = st._downstream(k, j)
         if chain:  # a hidden receiver: its nonlinearity, hidden hops, then the logits
             self.act0 = _CODES[st.acts[k]]
@@ -69,10 +71,10 @@ class Receiver:
         # their nonlinearity's values by the compiled loop's own evaluation, so an unchanged input changes nothing
         self.azs = np.concatenate([_act_of(c, _flat([h[2].T])) for c, h in zip(codes, hidden)]) if hidden else self.zs
         self.a0 = _act_of(self.act0, self.z0)
-        self.out = np.ascontiguousarray(sub.T.numpy())  # (r_last, classes)
+        self.out = np.ascontiguousarray(_np(sub.T))  # (r_last, classes)
         y_rows, const, rest, _, _, p_rows = st._cached(("pair", k, j), lambda: st.kl.pair_base(st.Z[st.L], rows))
-        self.y, self.p = np.ascontiguousarray(y_rows.T.numpy()), np.ascontiguousarray(p_rows.T.numpy())
-        self.const, self.rest = const.numpy(), rest.numpy()
+        self.y, self.p = np.ascontiguousarray(_np(y_rows.T)), np.ascontiguousarray(_np(p_rows.T))
+        self.const, self.rest = _np(const), _np(rest)
         self.has_rest = bool(np.isfinite(self.rest).all())  # some class outside ``rows`` (else rest = -inf)
         width, b = max(int(self.width.max()), 1), len(self.z0)
         self.scratch = (np.empty((width, b)), np.empty((width, b)), np.empty((len(rows), b)), np.empty((5, b)))
@@ -101,8 +103,13 @@ def _act_of(code: int, x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _np(t: Tensor) -> np.ndarray:
+    """A tensor's values as a numpy array on the CPU (a copy from an accelerator; a view of a CPU tensor)."""
+    return t.detach().cpu().numpy()
+
+
 def _flat(parts: list[Tensor]) -> np.ndarray:
-    return np.concatenate([np.ascontiguousarray(p.numpy()).reshape(-1) for p in parts]) if parts else np.zeros(0)
+    return np.concatenate([np.ascontiguousarray(_np(p)).reshape(-1) for p in parts]) if parts else np.zeros(0)
 
 
 def decide(st: State, ties, k: int, j: int, d: Tensor):
@@ -121,7 +128,7 @@ def decide(st: State, ties, k: int, j: int, d: Tensor):
         if q == n:
             break
         # a near-tie: the reference's own computation decides it
-        e = ties.effect(k, j, q, torch.from_numpy(removed[:q].copy()))
+        e = ties.effect(k, j, q, torch.from_numpy(removed[:q].copy()).to(d.device))
         effects[q], removed[q] = e, e < thr
         if removed[q]:
             moved = r.dT[q] != 0
@@ -130,8 +137,8 @@ def decide(st: State, ties, k: int, j: int, d: Tensor):
         pos = q + 1
     hops = int(np.dot(r.width[1:], r.width[:-1]))
     st.flops += 2 * int(np.count_nonzero(r.dT)) * (hops + r.out.size)  # the (candidate, moved example) pairs
-    return (torch.from_numpy(effects), torch.from_numpy(removed), torch.tensor(float(cur.mean()), dtype=torch.float64),
-            torch.from_numpy(c))
+    back = [torch.from_numpy(a).to(d.device) for a in (effects, removed, np.array(cur.mean()), c)]
+    return tuple(back)
 
 
 # ------------------------------------------------------------------------------------------------ compiled parts
