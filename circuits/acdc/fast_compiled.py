@@ -96,13 +96,6 @@ class Receiver:
         return out
 
 
-def _act_of(code: int, x: np.ndarray) -> np.ndarray:
-    """The compiled loop's own evaluation of nonlinearity ``code`` at ``x``."""
-    out = np.empty_like(x)
-    _changes(code, x, np.zeros(1), 0, np.zeros(len(x), dtype=np.int64), out, len(x), np.empty(len(x)))
-    return out
-
-
 def _np(t: Tensor) -> np.ndarray:
     """A tensor's values as a numpy array on the CPU (a copy from an accelerator; a view of a CPU tensor)."""
     return t.detach().cpu().numpy()
@@ -203,6 +196,14 @@ def _changes(code, s, base, off, idx, out, m, tmp):  # pragma: no cover - compil
     else:
         for t in range(m):
             out[t] = _act(code, s[t]) - base[off + idx[t]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _act_of(code, x):  # pragma: no cover - compiled
+    """The compiled loop's own evaluation of nonlinearity ``code`` at ``x`` (1-D)."""
+    out = np.empty_like(x)
+    _changes(code, x, np.zeros(1), 0, np.zeros(x.shape[0], dtype=np.int64), out, x.shape[0], np.empty_like(x))
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
