@@ -10,9 +10,9 @@ loop over the receiver's candidate senders is then, exactly:
 
 ``F_b(x)`` is the downstream network from ``z_j[b] = x`` to example b's KL term: the receiver's nonlinearity,
 each hidden hop ``z <- z + W_present (a(x) - a)``, then the changed logits' KL (the stable log-sum-exp of
-``metrics.ChangedKL``'s formula). ``_loop`` runs this loop compiled (numba), each candidate's state for every
-example at once (loops over examples vectorize; an example the candidate does not move adds nothing), so no
-decision is guessed and no state is scored twice. The speculative torch path of ``fast`` (guess, score a chain of
+``metrics.ChangedKL``'s formula). ``_loop`` runs this loop compiled (numba), each candidate's state evaluated
+on the examples it moves, gathered (the loops over them vectorize), so no decision is guessed and no state is
+scored twice. The speculative torch path of ``fast`` (guess, score a chain of
 states, verify) remains for other metrics, float32 discovery and nonlinearities the loop does not know. A model on
 an accelerator gets the compiled loop too, on CPU copies of each receiver's few arrays.
 
@@ -56,7 +56,7 @@ class Receiver:
     def __init__(self, st: State, k: int, j: int, d: Tensor) -> None:
         self.dT = np.ascontiguousarray(_np(d.T))  # (n, b): change of z_j per candidate and example
         self.z0 = _np(st.Z[k + 1][:, j]).copy()
-        chain = st._downstream(k, j)
+        chain = st.downstream(k, j)
         if chain:  # a hidden receiver: its nonlinearity, hidden hops, then the logits
             self.act0 = _CODES[st.acts[k]]
             hidden, (rows, sub, _, _) = chain[:-1], chain[-1]
@@ -72,7 +72,7 @@ class Receiver:
         self.azs = np.concatenate([_act_of(c, _flat([h[2].T])) for c, h in zip(codes, hidden)]) if hidden else self.zs
         self.a0 = _act_of(self.act0, self.z0)
         self.out = np.ascontiguousarray(_np(sub.T))  # (r_last, classes)
-        y_rows, const, rest, _, _, p_rows = st._cached(("pair", k, j), lambda: st.kl.pair_base(st.Z[st.L], rows))
+        y_rows, const, rest, _, _, p_rows = st.cached(("pair", k, j), lambda: st.kl.pair_base(st.Z[st.L], rows))
         self.y, self.p = np.ascontiguousarray(_np(y_rows.T)), np.ascontiguousarray(_np(p_rows.T))
         self.const, self.rest = _np(const), _np(rest)
         self.has_rest = bool(np.isfinite(self.rest).all())  # some class outside ``rows`` (else rest = -inf)
@@ -130,8 +130,7 @@ def decide(st: State, ties, k: int, j: int, d: Tensor):
         pos = q + 1
     hops = int(np.dot(r.width[1:], r.width[:-1]))
     st.flops += 2 * int(np.count_nonzero(r.dT)) * (hops + r.out.size)  # the (candidate, moved example) pairs
-    back = [torch.from_numpy(a).to(d.device) for a in (effects, removed, np.array(cur.mean()), c)]
-    return tuple(back)
+    return tuple(torch.from_numpy(a).to(d.device) for a in (effects, removed, np.array(cur.mean()), c))
 
 
 # ------------------------------------------------------------------------------------------------ compiled parts

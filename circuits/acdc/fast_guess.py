@@ -38,10 +38,9 @@ class Polynomial:
         vander = t.unsqueeze(1) ** torch.arange(deg + 1, device=d.device, dtype=torch.float64)
         self.coef = torch.linalg.solve(vander, f)  # (deg + 1, b): F_b(origin + u * width) = sum_p coef_p u^p
         self.origin, self.scale = (z0 + lo).to(torch.float64), 1.0 / width.to(torch.float64)
-        self.dT = d.T.to(torch.float64)  # (n, b)
-        # the sequential loop's inputs as contiguous float64 arrays on the CPU (``loop``)
+        # the sequential loop's inputs as contiguous float64 arrays on the CPU (``loop``); dT: (n, b)
         self._np = (self.coef.T.contiguous().cpu().numpy(), self.origin.cpu().numpy(), self.scale.cpu().numpy(),
-                    self.dT.contiguous().cpu().numpy())
+                    d.T.to(torch.float64).contiguous().cpu().numpy())
 
     def loop(self, threshold: float, start: int, end: int, z: Tensor) -> Tensor:
         """The model's own sequential loop over candidates ``start..end`` from the accepted input ``z`` (b,): each

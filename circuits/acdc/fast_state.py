@@ -3,7 +3,7 @@ metric of candidate states that differ from the current circuit in one receiver 
 
 A change of ``z_{k+1}[j]`` travels to the logits only through edges still in the circuit (absent edges carry
 ``a'``); downstream of receiver layer k+1 every edge is final while it is processed (ACDC goes output-first), so
-the present-weight slices a change of neuron j goes through are built once per receiver (``_downstream``).
+the present-weight slices a change of neuron j goes through are built once per receiver (``downstream``).
 Two ways to score: whole states (``scores``: each state's z column for every example) and pairs
 (``pair_scores``: one example's KL term of one state, for the examples a candidate actually moves).
 """
@@ -73,7 +73,7 @@ class State:
             self.A[m + 1][:, rows] = new
             idx = rows
 
-    def _downstream(self, k: int, j: int) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    def downstream(self, k: int, j: int) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """(rows, present weights, z rows, a rows) per layer from neuron j of layer k+1 to the logits,
         through the circuit; the weights are final while j is processed, z and a change on commits."""
         key = (k, j)
@@ -94,7 +94,7 @@ class State:
             self._rows[key] = cached
         return cached[1]
 
-    def _cached(self, key: tuple[str, int, int], make) -> tuple[Tensor, ...]:
+    def cached(self, key: tuple[str, int, int], make) -> tuple[Tensor, ...]:
         hit = self._base.get(key)
         if hit is None or hit[0] != self.version:
             hit = (self.version, make())
@@ -109,7 +109,7 @@ class State:
             rows = torch.tensor([j], device=zj.device)
             return self._score_logits((k, j), rows, (zj - self.Z[self.L][:, j]).unsqueeze(-1), per_example)
         d_act = (self.acts[k](zj) - self.A[k + 1][:, j]).unsqueeze(-1)  # (n, b, 1)
-        for m, (rows, sub, z_rows, a_rows) in enumerate(self._downstream(k, j), start=k + 1):
+        for m, (rows, sub, z_rows, a_rows) in enumerate(self.downstream(k, j), start=k + 1):
             self.flops += 2 * n * b * sub.shape[0] * sub.shape[1]
             if m + 1 == self.L:
                 # (classes, n*b) = sub @ d_act^T: a few output rows, many columns, about 2x faster than
@@ -136,21 +136,21 @@ class State:
             logits = x0.unsqueeze(0).repeat(delta.shape[0], 1, 1)
             logits[:, :, rows] += delta
             return self.p.metric.many(logits, self.p.full_logits)
-        base = self._cached(("base", *key), lambda: self.kl.base(x0, rows))
+        base = self.cached(("base", *key), lambda: self.kl.base(x0, rows))
         return self.kl(base, rows, delta, per_example, classes_first)
 
     def example_kl(self) -> Tensor:
         """The current circuit's per-example KL terms ``(batch,)`` (KL only)."""
-        return self._cached(("example", -1, -1), lambda: self.kl.per_example(self.Z[self.L]))
+        return self.cached(("example", -1, -1), lambda: self.kl.per_example(self.Z[self.L]))
 
     def pair_scores(self, k: int, j: int, zv: Tensor, ex: Tensor) -> Tensor:
         """Per-example KL of example ``ex[q]`` with ``z_{k+1}[ex[q], j] = zv[q]``, for each pair q (KL, hidden
         receiver only); every other example keeps its current value."""
         d_act = (self.acts[k](zv) - self.A[k + 1][:, j].index_select(0, ex)).unsqueeze(-1)  # (P, 1)
-        for m, (rows, sub, z_rows, a_rows) in enumerate(self._downstream(k, j), start=k + 1):
+        for m, (rows, sub, z_rows, a_rows) in enumerate(self.downstream(k, j), start=k + 1):
             self.flops += 2 * d_act.shape[0] * sub.shape[0] * sub.shape[1]
             if m + 1 == self.L:
-                base = self._cached(("pair", k, j), lambda: self.kl.pair_base(self.Z[self.L], rows))
+                base = self.cached(("pair", k, j), lambda: self.kl.pair_base(self.Z[self.L], rows))
                 return self.kl.at(base, torch.mm(sub, d_act.T), ex)
             z = z_rows.index_select(0, ex)  # a gathered copy: updated in place
             z = z.addcmul_(d_act, sub.T) if sub.shape[1] == 1 else z.addmm_(d_act, sub.T)
