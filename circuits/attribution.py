@@ -21,9 +21,9 @@ Where the gradient is taken (``point``):
 ``steps=k`` (EAP-IG) ignores ``point``: it averages the gradient over k points on the straight line from the
 corrupted to the clean activations of the graph's *input* hooks (senders that are no node's output, e.g.
 ``hook_in`` or ``hook_embed``), at the midpoints ``alpha = (i - 1/2) / k``, i = 1..k (a midpoint Riemann sum of
-the path integral; Hanna et al. use the same path). Cost, independent of the number of edges: EAP at the
-clean point is one corrupted forward pass plus one clean forward+backward pass; at the corrupted point
-add one clean forward pass; EAP-IG is two forward passes plus k forward+backward passes.
+the path integral; Hanna et al. use the same path). Cost, independent of the number of edges: two forward
+passes (clean and corrupted: the activations, and the metric checked once on both runs' logits) plus one
+forward+backward pass (EAP) or k of them (EAP-IG).
 """
 
 from __future__ import annotations
@@ -40,7 +40,14 @@ from circuits.graph import Connection, Edge, Graph, Nodes, graph_of, node_mix_ax
 from circuits.patching import check_batches, node_selector, sender_contributions
 from circuits.protocol_check import check_declaration
 from circuits.recording import record
-from circuits.validate import check_eap_ablation, check_model_and_inputs, scalar_metric
+from circuits.hook_settings import keeps_hook_settings
+from circuits.validate import (
+    check_distinct_pair,
+    check_eap_ablation,
+    check_metric_values,
+    check_model_and_inputs,
+    scalar_metric,
+)
 
 Metric = Callable[[Tensor, Tensor], Tensor]
 EdgeScores = dict[Edge, float]
@@ -67,15 +74,9 @@ def resolve_metric(metric: Union[str, Metric], point: str, steps: Optional[int])
 
 
 def _gradients(model: Any, x: Any, graph: Graph, metric: Callable[[Tensor], Tensor],
-               sources: dict[str, Tensor], saved: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
-    """One forward + backward pass: dM/dz at every receiver hook; ``sources`` replace input-hook values;
-    sender activations are saved into ``saved`` when given."""
+               sources: dict[str, Tensor]) -> dict[str, Tensor]:
+    """One forward + backward pass: dM/dz at every receiver hook; ``sources`` replace input-hook values."""
     captured: dict[str, Tensor] = {}
-
-    def keep(name: str):
-        def fn(t: Tensor, hook: Any) -> None:
-            saved[name] = t.detach()
-        return fn
 
     def leaf(name: str):
         def fn(t: Tensor, hook: Any) -> Tensor:
@@ -91,8 +92,6 @@ def _gradients(model: Any, x: Any, graph: Graph, metric: Callable[[Tensor], Tens
 
     receivers = graph.receivers()
     hooks = [(h, leaf(h)) for h in _input_hooks(graph)] + [(h, grab(h)) for h in receivers]
-    if saved is not None:
-        hooks += [(h, keep(h)) for h in graph.senders()]
     with torch.enable_grad():
         logits = model.run_with_hooks(x, fwd_hooks=hooks)
         value = metric(logits)
@@ -166,6 +165,7 @@ def _adjoint_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta: T
     return _per_receiver_node(delta.unsqueeze(0) * adj, senders)
 
 
+@keeps_hook_settings
 def eap(
     model: Any,
     clean: Any,
@@ -194,12 +194,13 @@ def eap(
     clean, corrupted = check_batches(model, clean, corrupted)  # the same checks as ACDC: pairing, NaN, dtype
     graph = check_declaration(model, graph_of(model), clean, corrupted)
     senders = graph.senders()
-    _, a_bad = record(model, corrupted, senders)
-    if steps is None and point == "clean":  # one forward+backward on the clean batch gives a and dM/dz
-        a: dict[str, Tensor] = {}
-        grads = _gradients(model, clean, graph, lambda logits: fn(logits, logits.detach()), {}, saved=a)
-        return _scores(graph, a, a_bad, grads)
+    check_distinct_pair(clean, corrupted, "eap")
+    empty_logits, a_bad = record(model, corrupted, senders)
     full_logits, a = record(model, clean, senders)
+    check_metric_values(fn, full_logits, empty_logits, "eap")  # one finite number on both ends, before any backward
+    if steps is None and point == "clean":  # one forward+backward on the clean batch gives dM/dz
+        grads = _gradients(model, clean, graph, lambda logits: fn(logits, logits.detach()), {})
+        return _scores(graph, a, a_bad, grads)
 
     def objective(logits: Tensor) -> Tensor:
         return fn(logits, full_logits)
@@ -227,6 +228,11 @@ def _scores(graph: Graph, a: dict, a_bad: dict, grads: dict) -> EdgeScores:
     return {e: blocks[(e.sender, e.receiver)][e.receiver_index][e.sender_index] for e in graph.edges()}
 
 
+def _check_top_n(top_n: Any) -> None:
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
+        raise ValueError(f"top_n must be a non-negative integer, got {top_n!r}")
+
+
 def circuit_from_scores(
     scores: EdgeScores,
     graph_or_model: Any,
@@ -238,8 +244,8 @@ def circuit_from_scores(
     ``|score| >= threshold``. Exactly one of ``top_n`` / ``threshold``; edges must belong to the graph."""
     if (top_n is None) == (threshold is None):
         raise ValueError("give exactly one of top_n= or threshold=")
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0):
-        raise ValueError(f"top_n must be a non-negative integer, got {top_n!r}")
+    if top_n is not None:
+        _check_top_n(top_n)
     graph = graph_or_model if isinstance(graph_or_model, Graph) else graph_of(graph_or_model)
     order = {e: i for i, e in enumerate(graph.edges())}
     for e in scores:
@@ -255,12 +261,33 @@ def circuit_from_scores(
                    settings={"algorithm": "attribution", "top_n": top_n, "threshold": threshold}, model=ident)
 
 
+def _check_eap_then_acdc_arguments(top_n: Any, threshold: Any, acdc_kwargs: dict[str, Any]) -> None:
+    """Everything ACDC would refuse, refused before EAP(-IG) runs: ``top_n``, ``threshold``, unknown or duplicated
+    keyword arguments of ``acdc``, its ``engine`` and an ablation EAP does not score."""
+    import inspect
+
+    from circuits.acdc.discover import ENGINES, acdc
+    from circuits.acdc.loop import check_threshold
+
+    _check_top_n(top_n)
+    check_threshold(threshold)
+    allowed = set(inspect.signature(acdc).parameters) - {"model", "clean", "corrupted", "threshold", "metric", "edges"}
+    unknown = sorted(set(acdc_kwargs) - allowed)
+    if unknown:
+        raise TypeError(f"eap_then_acdc got keyword arguments {unknown} that acdc does not take (or that "
+                        f"eap_then_acdc sets itself); acdc's options: {sorted(allowed)}")
+    if acdc_kwargs.get("engine", "fast") not in ENGINES:
+        raise ValueError(f"unknown engine {acdc_kwargs['engine']!r}; expected one of {list(ENGINES)}")
+    check_eap_ablation(acdc_kwargs.get("ablation", "resample"))
+
+
+@keeps_hook_settings
 def eap_then_acdc(model: Any, clean: Any, corrupted: Any, *, top_n: int, threshold: float,
                   metric: Union[str, Metric] = "kl", steps: Optional[int] = None, **acdc_kwargs: Any) -> Circuit:
     """ACDC restricted to the ``top_n`` edges by EAP(-IG) score: the others start absent (a pre-filter)."""
-    from circuits import acdc
-
-    check_eap_ablation(acdc_kwargs.get("ablation", "resample"))
+    _check_eap_then_acdc_arguments(top_n, threshold, acdc_kwargs)
     scores = eap(model, clean, corrupted, metric, steps=steps)
     candidates = circuit_from_scores(scores, model, top_n=top_n).edges
+    from circuits import acdc
+
     return acdc(model, clean, corrupted, threshold=threshold, metric=metric, edges=candidates, **acdc_kwargs)

@@ -31,6 +31,7 @@ from circuits.graph import Graph, graph_of
 from circuits.metrics import kl
 from circuits.patching import check_batches, run_circuit
 from circuits.validate import check_labels_range, check_model_and_inputs, check_scalar_labels
+from circuits.hook_settings import keeps_hook_settings
 
 
 def hidden_nodes(graph: Graph, circuit: Circuit) -> tuple[int, int]:
@@ -63,6 +64,7 @@ def _last_position(logits: Tensor) -> Tensor:
     return logits[:, -1] if logits.dim() == 3 else logits
 
 
+@keeps_hook_settings
 def evaluate(
     model: Any,
     circuit: Circuit,

@@ -9,6 +9,7 @@ the fast engine uses to score many candidate circuits at once.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -176,9 +177,14 @@ def select_positions(logits: Float[Tensor, "*n batch seq vocab"], full: Float[Te
         idx = torch.full((full.shape[0], 1), pos % seq, device=full.device)
     else:
         idx = (pos if pos.dim() == 2 else pos.unsqueeze(1)).to(full.device)
-        if idx.shape[0] != full.shape[0] or bool(((idx < -seq) | (idx >= seq)).any()):
-            raise ValueError(f"pos index tensor of shape {tuple(pos.shape)} does not fit a batch of {full.shape[0]} "
-                             f"sequences of length {seq}")
+        if idx.shape[0] != full.shape[0]:
+            raise ValueError(f"pos index tensor of shape {tuple(pos.shape)} has {idx.shape[0]} rows for a batch of "
+                             f"{full.shape[0]} sequences: give one position (or row of positions) per example")
+        bad = (idx < -seq) | (idx >= seq)
+        if bool(bad.any()):
+            rows = torch.nonzero(bad.any(dim=1)).flatten()[:5].tolist()
+            raise ValueError(f"pos holds positions {idx[bad][:5].tolist()} (examples {rows}) outside sequences of "
+                             f"length {seq}: positions must lie in -{seq}..{seq - 1}")
         idx = idx % seq
     if idx.shape[1] == 0:
         raise ValueError(f"pos={pos!r} selects no position of sequences of length {seq}")
@@ -214,6 +220,17 @@ def _check_labels(labels: Any, name: str) -> Tensor:
     return labels
 
 
+def _check_distinct_labels(clean_labels: Tensor, corrupt_labels: Tensor) -> None:
+    """``logit_diff(y, y)`` is 0 for every circuit (an error); some equal pairs add 0 to the mean (a warning)."""
+    same = clean_labels == corrupt_labels
+    if len(same) and bool(same.all()):
+        raise ValueError("logit_diff: clean_labels and corrupt_labels are identical, so the logit difference is 0 for "
+                         "every circuit and every effect 0; give each example its corrupted answer as corrupt_labels")
+    if bool(same.any()):
+        warnings.warn(f"logit_diff: {int(same.sum())} of {len(same)} examples have the same clean and corrupt label; "
+                      "they add 0 to the mean logit difference", UserWarning, stacklevel=3)
+
+
 def logit_diff(clean_labels: Int[Tensor, " batch"], corrupt_labels: Int[Tensor, " batch"], pos: Pos = -1) -> Metric:
     """``-mean_b (logits[b, clean_label_b] - logits[b, corrupt_label_b])`` (``full_logits`` only gives the shape).
 
@@ -224,12 +241,17 @@ def logit_diff(clean_labels: Int[Tensor, " batch"], corrupt_labels: Int[Tensor, 
     corrupt_labels = _check_labels(corrupt_labels, "corrupt_labels")
     if clean_labels.shape != corrupt_labels.shape:
         raise ValueError(f"clean_labels and corrupt_labels differ in length: {len(clean_labels)} vs {len(corrupt_labels)}")
+    _check_distinct_labels(clean_labels, corrupt_labels)
     pos = check_pos(pos)
+    top = int(torch.maximum(clean_labels, corrupt_labels).max()) if len(clean_labels) else -1
 
     def fn(logits: Tensor, full_logits: Tensor) -> Tensor:
         n = len(clean_labels)
         if full_logits.shape[0] != n:
             raise ValueError(f"logit_diff: {n} labels for a batch of {full_logits.shape[0]}")
+        if top >= full_logits.shape[-1]:
+            raise ValueError(f"logit_diff: label {top} but the logits have {full_logits.shape[-1]} classes "
+                             f"(vocabulary); labels must lie in 0..{full_logits.shape[-1] - 1}")
         logits, full_logits = select_positions(logits, full_logits, pos)
         k = full_logits.shape[0] // n  # positions per example (rows are example-major)
         c = clean_labels.to(logits.device).repeat_interleave(k)

@@ -22,7 +22,8 @@ from circuits.graph import Graph, graph_of
 from circuits.patching import check_batches, node_selector
 from circuits.protocol_check import check_declaration
 from circuits.recording import record
-from circuits.validate import check_model_and_inputs
+from circuits.hook_settings import keeps_hook_settings
+from circuits.validate import check_distinct_pair, check_model_and_inputs
 
 _CHUNK_ELEMENTS = 1 << 23
 
@@ -38,9 +39,14 @@ def _mean_ld(model: Any, x: Tensor, logit_diff: Callable[[Tensor], Tensor], n: i
     if not isinstance(ld, Tensor) or ld.shape != (x.shape[0],):
         raise ValueError(f"logit_diff must return one value per example, shape ({x.shape[0]},), got "
                          f"{tuple(ld.shape) if isinstance(ld, Tensor) else type(ld).__name__}")
+    if not bool(torch.isfinite(ld).all()):
+        bad = torch.nonzero(~torch.isfinite(ld)).flatten()[:5].tolist()
+        raise ValueError(f"logit_diff returned NaN or infinite values (rows {bad}); every score would be NaN. Fix the "
+                         "function (a log of 0? a division by 0?)")
     return ld.reshape(n, -1).mean(dim=1)
 
 
+@keeps_hook_settings
 @torch.no_grad()
 def node_patching(
     model: Any,
@@ -53,6 +59,7 @@ def node_patching(
         raise TypeError(f"logit_diff must be a callable (logits) -> (batch,), got {type(logit_diff).__name__}")
     check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     clean, corrupted = check_batches(model, clean, corrupted)
+    check_distinct_pair(clean, corrupted, "node_patching")
     graph = check_declaration(model, graph_of(model), clean, corrupted)
     hooks = hidden_sender_hooks(graph)
     _, clean_acts = record(model, clean, hooks)

@@ -28,6 +28,7 @@ from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
 from circuits.recording import record
 from circuits.validate import check_model_and_inputs
 from circuits.models.transformer_bridge import check_bridge_inputs, check_eval_mode, is_bridge
+from circuits.hook_settings import keeps_hook_settings
 
 ABLATIONS = ("resample", "zero", "mean")
 EdgeMask = dict[tuple[str, str], Bool[Tensor, "n_recv n_send"]]
@@ -232,6 +233,7 @@ def run_with_mask(
     return logits, cache
 
 
+@keeps_hook_settings
 def run_circuit(
     model: Any,
     circuit: Circuit,

@@ -17,6 +17,7 @@ from torch import Tensor
 from circuits.acdc import acdc, check_threshold
 from circuits.circuit import Circuit
 from circuits.graph import graph_of
+from circuits.hook_settings import keeps_hook_settings
 
 
 class EdgeRanking(dict):
@@ -25,6 +26,7 @@ class EdgeRanking(dict):
     circuits: dict[float, Circuit]
 
 
+@keeps_hook_settings
 def threshold_sweep(
     model: Any,
     clean: Float[Tensor, "batch ..."],

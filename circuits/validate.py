@@ -7,18 +7,33 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from circuits.validate_tokens import check_no_padding, check_not_meta, check_token_ids
+
 EAP_ABLATIONS = ("resample",)  # EAP's scores are a' - a with a' from the corrupted run: resample only
 
 
+def _is_hugging_face(model: Any) -> bool:
+    return any(c.__module__.startswith("transformers.") for c in type(model).__mro__)
+
+
 def check_model(model: Any) -> None:
-    """A hooked model: ``run_with_hooks`` and a non-empty ``hook_dict`` (``setup()`` called)."""
+    """A hooked model: ``run_with_hooks`` and a non-empty ``hook_dict`` (``setup()`` called). A bare Hugging Face
+    model is told the one line that wraps it in a TransformerLens 4 ``TransformerBridge``."""
     name = type(model).__name__
+    if _is_hugging_face(model) and not callable(getattr(model, "run_with_hooks", None)):
+        raise TypeError(
+            f"{name} is a Hugging Face model without TransformerLens hook points: wrap it in a TransformerBridge "
+            "first: from transformer_lens.model_bridge.sources import build_bridge_from_module; bridge = "
+            f"build_bridge_from_module(model, {name!r}, hf_config=model.config, tokenizer=None, device='cpu') "
+            "(or TransformerBridge.boot_transformers(name) for a hub model; docs/transformers.md)"
+        )
     if not callable(getattr(model, "run_with_hooks", None)):
         graph = "" if callable(getattr(model, "circuit_graph", None)) else "declares no circuit graph and "
         raise TypeError(
@@ -54,10 +69,46 @@ def check_finite_inputs(**batches: Any) -> None:
 
 
 def check_model_and_inputs(model: Any, clean: Any, corrupted: Any) -> None:
-    """All the checks above, in one line at the top of a public function."""
+    """All the checks above and the token checks (``circuits.validate_tokens``: device, vocabulary, context
+    length, padding), in one line at the top of a public function."""
     check_model(model)
+    check_not_meta(clean=clean, corrupted=corrupted)
     check_finite_parameters(model)
     check_finite_inputs(clean=clean, corrupted=corrupted)
+    check_token_ids(model, clean=clean, corrupted=corrupted)
+    check_no_padding(model, clean=clean, corrupted=corrupted)
+
+
+def check_metric_values(metric: Callable[[Tensor, Tensor], Any], full_logits: Tensor, empty_logits: Tensor,
+                        where: str) -> None:
+    """The metric on the full circuit's logits (the clean run) and the empty circuit's (every edge ablated), once,
+    before a search: it must give one finite number on each, or every effect would be NaN (and ACDC keep every
+    edge) or the search fail midway."""
+    for which, logits in (("full circuit (the clean run)", full_logits), ("empty circuit (every edge ablated)",
+                                                                          empty_logits)):
+        out = torch.as_tensor(metric(logits, full_logits))
+        if out.numel() != 1:
+            raise ValueError(f"{where} needs a metric returning one number per batch; on the logits of the {which} "
+                             f"it returned shape {tuple(out.shape)} (a per-example metric?). Average it: "
+                             "lambda logits, full: m(logits, full).mean()")
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(f"{where}: the metric is {float(out)} on the logits of the {which}; every effect "
+                             "would be NaN or infinite (and ACDC keep every edge). Fix the metric (a log of 0? a "
+                             "division by 0?)")
+
+
+def check_distinct_pair(clean: Tensor, corrupted: Tensor, where: str) -> None:
+    """Under resample ablation an edge's effect comes from ``a' - a``: identical batches make every effect exactly 0
+    (an empty circuit). Identical batches are an error; some identical rows a warning (those rows add nothing)."""
+    same = (clean == corrupted).reshape(clean.shape[0], -1).all(dim=1)
+    if bool(same.all()):
+        raise ValueError(f"{where}: clean and corrupted are identical, so every edge's effect is exactly 0 (resample "
+                         "ablation patches in the same activations); pass a corrupted batch that differs, or use "
+                         "ablation='zero' or 'mean'")
+    if bool(same.any()):
+        rows = torch.nonzero(same).flatten()[:5].tolist()
+        warnings.warn(f"{where}: {int(same.sum())} of {clean.shape[0]} clean rows equal their corrupted row "
+                      f"(rows {rows}...); they contribute nothing to any effect", UserWarning, stacklevel=3)
 
 
 def scalar_metric(fn: Callable[[Tensor, Tensor], Tensor], where: str) -> Callable[[Tensor, Tensor], Tensor]:

@@ -34,6 +34,8 @@ from circuits.patching import (
     model_device_dtype,
 )
 from circuits.protocol_check import check_declaration
+from circuits.hook_settings import keeps_hook_settings
+from circuits.validate_search import check_before_search
 
 ENGINES = ("fast", "reference")
 
@@ -49,6 +51,7 @@ def working_copy(model: Any, dtype: Optional[torch.dtype]) -> Any:
     return copy.deepcopy(model).to(dtype)
 
 
+@keeps_hook_settings  # a bridge's gated hooks (graph_of turns them on) are restored on the way out
 def acdc(
     model: Any,
     clean: Float[Tensor, "batch ..."],
@@ -91,6 +94,7 @@ def acdc(
     t0 = time.perf_counter()
     a_prime = corrupted_activations(model, corrupted, ablation, graph)
     problem = Problem(model, graph, clean, a_prime, metric_obj, threshold, start_mask, progress)
+    check_before_search(metric_obj, model, graph, clean, corrupted, a_prime, problem.full_logits, ablation, "acdc")
     used = "reference"
     if engine == "fast" and fast.supports(model, graph):
         used = "fast"

@@ -245,30 +245,14 @@ def bridge_graph(bridge: Any) -> Graph:
 
 
 def check_bridge_inputs(bridge: Any, clean: Any, corrupted: Any) -> None:
-    """Refuse, before any work, what the patching rule cannot handle on a bridge: padding (an attention mask or
-    pad tokens, whose positions the clean and corrupted runs would treat differently), non-token inputs, and a
-    model in training mode with dropout on (two runs of one input would differ)."""
+    """Refuse, before any work, what the patching rule cannot handle on a bridge: padding (an attention mask;
+    pad tokens: ``circuits.validate_tokens``), non-token inputs."""
     for name, x in (("clean", clean), ("corrupted", corrupted)):
         if isinstance(x, dict) or hasattr(x, "attention_mask"):
             raise ValueError(f"{name}: padded batches (an attention_mask) are not supported; pass equal-length token "
                              "tensors without padding")
         if isinstance(x, Tensor) and (x.is_floating_point() or x.dim() != 2):
             raise ValueError(f"{name}: a bridge takes token ids of shape (batch, pos), got {x.dtype} {tuple(x.shape)}")
-    pad = _pad_token_id(bridge)
-    if pad is not None:
-        for name, x in (("clean", clean), ("corrupted", corrupted)):
-            if isinstance(x, Tensor) and bool((x == pad).any()):
-                raise ValueError(f"{name} contains the pad token {pad}: padded batches are not supported (patching "
-                                 "would mix padded and real positions); use equal-length sequences")
-
-
-def _pad_token_id(bridge: Any) -> Optional[int]:
-    tok = getattr(bridge, "tokenizer", None)
-    pad = getattr(tok, "pad_token_id", None) if tok is not None else None
-    if pad is None:
-        return None
-    specials = {getattr(tok, "bos_token_id", None), getattr(tok, "eos_token_id", None)}
-    return None if pad in specials else int(pad)  # GPT-2 style tokenizers reuse BOS/EOS as pad: not padding
 
 
 def check_eval_mode(model: Any) -> None:

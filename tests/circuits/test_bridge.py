@@ -194,7 +194,8 @@ def test_unsupported_architecture_is_refused_naming_the_feature():
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     cfg = Gemma2Config(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=4, hidden_size=16,
-                       intermediate_size=32, vocab_size=VOCAB, max_position_embeddings=16)
+                       intermediate_size=32, vocab_size=VOCAB, max_position_embeddings=16,
+                       pad_token_id=None)  # the default pad 0 would be refused first (random tokens hold it)
     gemma2 = build_bridge_from_module(Gemma2ForCausalLM(cfg).double().eval(), "Gemma2ForCausalLM", hf_config=cfg,
                                       tokenizer=None, device="cpu")
     clean, corrupted = tokens(11)

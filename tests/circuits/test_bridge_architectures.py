@@ -40,11 +40,11 @@ WORKS = {
     "MistralForCausalLM": (tr.MistralConfig, dict(_GQA)),
     "Qwen2ForCausalLM": (tr.Qwen2Config, dict(_GQA)),
     "GemmaForCausalLM": (tr.GemmaConfig, dict(_SMALL, num_key_value_heads=1, head_dim=4)),  # scaled embedding
-    "Phi3ForCausalLM": (tr.Phi3Config, dict(_GQA, pad_token_id=0)),  # fused qkv and gate/up projections
+    "Phi3ForCausalLM": (tr.Phi3Config, dict(_GQA)),  # fused qkv and gate/up projections
     "StableLmForCausalLM": (tr.StableLmConfig, dict(_SMALL, num_key_value_heads=4, partial_rotary_factor=0.5)),
     "Starcoder2ForCausalLM": (tr.Starcoder2Config, dict(_GQA)),
     "GraniteForCausalLM": (tr.GraniteConfig, dict(_GQA)),
-    "SmolLM3ForCausalLM": (tr.SmolLM3Config, dict(_GQA, pad_token_id=0, no_rope_layers=[1, 0])),  # NoPE layer
+    "SmolLM3ForCausalLM": (tr.SmolLM3Config, dict(_GQA, no_rope_layers=[1, 0])),  # NoPE layer
 }
 # the fast engine's delta path (``bridge_blocks``; blocks checked in test_bridge_blocks), the others: stacked forwards
 DELTA = ("GPTNeoXForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM",
@@ -81,8 +81,8 @@ REFUSED = {
 
 def build(arch: str, cfg_cls, kwargs: dict, seed: int = 0):
     torch.manual_seed(seed)
-    cfg = cfg_cls(**kwargs)
-    hf = getattr(tr, arch)(cfg).double().eval()
+    cfg = cfg_cls(**{"pad_token_id": None, **kwargs})  # no pad token: random tokens may hold a default pad id,
+    hf = getattr(tr, arch)(cfg).double().eval()     # which circuits refuses (circuits.validate_tokens)
     return build_bridge_from_module(hf, arch, hf_config=cfg, tokenizer=None, device="cpu")
 
 
