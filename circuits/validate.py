@@ -148,11 +148,24 @@ def check_eap_ablation(ablation: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- output paths
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (``os.access`` says yes to root on read-only or virtual
+    file systems such as /proc): a temporary file is created and removed at once."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, holds: tuple[str, ...] = ()) -> Path:
     """Refuse an output directory that cannot be created or written, before any work is done.
 
     ``holds``: file names that, if present in ``path``, mean something saved would be overwritten;
-    refused unless ``overwrite``. Nothing is created here.
+    refused unless ``overwrite``. Nothing is left behind (the nearest existing folder gets a temporary file, created
+    and removed, to find out whether it is writable).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -165,7 +178,7 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, holds:
     if not parent.is_dir():
         raise ValueError(f"output path {path} lies under {parent}, which is a file, not a directory; "
                          "choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not os.access(parent, os.W_OK | os.X_OK) or not _can_create_in(parent):
         raise ValueError(f"output path {path}: {parent} is not writable; choose a directory you can write to")
     found = [name for name in holds if (path / name).exists()]
     if found and not overwrite:

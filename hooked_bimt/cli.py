@@ -22,6 +22,15 @@ from typing import Sequence
 PLUGINS = {"reproduce": ("hooked_bimt.study.reproduce", "reproduce the paper's study (Nainani 2024)")}
 
 
+# What Ctrl-C leaves behind, per subcommand (every write is atomic: no partial file is ever left).
+INTERRUPTED = {
+    "train": "Nothing was saved: the model is written to {out} only when training ends. Run the same command "
+             "again to train from the start (--preset quick or --steps N for a shorter run).",
+    "reproduce": "Every model and discovery unit finished so far is kept in {out}; run the same command again to "
+                 "resume (only what is missing is redone).",
+}
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     from hooked_bimt.regimes import REGIMES
 
@@ -32,8 +41,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="directory for model.safetensors + config.json")
     p.add_argument("--force", action="store_true", help="replace a model already saved in --out")
     p.add_argument("--preset", choices=["quick", "paper"], default="paper",
-                   help="TrainConfig.paper() (40,000 steps) or TrainConfig.quick() (1,200 steps on 10,000 images; "
-                   "not the study's quick preset); the settings used are printed and saved in config.json")
+                   help="default paper: TrainConfig.paper() (SPEC 2: 40,000 steps, about 10 minutes on a CPU core); "
+                   "quick: TrainConfig.quick() (1,200 steps on 10,000 images, seconds; not the study's quick "
+                   "preset); the settings used are printed and saved in config.json")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
@@ -49,31 +59,37 @@ def _train_setup(args: argparse.Namespace):
     from circuits.validate import check_output_dir
     from hooked_bimt.validate import check_device
 
-    if args.threads < 1:
-        raise ValueError(f"--threads must be positive, got {args.threads}")
     config = TrainConfig.quick() if args.preset == "quick" else TrainConfig.paper()
     if args.steps is not None:
-        if args.steps < 1:
-            raise ValueError(f"--steps must be positive, got {args.steps}")
         config = dataclasses.replace(config, steps=args.steps, eval_every=min(config.eval_every, args.steps))
     device = check_device(args.device)
     check_output_dir(args.out, overwrite=args.force, holds=(WEIGHTS, CONFIG))
     return config, device
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    """The plain-number arguments, checked before torch is imported (an argument error answers at once)."""
+    if args.threads < 1:
+        raise ValueError(f"--threads must be positive, got {args.threads}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be positive, got {args.steps}")
+
+
 def _run_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from hooked_bimt.train import train
-
     try:
+        _check_counts(args)
         config, device = _train_setup(args)
     except (ValueError, FileExistsError) as err:
         print(f"hooked-bimt train: error: {err}", file=sys.stderr)
         return 2
+    import torch
+
+    from hooked_bimt.train import settings_line, train
+
     torch.set_num_threads(args.threads)
-    print(f"settings: regime={args.regime} seed={args.seed} device={device} preset={args.preset} "
-          f"TrainConfig={config.to_dict()}", flush=True)
+    # train() prints its settings with its progress bar; without the bar, the CLI prints them
+    print(f"preset={args.preset}" if not args.no_progress else
+          settings_line(args.regime, args.seed, device, config, preset=args.preset), flush=True)
     result = train(args.regime, config, seed=args.seed, device=device, progress=not args.no_progress)
     path = result.save(args.out, overwrite=args.force)
     m = result.metrics
@@ -115,7 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\nhooked-bimt {args.command}: interrupted. {INTERRUPTED[args.command].format(out=args.out)}",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -381,6 +381,12 @@ class _Trainer:
         return TrainResult(self.model, self.history, metrics, self.regime, cfg, self.seed)
 
 
+def settings_line(regime: str, seed: int, device: str, config: TrainConfig, **extra: str) -> str:
+    """The one line a run prints: what was trained and with which ``TrainConfig`` (also stored in config.json)."""
+    more = "".join(f" {k}={v}" for k, v in extra.items())
+    return f"settings: regime={regime} seed={seed} device={device}{more} TrainConfig={config.to_dict()}"
+
+
 def train(
     regime: str | Regime,
     config: TrainConfig | None = None,
@@ -398,7 +404,7 @@ def train(
         seed: same seed, same device -> bit-identical weights.
         device: where to train ("cpu", "cuda", ...).
         data: (train, test) from ``load_mnist()``, to avoid reading the files again.
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar and print the settings line (``settings_line``) first.
     """
     regime = get_regime(regime)
     config = TrainConfig() if config is None else config
@@ -410,4 +416,6 @@ def train(
     train_split, test_split = _check_data(data)
     check_data_fits(config.widths, train_split.images[0].numel(), 10)  # MNIST: 10 classes
     warn_surprising(regime, config)
+    if progress:
+        print(settings_line(regime.name, seed, device, config), flush=True)
     return _Trainer(regime, config, seed, torch.device(device), (train_split, test_split)).run(progress)

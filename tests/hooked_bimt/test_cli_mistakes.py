@@ -1,0 +1,112 @@
+"""Issue 24, command-line half: an unwritable --out before training, Ctrl-C, the default preset, fast argument errors,
+and the settings the Python ``train()`` prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import hooked_bimt.train  # noqa: F401  (the module; the package attribute is the function)
+from hooked_bimt import MNISTSplit, TrainConfig
+from hooked_bimt.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_MODULE = sys.modules["hooked_bimt.train"]
+
+
+def _data(n: int = 100) -> tuple[MNISTSplit, MNISTSplit]:
+    g = torch.Generator().manual_seed(0)
+    split = MNISTSplit(images=torch.rand(n, 28, 28, generator=g), labels=torch.randint(10, (n,), generator=g))
+    return split, split
+
+
+@pytest.fixture
+def train_calls(monkeypatch):
+    """``train`` as the CLI calls it, recorded and never run."""
+    calls = []
+    monkeypatch.setattr(TRAIN_MODULE, "train", lambda *a, **k: calls.append(a) or pytest.fail("trained"))
+    return calls
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc (a folder nothing can be written in)")
+def test_an_unwritable_out_is_refused_before_training_even_as_root(train_calls, capsys):
+    """``--out /proc/x``: os.access says yes to root; a real probe says no, before any training."""
+    assert main(["train", "--regime", "bimt", "--out", "/proc/x", "--no-progress"]) == 2
+    assert "output path /proc/x: /proc is not writable" in capsys.readouterr().err
+    assert train_calls == []
+
+
+def test_ctrl_c_in_train_says_nothing_was_saved_and_how_to_start_again(tmp_path, monkeypatch, capsys):
+    """The real training loop, its fourth optimiser step raising KeyboardInterrupt (what Ctrl-C does)."""
+    real_train, real_step, done = TRAIN_MODULE.train, TRAIN_MODULE._Trainer.step, []
+
+    def step(self, i):
+        done.append(i)
+        if len(done) > 3:
+            raise KeyboardInterrupt
+        return real_step(self, i)
+
+    def small_train(regime, config, *, seed, device, progress):
+        config = dataclasses.replace(config, train_subset=None, test_subset=None)
+        return real_train(regime, config, seed=seed, device=device, data=_data(), progress=progress)
+
+    monkeypatch.setattr(TRAIN_MODULE._Trainer, "step", step)
+    monkeypatch.setattr(TRAIN_MODULE, "train", small_train)
+    out = tmp_path / "run"
+    code = main(["train", "--regime", "l1", "--preset", "quick", "--steps", "20", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 130 and len(done) == 4
+    assert "hooked-bimt train: interrupted. Nothing was saved" in err and str(out) in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_ctrl_c_in_reproduce_says_what_is_kept_and_how_to_resume(tmp_path, monkeypatch, capsys):
+    import hooked_bimt.study.executors as executors
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executors, "run_jobs", interrupted)
+    out = tmp_path / "study"
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert f"hooked-bimt reproduce: interrupted. Every model and discovery unit finished so far is kept in {out}" in err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    assert (out / "run.json").exists()  # the configuration that a resume checks against is kept
+
+
+def test_train_help_names_the_default_preset_and_its_length():
+    text = subprocess.run([sys.executable, "-m", "hooked_bimt", "train", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120).stdout
+    text = " ".join(text.split())
+    assert "default paper: TrainConfig.paper() (SPEC 2: 40,000 steps" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "--steps must be positive, got 0"),
+    (["--threads", "0"], "--threads must be positive, got 0"),
+])
+def test_train_argument_errors_answer_without_importing_torch(argv, message):
+    probe = ("import sys\nfrom hooked_bimt.cli import main\ncode = main(%r)\n"
+             "print('CODE', code, 'torch' in sys.modules)" % (["train", "--regime", "bimt", "--out", "x", *argv],))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().endswith("CODE 2 False"), (proc.stdout, proc.stderr)
+    assert message in proc.stderr
+    assert time.perf_counter() - t0 < 60
+
+
+def test_python_train_prints_its_settings_unless_silent(capsys):
+    config = dataclasses.replace(TrainConfig.quick(), steps=2, eval_every=2, train_subset=None, test_subset=None)
+    TRAIN_MODULE.train("l1", config, seed=3, data=_data(), progress=True)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("settings: "))
+    assert line.startswith("settings: regime=l1 seed=3 device=cpu TrainConfig=")
+    assert eval(line.split("TrainConfig=", 1)[1]) == config.to_dict()
+    TRAIN_MODULE.train("l1", config, seed=3, data=_data(), progress=False)
+    assert "settings: " not in capsys.readouterr().out
