@@ -28,7 +28,8 @@ INTRO = """# Common errors
 
 What a new user is most likely to get wrong, and what hooked-bimt answers. Every message below is
 produced by running the mistake (`docs/make_common_errors.py` writes this page; a test checks it is
-current). Each is raised before any work starts: no training, no discovery, nothing written.
+current). Each is raised before any work starts: no training, no discovery, nothing written (a metric is
+checked on the full and the empty circuit's logits, the two forward passes any search starts with).
 Nothing saved is replaced without `--force` (CLI) or `overwrite=True` (Python).
 
 Content hashes: a checkpoint's `config.json` records `weights_sha256` (SHA-256 of `model.safetensors`),
@@ -190,6 +191,67 @@ def _with_inf(x):
     return x
 
 
+def _bridge(**config):
+    """A 1-layer GPT-2 bridge built offline (vocabulary 20, context 8), as docs/transformers.md builds one."""
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=20, n_positions=8, **config)
+    return build_bridge_from_module(GPT2LMHeadModel(cfg).double().eval(), "GPT2LMHeadModel", hf_config=cfg,
+                                    tokenizer=None, device="cpu")
+
+
+def _tokens(seq: int = 5):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(1, 20, (4, seq), generator=g), torch.randint(1, 20, (4, seq), generator=g)
+
+
+def _on_bridge(name: str = "acdc", change: Callable = lambda c, d: (c, d), bridge: Callable = _bridge,
+               **kw) -> Callable[[], None]:
+    def run() -> None:
+        import circuits
+
+        getattr(circuits, name)(bridge(), *change(*_tokens(kw.pop("seq", 5))), **kw)
+
+    return run
+
+
+def _set(x, value):
+    x = x.clone()
+    x[1, 2] = value
+    return x
+
+
+def _ld(clean, corrupt):
+    from circuits.metrics import logit_diff
+
+    return logit_diff(torch.tensor(clean), torch.tensor(corrupt))
+
+
+TRANSFORMER_CASES: list[tuple[str, str, Callable[[], object]]] = [
+    ("Transformers", "a token id past the vocabulary", _on_bridge(threshold=0.1, change=lambda c, d: (_set(c, 20), d))),
+    ("Transformers", "a negative token id", _on_bridge("eap", change=lambda c, d: (c, _set(d, -1)))),
+    ("Transformers", "prompts longer than the context (`n_positions` 8)", _on_bridge(threshold=0.1, seq=9)),
+    ("Transformers", "tokens on the meta device", _on_bridge(threshold=0.1, change=lambda c, d: (c.to("meta"), d))),
+    ("Transformers", "the config's pad token (`pad_token_id=3`, `tokenizer=None`)",
+     _on_bridge(threshold=0.1, change=lambda c, d: (_set(c, 3), d), bridge=lambda: _bridge(pad_token_id=3))),
+    ("Transformers", "a Hugging Face model not wrapped in a bridge",
+     _on_bridge(threshold=0.1, bridge=lambda: _bridge().original_model)),
+    ("Transformers", "a metric returning NaN",
+     _on_bridge(threshold=0.1, metric=lambda logits, full: (logits - full).sum() * float("nan"))),
+    ("Transformers", "a metric returning one value per example",
+     _on_bridge(threshold=0.1, metric=lambda logits, full: (logits - full)[:, -1].pow(2).sum(-1))),
+    ("Transformers", "`logit_diff` labels past the vocabulary",
+     lambda: _on_bridge(threshold=0.1, metric=_ld([0, 1, 25, 2], [1, 0, 2, 3]))()),
+    ("Transformers", "`logit_diff(y, y)`", lambda: _ld([1, 2, 3, 4], [1, 2, 3, 4])),
+    ("Transformers", "clean identical to corrupted", _on_bridge(threshold=0.1, change=lambda c, d: (c, c.clone()))),
+    ("Transformers", "a per-example `pos` past the sequence",
+     lambda: _on_bridge(threshold=0.1, metric=__import__("circuits").metrics.kl(pos=torch.tensor([0, 1, 9, -1])))()),
+    ("Transformers", "`eap_then_acdc` with a misspelt ACDC option",
+     _on_bridge("eap_then_acdc", top_n=3, threshold=0.1, thresold=0.2)),
+]
+
 CASES: list[tuple[str, str, Callable[[], object]]] = [
     ("Command line", "`train --out` onto a saved model (without `--force`)", _cli("train", "--regime", "bimt", "--out", "runs/m")),
     ("Command line", "`train --out` under a file", _cli("train", "--regime", "bimt", "--out", "afile/sub")),
@@ -225,6 +287,7 @@ CASES: list[tuple[str, str, Callable[[], object]]] = [
      _circuits_call("eap", metric=lambda logits, full: (logits - full).pow(2).sum(-1))),
     ("Circuit discovery", "`eap_then_acdc(ablation=\"zero\")`",
      _circuits_call("eap_then_acdc", top_n=3, threshold=0.1, ablation="zero")),
+    *TRANSFORMER_CASES,
 ]
 
 
