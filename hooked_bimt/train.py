@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int64
 from torch import Tensor
-from tqdm.auto import tqdm
+from circuits.progress import progress_bar
 
 from hooked_bimt.batches import BATCH_MODES, batch_indices, resolve_mode
 from hooked_bimt.checkpoint import read_metadata, save_model
@@ -344,7 +344,7 @@ class _Trainer:
     def run(self, progress: bool) -> TrainResult:
         cfg = self.config
         window, peak, step_seconds, timed = _memory_window(cfg), 0, 0.0, 0
-        bar = tqdm(range(cfg.steps), desc=f"train {self.regime.name}", disable=not progress, mininterval=0.5)
+        bar = progress_bar(range(cfg.steps), desc=f"train {self.regime.name}", disable=not progress, mininterval=0.5)
         start = time.perf_counter()
         for step in bar:
             if step == window.start:

@@ -194,9 +194,9 @@ def fast_engine(p: Problem) -> tuple[dict, dict[Edge, float], int]:
     thr = p.threshold
     ks = range(st.L - 1, -1, -1)
     if p.progress:
-        from tqdm.auto import tqdm
+        from circuits.progress import progress_bar
 
-        ks = tqdm(ks, desc="acdc layers (fast)")
+        ks = progress_bar(ks, desc="acdc layers (fast)")
     for k in ks:
         diff = st.P[k] - st.A[k]  # A[k] is fixed while layer k+1 is processed
         moved = (diff != 0).any(dim=0)  # tie rule (acdc.unchanged_edges): a'_i == a_i or W[j,i] == 0

@@ -118,9 +118,9 @@ def receiver_order(graph: Graph, progress: bool) -> Iterable[str]:
     """Receiver hooks from the output backwards (reverse forward order), with a progress bar if asked."""
     order = list(reversed(graph.receivers()))
     if progress:
-        from tqdm.auto import tqdm
+        from circuits.progress import progress_bar
 
-        return tqdm(order, desc="acdc receivers")
+        return progress_bar(order, desc="acdc receivers")
     return order
 
 

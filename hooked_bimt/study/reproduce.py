@@ -85,6 +85,7 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     check_output_dir(out)  # an existing file, or a path under one, is refused before any training
     from tqdm.auto import tqdm
 
+    from circuits.progress import progress_bar
     from hooked_bimt.study.executors import run_jobs
     from hooked_bimt.study.jobs import model_job
     from hooked_bimt.study.pipeline import write_outputs
@@ -99,7 +100,7 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     resumed = store.claim(config)
     log(f"settings (also in {Path(out) / 'run.json'}): {config}")
     calls = [(str(store.out), r, s, threads, jobs) for r in p.regimes for s in range(n_seeds)]
-    with tqdm(total=len(calls), desc="study", unit="model", disable=not progress, file=sys.stderr) as bar:
+    with progress_bar(total=len(calls), desc="study", unit="model", disable=not progress, file=sys.stderr) as bar:
         def done(lines: list[str]) -> None:
             for line in lines:
                 log(line)
