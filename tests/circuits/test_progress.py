@@ -50,3 +50,18 @@ def test_with_widgets_the_notebook_bar_is_tqdm_auto(notebook, monkeypatch):
     bar = progress.progress_bar(range(3))
     assert type(bar).__module__ == "tqdm.notebook"
     bar.close()
+
+
+def test_the_demo_notebooks_keep_no_progress_bar_refreshes():
+    """The notebooks in demos/ as committed: small, and no output stream holding a text bar's refreshes."""
+    import json
+    from pathlib import Path
+
+    notebooks = sorted((Path(__file__).resolve().parents[2] / "demos").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        assert path.stat().st_size < 100_000, path
+        for cell in json.loads(path.read_text())["cells"]:
+            for out in cell.get("outputs", []):
+                text = "".join(out.get("text", []))
+                assert text.count("\r") <= 2, (path.name, text[:200])
