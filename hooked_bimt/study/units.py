@@ -28,9 +28,26 @@ class ConfigMismatchError(ValueError):
     """``DIR`` already holds the results of another study configuration."""
 
 
-def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} (in DIR) vs {new.get(k)!r} (now)" for k in keys if old.get(k) != new.get(k)]
+def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The settings that differ, by dotted path into nested dicts (``train_config.steps: 6000 (in DIR) vs 40 (now)``)."""
+    out = []
+    for k in sorted(set(old) | set(new), key=lambda k: (k != "preset", k)):  # the preset first: it says the most
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {_short(a)} (in DIR) vs {_short(b)} (now)")
+    return out
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _summary(lines: list[str], most: int = 4) -> str:
+    more = f"; and {len(lines) - most} more" if len(lines) > most else ""
+    return "; ".join(lines[:most]) + more
 
 
 class RunStore:
@@ -54,7 +71,7 @@ class RunStore:
             except json.JSONDecodeError as err:
                 raise ConfigMismatchError(f"{run_json} is not valid JSON ({err}); use a fresh --out directory") from err
             if old.get("config") != config:
-                lines = "; ".join(_diff(old.get("config") or {}, config)) or "unreadable configuration"
+                lines = _summary(_diff(old.get("config") or {}, config)) or "unreadable configuration"
                 raise ConfigMismatchError(
                     f"{self.out} holds results of another configuration ({lines}); refusing to mix them. "
                     "Use a fresh --out directory or the original settings."

@@ -4,6 +4,7 @@ and the settings the Python ``train()`` prints."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import time
@@ -110,3 +111,19 @@ def test_python_train_prints_its_settings_unless_silent(capsys):
     assert eval(line.split("TrainConfig=", 1)[1]) == config.to_dict()
     TRAIN_MODULE.train("l1", config, seed=3, data=_data(), progress=False)
     assert "settings: " not in capsys.readouterr().out
+
+
+def test_reproduce_into_another_configuration_names_the_differences_briefly(tmp_path, monkeypatch, capsys):
+    """A DIR of the smoke preset, reused with the quick preset: the message lists the differing settings by path,
+    a few of them, in a few lines (it ran to ~2,000 characters, whole nested configs)."""
+    import hooked_bimt.study.executors as executors
+
+    monkeypatch.setattr(executors, "run_jobs", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    out = tmp_path / "study"
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 130
+    capsys.readouterr()
+    assert main(["reproduce", "--preset", "quick", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds results of another configuration (preset: 'smoke' (in DIR) vs 'quick' (now); " in err
+    assert re.search(r"; and \d+ more\); refusing to mix them", err)
+    assert len(err) < 800, len(err)
