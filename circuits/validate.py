@@ -201,6 +201,12 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool = False) -> Pa
 
 
 # ---------------------------------------------------------------------------- circuit files
+def a_type(kind: type) -> str:
+    """A type named with its article, as a sentence says it: ``an int``, ``a list``, ``a string``."""
+    name = {"str": "string", "NoneType": "None"}.get(kind.__name__, kind.__name__)
+    return name if name == "None" else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def content_sha256(d: dict[str, Any]) -> str:
     """SHA-256 of a circuit dict without its ``sha256`` key, serialised canonically (sorted keys, no spaces)."""
     body = {k: v for k, v in d.items() if k != "sha256"}
@@ -223,13 +229,13 @@ def _check_edge_item(item: Any, where: str) -> None:
 def check_circuit_dict(d: Any, source: str) -> None:
     """Structure of a circuit file (``Circuit.to_dict``) before it is parsed; errors name ``source``."""
     if not isinstance(d, dict):
-        raise ValueError(f"{source} is not a hooked-bimt circuit: the top level is a {type(d).__name__}, not an object")
+        raise ValueError(f"{source} is not a hooked-bimt circuit: the top level is {a_type(type(d))}, not an object")
     for key, kind in (("edges", list), ("n_total_edges", int)):
         if key not in d:
             raise ValueError(f"{source} is not a complete circuit file: no {key!r} (it was written by something else "
                              "or truncated); re-save it with Circuit.save")
         if not isinstance(d[key], kind) or isinstance(d[key], bool):
-            raise ValueError(f"{source}: {key!r} must be a {kind.__name__}, got {type(d[key]).__name__}")
+            raise ValueError(f"{source}: {key!r} must be {a_type(kind)}, got {a_type(type(d[key]))}")
     for item in d["edges"]:
         _check_edge_item(item, source)
     effects = d.get("effects", [])

@@ -51,7 +51,7 @@ def _check_value(name: str, kind: str, value: Any) -> None:
         "str": lambda v: isinstance(v, str),
     }.get(kind)
     if ok is not None and not ok(value):
-        what = "a finite number" if kind == "float" else f"a{'n' if kind == 'int' else ''} {kind}"
+        what = {"float": "a finite number", "int": "an int", "str": "a string"}.get(kind, f"a {kind}")
         raise ValueError(f"TrainConfig.{name} must be {what}, got {value!r}")
 
 

@@ -127,3 +127,26 @@ def test_reproduce_into_another_configuration_names_the_differences_briefly(tmp_
     assert "holds results of another configuration (preset: 'smoke' (in DIR) vs 'quick' (now); " in err
     assert re.search(r"; and \d+ more\); refusing to mix them", err)
     assert len(err) < 800, len(err)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"steps": 2.5}, "TrainConfig.steps must be an int, got 2.5"),
+    ({"activation": 3}, "TrainConfig.activation must be a string, got 3"),
+    ({"lr": "x"}, "TrainConfig.lr must be a finite number, got 'x'"),
+])
+def test_config_type_errors_read_as_english(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataclasses.replace(TrainConfig.quick(), **change)
+
+
+@pytest.mark.parametrize("value, message", [("7", "'n_total_edges' must be an int, got a string"),
+                                            ([1], "'n_total_edges' must be an int, got a list")])
+def test_circuit_file_type_errors_read_as_english(tmp_path, value, message):
+    import json
+
+    from circuits import Circuit
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"edges": [], "n_total_edges": value}))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Circuit.load(path)
