@@ -23,7 +23,7 @@ from circuits.patching import check_batches, node_selector
 from circuits.protocol_check import check_declaration
 from circuits.recording import record
 from circuits.hook_settings import keeps_hook_settings
-from circuits.validate import check_distinct_pair, check_model_and_inputs
+from circuits.validate import check_model_and_inputs
 
 _CHUNK_ELEMENTS = 1 << 23
 
@@ -59,7 +59,6 @@ def node_patching(
         raise TypeError(f"logit_diff must be a callable (logits) -> (batch,), got {type(logit_diff).__name__}")
     check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     clean, corrupted = check_batches(model, clean, corrupted)
-    check_distinct_pair(clean, corrupted, "node_patching")
     graph = check_declaration(model, graph_of(model), clean, corrupted)
     hooks = hidden_sender_hooks(graph)
     _, clean_acts = record(model, clean, hooks)
