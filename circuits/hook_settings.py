@@ -33,11 +33,11 @@ def hook_settings_kept(model: Any) -> Iterator[None]:
 
 
 def keeps_hook_settings(fn: F) -> F:
-    """Decorator: ``fn(model, ...)`` runs inside ``hook_settings_kept(model)``."""
+    """Decorator: ``fn(model, ...)`` (``model`` first, or passed by name) runs inside ``hook_settings_kept(model)``."""
 
     @functools.wraps(fn)
-    def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
-        with hook_settings_kept(model):
-            return fn(model, *args, **kwargs)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with hook_settings_kept(args[0] if args else kwargs.get("model")):
+            return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

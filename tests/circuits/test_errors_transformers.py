@@ -318,3 +318,11 @@ def test_an_unwrapped_hugging_face_model_is_told_how_to_wrap_it():
                                         r".*build_bridge_from_module\(model, 'GPT2LMHeadModel', hf_config=model.config"):
         circuits.acdc(hf, *tokens(0), threshold=0.1)
     assert calls == []
+
+
+def test_the_model_passed_by_name_is_restored_too():
+    bridge = gpt2_bridge()
+    clean, corrupted = tokens(6)
+    circuits.run_circuit(model=bridge, circuit=Circuit.empty(circuits.graph_of(gpt2_bridge())), clean=clean,
+                         corrupted=corrupted, check_model=False)
+    assert not any(getattr(bridge.cfg, flag) for flag in GATED)
