@@ -236,7 +236,9 @@ def logit_diff(clean_labels: Int[Tensor, " batch"], corrupt_labels: Int[Tensor, 
 
     On sequence logits ``(batch, pos, vocab)`` it reads position ``pos`` (default the last); with several
     positions per example (a slice, None, a ``(batch, k)`` index tensor) each example's label is used at each
-    of its positions and the mean runs over examples and positions."""
+    of its positions and the mean runs over examples and positions. Identical label tensors are refused (the
+    metric would be 0 for every circuit), some equal pairs warned about; a label outside the logits' classes is
+    refused on the first call, which ACDC and EAP make on the full circuit before any search."""
     clean_labels = _check_labels(clean_labels, "clean_labels")
     corrupt_labels = _check_labels(corrupt_labels, "corrupt_labels")
     if clean_labels.shape != corrupt_labels.shape:
