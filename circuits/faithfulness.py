@@ -116,7 +116,8 @@ def edge_ranks(scores: Mapping[Edge, float], graph: Graph, *, absolute: bool = T
         extra = next(e for e in scores if e not in known)
         raise ValueError(f"scores name edges the model's graph does not have (e.g. {extra!r})")
     if np.isnan(vals).any():
-        raise ValueError(f"scores contain NaN ({int(np.isnan(vals).sum())} edges, e.g. {list(graph.edges())[int(np.argmax(np.isnan(vals)))]})")
+        first = list(graph.edges())[int(np.argmax(np.isnan(vals)))]
+        raise ValueError(f"scores contain NaN ({int(np.isnan(vals).sum())} edges, e.g. {first}): rank needs numbers")
     key = np.abs(vals) if absolute else vals
     order = np.lexsort((np.arange(n), -key))  # by -key, then graph order
     position = np.empty(n, dtype=np.int64)
@@ -208,6 +209,29 @@ def _key(mask: EdgeMask) -> tuple:
     return tuple(bytes(m.cpu().numpy().tobytes()) for m in mask.values())
 
 
+def level_masks(graph: Graph, ranks: Ranks, levels: Sequence[float], prune: bool
+                ) -> tuple[list[EdgeMask], list[int], list[int]]:
+    """``(masks, which, kept)``: the distinct edge masks to run (``masks[0]`` the empty circuit), for each level
+    the index of its mask (-1: every edge kept, the clean run itself) and the number of edges it keeps."""
+    n_total = graph.n_edges
+    empty = {k: torch.zeros_like(v, dtype=torch.bool) for k, v in ranks.items()}
+    distinct: dict[tuple, int] = {_key(empty): 0}
+    masks, which, kept = [empty], [], []
+    for p in levels:
+        k = int(p * n_total)  # MIB's rounding
+        mask = {key: v < k for key, v in ranks.items()}
+        if prune:
+            mask = prune_mask(graph, mask)
+        kept.append(int(sum(int(m.sum()) for m in mask.values())))
+        if kept[-1] == n_total:
+            which.append(-1)
+            continue
+        which.append(distinct.setdefault(_key(mask), len(masks)))
+        if which[-1] == len(masks):
+            masks.append(mask)
+    return masks, which, kept
+
+
 @torch.no_grad()
 def faithfulness_curve(
     model: Any,
@@ -247,21 +271,7 @@ def faithfulness_curve(
     full_logits = model(clean)
     m_full = float(fn(full_logits, full_logits))
     n_total = graph.n_edges
-    empty = {k: torch.zeros_like(v, dtype=torch.bool) for k, v in ranks.items()}
-    distinct: dict[tuple, int] = {_key(empty): 0}  # kept edge set -> index into ``masks``
-    masks, level_mask, kept = [empty], [], []
-    for p in levels:
-        k = int(p * n_total)
-        mask = {key: v < k for key, v in ranks.items()}
-        if prune:
-            mask = prune_mask(graph, mask)
-        kept.append(int(sum(int(m.sum()) for m in mask.values())))
-        if kept[-1] == n_total:  # every edge kept: the clean run itself
-            level_mask.append(-1)
-            continue
-        level_mask.append(distinct.setdefault(_key(mask), len(masks)))
-        if level_mask[-1] == len(masks):
-            masks.append(mask)
+    masks, level_mask, kept = level_masks(graph, ranks, levels, prune)
     measured = [float(fn(x, full_logits)) for x in run_masks(model, clean, a_prime, masks, graph)]
     m_empty = measured[0]
     values = [m_full if i < 0 else measured[i] for i in level_mask]
