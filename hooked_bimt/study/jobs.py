@@ -42,8 +42,9 @@ def load_or_train(store: RunStore, config: dict[str, Any], regime: str, seed: in
 
 
 def _batch_units(store: RunStore, config: dict[str, Any], model64: Any, fp: str, task: Any,
-                 key: tuple[str, int, str, int]) -> None:
-    """Node patching and one ACDC unit per threshold for one example batch (finished ones reused)."""
+                 key: tuple[str, int, str, int], warm: list[float]) -> None:
+    """Node patching and one ACDC unit per threshold for one example batch (finished ones reused). Before the
+    job's first timed ACDC unit, one untimed warm-up run (``measure.warm_up``; its seconds appended to ``warm``)."""
     from hooked_bimt.study.presets import _mnist
 
     todo = [t for t in config["thresholds"] if store.load_unit(key, t, fp) is None]
@@ -60,6 +61,9 @@ def _batch_units(store: RunStore, config: dict[str, Any], model64: Any, fp: str,
     if np_done is None:
         row, restored = measure.node_patching_unit(model64, task, batch)
         store.save_record(key, "node_patching", {"row": row, "node_patching": restored, "model_fingerprint": fp})
+    if todo and not warm:
+        warm.append(measure.warm_up(model64, batch, todo[0]))
+        store.log(f"{regime} seed{seed}: untimed ACDC warm-up (compilation / numba cache) took {warm[0]:.2f} s")
     for thr in todo:
         circuit, row = measure.discover_unit(model64, task, batch, thr)
         store.save_unit(key, thr, circuit, {"row": row, "model_fingerprint": fp})
@@ -78,10 +82,12 @@ def model_job(out: str, regime: str, seed: int, threads: int, concurrent: int) -
         config = store.config()
         model, info = load_or_train(store, config, regime, seed, concurrent)
         model64 = measure.discovery_model(model, config["device"])
+        warm: list[float] = []
         for name in config["tasks"]:
             task = get_task(name)
             for b in range(config["n_batches"]):
-                _batch_units(store, config, model64, info["fingerprint"], task, (regime, seed, task_slug(task), b))
+                _batch_units(store, config, model64, info["fingerprint"], task, (regime, seed, task_slug(task), b),
+                             warm)
     finally:
         torch.set_num_threads(before)  # an inline job runs in the caller's process
     return lines

@@ -88,6 +88,18 @@ def test_outputs_figures_and_verdicts(smoke_run):
     assert all(f"### Claim {n}:" in report for n in "1234") and "pairs used of" in report
 
 
+def test_first_unit_of_each_job_is_not_a_timing_outlier(smoke_run):
+    """The run is a fresh interpreter: numba loads (or compiles) the fast engine's loop on its first ACDC call, ~1 s
+    from a warm cache, ~30 s from a cold one, against ~0.1 s per smoke unit. The job's untimed warm-up must absorb
+    it, so the job's first unit (first task, batch 0, first threshold) is no slower than 3x its slowest other unit."""
+    rows = read_csv(smoke_run / "results.csv")
+    for regime in ("l1", "bimt"):  # one job each (one seed)
+        job = [r for r in rows if r["regime"] == regime]  # in the job's order: task, batch, threshold
+        first, others = float(job[0]["discovery_seconds"]), [float(r["discovery_seconds"]) for r in job[1:]]
+        assert (job[0]["task"], job[0]["batch"], float(job[0]["threshold"])) == ("digit_pair:8:3", "0", 1e-5)
+        assert first <= 3 * max(others), (regime, first, others)
+
+
 def test_kill_midway_and_resume_gives_identical_results(smoke_run, tmp_path):
     out = tmp_path / "B"
     proc = subprocess.Popen(_command(out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
