@@ -1,4 +1,5 @@
-"""Rebuild a study's summary.csv, summary figures and report.md from its run.json and results.csv alone.
+"""Rebuild a study's summary.csv, summary figures and report.md from its run.json and results.csv (and methods.csv
+when there is one) alone.
 
     python -m hooked_bimt.study.rebuild DIR [--executor inline]
 
@@ -19,6 +20,7 @@ from typing import Any, Sequence
 
 from hooked_bimt.study import measure
 from hooked_bimt.study.figures import network_caption, summary_figures
+from hooked_bimt.study.methods import summarize_methods
 from hooked_bimt.study.pipeline import FIGURE_A_REGIMES, setup_lines
 from hooked_bimt.study.presets import get_preset
 from hooked_bimt.study.report import write_report
@@ -81,8 +83,9 @@ def rebuild(out: str | Path, *, executor: str = "inline", skipped: Sequence[str]
     setup = {**setup_lines(get_preset(config["preset"]), config, rows, skipped, executor),
              **_kept_setup(out / "report.md")}
     setup["resumed"] = "True (report rebuilt from results.csv by hooked_bimt.study.rebuild)"
+    methods = summarize_methods(read_csv(out / "methods.csv")) if (out / "methods.csv").is_file() else None
     return write_report(out / "report.md", setup=setup, results=rows, training=training, rows=srows, figures=figs,
-                        tasks=names, regimes=regimes)
+                        tasks=names, regimes=regimes, methods=methods)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from hooked_bimt.atomic import atomic_write_text
 from hooked_bimt.study import frontier
 from hooked_bimt.study.bootstrap import Interval
+from hooked_bimt.study.methods import methods_markdown
 from hooked_bimt.study.summary import Training
 
 BIMT_VARIANTS = ("bimt", "bimt_original")  # the claims' subject; judged one at a time against the others
@@ -165,8 +166,9 @@ MEASURES_TEXT = (
 
 def write_report(path: str | Path, *, setup: dict[str, Any], results: Sequence[dict[str, Any]], training: Training,
                  rows: list[dict[str, Any]], figures: Sequence[tuple[Path, str]], tasks: Sequence[str],
-                 regimes: Sequence[str]) -> Path:
-    """Write report.md; ``results``: results.csv's rows, ``rows``: summary.csv's, ``figures``: (path, caption)."""
+                 regimes: Sequence[str], methods: Any = None) -> Path:
+    """Write report.md; ``results``: results.csv's rows, ``rows``: summary.csv's, ``figures``: (path, caption),
+    ``methods``: ``methods.summarize_methods`` of methods.csv (its section left out when None or empty)."""
     path = Path(path)
     parts = ["# hooked-bimt: reproduction of Nainani 2024 (arXiv 2401.03646) on MNIST", "", "## Set-up", ""]
     parts += [f"- **{k}**: {v}" for k, v in setup.items()]
@@ -191,6 +193,8 @@ def write_report(path: str | Path, *, setup: dict[str, Any], results: Sequence[d
         parts += [f"![{f.stem}](figures/{f.name})", "", f"*{f.stem}*: {caption}", ""]
     parts += ["## Circuits per threshold (mean [95% interval] over seeds x example batches)", "",
               _table(rows, CIRCUIT_TABLE), ""]
+    parts += methods_markdown(methods or {}, tasks, regimes)
     parts += ["## Training cost (mean [95% interval] over seeds)", "", _table(rows, TRAIN_TABLE, per_task=False), "",
-              "Per-unit numbers: `results.csv`; these tables: `summary.csv`.", ""]
+              "Per-unit numbers: `results.csv`; these tables: `summary.csv`"
+              + ("; methods per batch: `methods.csv`." if methods else "."), ""]
     return atomic_write_text(path, "\n".join(parts))

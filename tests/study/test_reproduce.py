@@ -86,6 +86,21 @@ def test_outputs_figures_and_verdicts(smoke_run):
         assert f.stat().st_size > 1000 and f.read_bytes()[:4] == b"\x89PNG"
     report = (smoke_run / "report.md").read_text()
     assert all(f"### Claim {n}:" in report for n in "1234") and "pairs used of" in report
+    assert "## Discovery methods compared (MIB faithfulness curves)" in report
+
+
+def test_methods_csv_compares_acdc_eap_and_eap_ig_per_batch(smoke_run):
+    rows, methods = read_csv(smoke_run / "results.csv"), read_csv(smoke_run / "methods.csv")
+    assert len(methods) == 2 * 1 * 2 * 1 * 3  # regimes x seeds x tasks x batches x methods
+    for m in methods:
+        assert float(m["f@1"]) == pytest.approx(1.0) and float(m["cmd"]) >= 0.0 and float(m["seconds"]) > 0
+        if m["method"] == "acdc":  # the sweep's cost: the batch's ACDC runs, one per threshold
+            sweep = [float(r["discovery_seconds"]) for r in rows
+                     if (r["regime"], r["task"], r["batch"]) == (m["regime"], m["task"], m["batch"])]
+            assert len(sweep) == 3 and float(m["seconds"]) == pytest.approx(sum(sweep))
+    report = (smoke_run / "report.md").read_text()
+    for method in ("acdc", "eap", "eap_ig"):
+        assert f"| {method} | bimt | 1 |" in report and f"| {method} | l1 | 1 |" in report
 
 
 def test_first_unit_of_each_job_is_not_a_timing_outlier(smoke_run):
