@@ -9,6 +9,7 @@ numbers do not depend on the executor.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,10 @@ def _methods_record(store: RunStore, config: dict[str, Any], model64: Any, fp: s
 
     circuits = {t: Circuit.load(store.circuit_path(key, t)) for t in config["thresholds"]}
     seconds = sum(float(store.load_unit(key, t, fp)["row"]["discovery_seconds"]) for t in config["thresholds"])
+    t0 = time.perf_counter()
     record = methods_unit(model64, task, batch, circuits, seconds)
-    store.save_record(key, "methods", {"methods": record, "model_fingerprint": fp})
+    store.save_record(key, "methods", {"methods": record, "model_fingerprint": fp,
+                                       "wall_seconds": time.perf_counter() - t0})
 
 
 def model_job(out: str, regime: str, seed: int, threads: int, concurrent: int) -> list[str]:
