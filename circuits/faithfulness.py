@@ -116,12 +116,18 @@ def edge_ranks(scores: Mapping[Edge, float], graph: Graph, *, absolute: bool = T
     if not isinstance(scores, Mapping):
         raise TypeError(f"scores must be a dict Edge -> float, got {type(scores).__name__}")
     layout, n = _layout(graph)
-    idx, vals = np.empty(len(scores), dtype=np.int64), np.empty(len(scores))
-    for i, (e, v) in enumerate(scores.items()):
-        where = layout.get((e[0], e[2])) if isinstance(e, tuple) and len(e) == 4 else None
-        if where is None or not (0 <= e[1] < where[4] and 0 <= e[3] < where[3]):
-            raise ValueError(f"scores name edges the model's graph does not have (e.g. {e!r})")
-        idx[i], vals[i] = where[0] + e[3] * where[1] + where[2] + e[1], v
+    try:  # one comprehension over the keys; the checks and the index arithmetic on arrays
+        where = np.array([layout[(e[0], e[2])] + (e[1], e[3]) for e in scores], dtype=np.int64).reshape(-1, 7)
+    except (KeyError, TypeError, IndexError):
+        bad = next(e for e in scores if not (isinstance(e, tuple) and len(e) == 4 and (e[0], e[2]) in layout))
+        raise ValueError(f"scores name edges the model's graph does not have (e.g. {bad!r})") from None
+    base, width, prefix, n_r, n_s, s_i, r_i = where.T
+    outside = (s_i < 0) | (s_i >= n_s) | (r_i < 0) | (r_i >= n_r)
+    if outside.any():
+        bad = list(scores)[int(np.argmax(outside))]
+        raise ValueError(f"scores name edges the model's graph does not have (e.g. {bad!r}: node index out of range)")
+    idx = base + r_i * width + prefix + s_i
+    vals = np.fromiter(scores.values(), dtype=float, count=len(scores))
     if len(scores) != n:
         missing = next(e for i, e in enumerate(graph.edges()) if i not in set(idx.tolist()))
         raise ValueError(f"scores lack {n - len(scores)} of the graph's {n} edges (e.g. {missing}): score every edge")
