@@ -46,10 +46,13 @@ def sweep_scores(circuits: dict[float, Any], edges: Sequence[Any]) -> dict[Any, 
 
 def methods_unit(model64: Any, task: Any, batch: Any, circuits: dict[float, Any], acdc_seconds: float
                  ) -> dict[str, dict[str, Any]]:
-    """``{method: {"seconds", "cpr", "cmd", "faithfulness", "n_edges", "levels", ...}}`` for one batch."""
+    """``{method: {"seconds", "cpr", "cmd", "faithfulness", "n_edges", "levels", ...}}`` for one batch: any hooked
+    model with a circuit graph (an MLP, a TransformerBridge), ``batch`` anything with ``.clean`` / ``.corrupted``."""
     from circuits import MIB_LEVELS, eap, faithfulness_curve, graph_of
+    from circuits.metrics import Metric
 
-    metric = task.metric()
+    # MNIST tasks give ``metric()``; the transformer tasks (``hooked_bimt.transformer``) a ``metric`` property
+    metric = task.metric if isinstance(task.metric, Metric) else task.metric()
     scores: dict[str, tuple[dict, float]] = {
         "acdc": (sweep_scores(circuits, list(graph_of(model64).edges())), float(acdc_seconds))}
     for name, steps in (("eap", None), ("eap_ig", EAP_IG_STEPS)):

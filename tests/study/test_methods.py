@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -90,3 +91,25 @@ def test_summaries_skip_nan_and_tables_name_every_method_and_regime():
     text = "\n".join(methods_markdown(summary, ["t"], ["l1", "bimt"]))
     assert all(f"| {m} | {r} | 2 | 0.7 [" in text for m in METHODS for r in ("l1", "bimt"))
     assert methods_markdown({}, ["t"], ["l1"]) == []
+
+
+def test_methods_unit_takes_a_metric_property_and_a_bridge():
+    """The transformer tasks give ``metric`` as a property (a ``circuits.metrics.Metric``); bridges have graphs too."""
+    pytest.importorskip("transformer_lens.model_bridge")
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from circuits import metrics
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=12, n_positions=8, initializer_range=0.3)
+    bridge = build_bridge_from_module(GPT2LMHeadModel(cfg).double().eval(), "GPT2LMHeadModel", hf_config=cfg,
+                                      tokenizer=None, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    clean, corrupted = torch.randint(0, 12, (4, 5), generator=g), torch.randint(0, 12, (4, 5), generator=g)
+    task = SimpleNamespace(metric=metrics.logit_diff(clean[:, -1], corrupted[:, -1]))
+    stored = {t: acdc(bridge, clean, corrupted, threshold=t, metric=task.metric) for t in (1e-3, 1e-1)}
+    rec = methods_unit(bridge, task, Batch(clean, corrupted), stored, acdc_seconds=2.0)
+    n = graph_of(bridge).n_edges
+    for m in METHODS:
+        assert rec[m]["n_total_edges"] == n and rec[m]["faithfulness"][-1] == pytest.approx(1.0)
