@@ -15,6 +15,7 @@ from circuits.acdc import acdc
 from circuits.attribution import circuit_from_scores, eap, eap_then_acdc
 from circuits.circuit import Circuit, model_identity
 from circuits.evaluate import evaluate
+from circuits.faithfulness import MIB_LEVELS, FaithfulnessCurve, faithfulness_curve
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
 from circuits.node_patching import node_patching
 from circuits.patching import run_circuit
@@ -24,7 +25,7 @@ from circuits.sweep import threshold_sweep
 
 __all__ = [
     "Circuit", "Connection", "Edge", "Graph", "Nodes", "graph_of", "model_identity", "check_graph",
-    "acdc", "threshold_sweep", "run_circuit", "node_patching", "evaluate",
+    "acdc", "threshold_sweep", "faithfulness_curve", "FaithfulnessCurve", "MIB_LEVELS", "run_circuit", "node_patching", "evaluate",
     "eap", "circuit_from_scores", "eap_then_acdc", "pessimistic_auc", "roc_curve",
     "metrics", "models", "planted", "roc", "viz",
 ]

@@ -1,9 +1,11 @@
 """Threshold sweep: rank edges by the smallest ACDC threshold at which they are pruned.
 
 ``rank[e] = min { t in thresholds : e not in acdc(..., threshold=t) }`` (``inf`` if never pruned).
-A lower value means a less important edge; ``-rank`` is a score usable for ROC curves against a
-planted circuit. ACDC is not monotone in the threshold in general, so this is the first pruning,
-not a nesting guarantee.
+A lower value means a less important edge, so ``rank`` itself is a score (higher = more likely in the
+circuit): for ROC curves against a planted circuit (``circuits.roc``) and as ACDC's edge score for
+``faithfulness_curve`` (SPEC 5; auto-circuit's convention: never-pruned edges, ``inf``, rank first), where
+ACDC meets EAP and EAP-IG on one curve. ACDC is not monotone in the threshold in general, so this is the
+first pruning, not a nesting guarantee.
 """
 
 from __future__ import annotations

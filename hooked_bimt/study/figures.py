@@ -128,6 +128,10 @@ def network_figure(model: Any, circuit: Any, path: Path, regime: str, what: str)
     from circuits import viz
 
     fig = viz.network_vs_circuit(model, circuit, titles=(f"{regime}: full network", f"{regime}: circuit"))
-    caption = (f"{regime}, {what}: left the trained network (neurons at their BIMT positions, line width ~ |weight|), "
-               "right the ACDC circuit. The paper's Figure 2: BIMT's circuit should be small and spatially local.")
-    return _save(fig, Path(path)), caption
+    return _save(fig, Path(path)), network_caption(regime, what)
+
+
+def network_caption(regime: str, what: str) -> str:
+    """Figure (a)'s caption (also used when a report is rebuilt from stored figures, ``rebuild``)."""
+    return (f"{regime}, {what}: left the trained network (neurons at their BIMT positions, line width ~ |weight|), "
+            "right the ACDC circuit. The paper's Figure 2: BIMT's circuit should be small and spatially local.")

@@ -9,13 +9,16 @@ The rule (stated in the report):
    level L only when L lies inside its own range (no extrapolation).
 3. Common levels: the range every curve of every regime covers, ``[max_c min x_c, min_c max x_c]``; the
    levels sit at 20%, 50% and 80% of it. No common range: the claim is *not evaluated* on that task.
-4. At each level, BIMT vs each other regime: the mean difference ``mean_bimt - mean_other`` over the
-   (seed, batch) keys both have, with a 95% paired percentile bootstrap (2000 resamples of the keys,
-   seed 0; the same key resampled for both regimes: same training seed and batch index).
-5. A level is *better* when every difference's interval excludes 0 in BIMT's favour, *worse* when some
-   other regime's interval excludes 0 in its own favour, *tied* otherwise. Per task: *reproduced* if
-   better at every level, *not reproduced* if better at none, *mixed* otherwise (also when a comparison
-   rests on a single (seed, batch) sample, which has no interval).
+4. Each BIMT variant (``bimt``, and ``bimt_original`` when run) is judged on its own against the non-BIMT
+   regimes only (vanilla, l1, l1_local, l1_swap, l1_swap_original): the two BIMT variants are the claim's
+   subject, not each other's competitors. At each level: the mean difference ``mean_variant - mean_other``
+   over the (seed, batch) keys both have, with a 95% paired percentile bootstrap (2000 resamples of the
+   keys, seed 0; the same key resampled for both regimes: same training seed and batch index). The levels
+   are those of step 3 over the variant and the non-BIMT regimes.
+5. A level is *better* when every difference's interval excludes 0 in the variant's favour, *worse* when
+   some other regime's interval excludes 0 in its own favour, *tied* otherwise. Per variant and task:
+   *reproduced* if better at every level, *not reproduced* if better at none, *mixed* otherwise (also when
+   a comparison rests on a single (seed, batch) sample, which has no interval).
 """
 
 from __future__ import annotations

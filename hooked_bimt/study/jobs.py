@@ -9,6 +9,7 @@ numbers do not depend on the executor.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,15 @@ def load_or_train(store: RunStore, config: dict[str, Any], regime: str, seed: in
 
 
 def _batch_units(store: RunStore, config: dict[str, Any], model64: Any, fp: str, task: Any,
-                 key: tuple[str, int, str, int]) -> None:
-    """Node patching and one ACDC unit per threshold for one example batch (finished ones reused)."""
+                 key: tuple[str, int, str, int], warm: list[float]) -> None:
+    """Node patching and one ACDC unit per threshold for one example batch (finished ones reused). Before the
+    job's first timed ACDC unit, one untimed warm-up run (``measure.warm_up``; its seconds appended to ``warm``)."""
     from hooked_bimt.study.presets import _mnist
 
     todo = [t for t in config["thresholds"] if store.load_unit(key, t, fp) is None]
     np_done = store.load_record(key, "node_patching", fp)
-    if (not todo and np_done is not None) or store.load_record(key, "skipped", fp) is not None:
+    methods_done = store.load_record(key, "methods", fp) is not None
+    if (not todo and np_done is not None and methods_done) or store.load_record(key, "skipped", fp) is not None:
         return
     regime, seed, _, b = key
     try:
@@ -60,9 +63,28 @@ def _batch_units(store: RunStore, config: dict[str, Any], model64: Any, fp: str,
     if np_done is None:
         row, restored = measure.node_patching_unit(model64, task, batch)
         store.save_record(key, "node_patching", {"row": row, "node_patching": restored, "model_fingerprint": fp})
+    if todo and not warm:
+        warm.append(measure.warm_up(model64, batch, todo[0]))
+        store.log(f"{regime} seed{seed}: untimed ACDC warm-up (compilation / numba cache) took {warm[0]:.2f} s")
     for thr in todo:
         circuit, row = measure.discover_unit(model64, task, batch, thr)
         store.save_unit(key, thr, circuit, {"row": row, "model_fingerprint": fp})
+    if not methods_done:
+        _methods_record(store, config, model64, fp, task, batch, key)
+
+
+def _methods_record(store: RunStore, config: dict[str, Any], model64: Any, fp: str, task: Any, batch: Any,
+                    key: tuple[str, int, str, int]) -> None:
+    """ACDC (from the stored sweep), EAP and EAP-IG faithfulness curves of one batch (``methods``)."""
+    from circuits import Circuit
+    from hooked_bimt.study.methods import methods_unit
+
+    circuits = {t: Circuit.load(store.circuit_path(key, t)) for t in config["thresholds"]}
+    seconds = sum(float(store.load_unit(key, t, fp)["row"]["discovery_seconds"]) for t in config["thresholds"])
+    t0 = time.perf_counter()
+    record = methods_unit(model64, task, batch, circuits, seconds)
+    store.save_record(key, "methods", {"methods": record, "model_fingerprint": fp,
+                                       "wall_seconds": time.perf_counter() - t0})
 
 
 def model_job(out: str, regime: str, seed: int, threads: int, concurrent: int) -> list[str]:
@@ -78,13 +100,40 @@ def model_job(out: str, regime: str, seed: int, threads: int, concurrent: int) -
         config = store.config()
         model, info = load_or_train(store, config, regime, seed, concurrent)
         model64 = measure.discovery_model(model, config["device"])
+        warm: list[float] = []
         for name in config["tasks"]:
             task = get_task(name)
             for b in range(config["n_batches"]):
-                _batch_units(store, config, model64, info["fingerprint"], task, (regime, seed, task_slug(task), b))
+                _batch_units(store, config, model64, info["fingerprint"], task, (regime, seed, task_slug(task), b),
+                             warm)
     finally:
         torch.set_num_threads(before)  # an inline job runs in the caller's process
     return lines
+
+
+def collect_method_rows(store: RunStore, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of methods.csv (``methods.method_rows``) read back from the finished batches; skipped batches have
+    none. Raises ``RuntimeError`` naming a batch whose record is missing."""
+    from hooked_bimt.study.methods import method_rows
+
+    rows = []
+    for regime in config["regimes"]:
+        for seed in config["seeds"]:
+            loaded = store.load_model(regime, seed, fingerprint)
+            if loaded is None:
+                raise RuntimeError(f"model unit {regime} seed{seed} is missing in {store.out}: its job failed")
+            for name in config["tasks"]:
+                task = get_task(name)
+                for b in range(config["n_batches"]):
+                    key = (regime, seed, task_slug(task), b)
+                    if store.load_record(key, "skipped", loaded[1]["fingerprint"]) is not None:
+                        continue
+                    rec = store.load_record(key, "methods", loaded[1]["fingerprint"])
+                    if rec is None:
+                        raise RuntimeError(f"methods record of {Path(*map(str, key))} is missing: its job failed")
+                    rows += method_rows({"regime": regime, "seed": seed, "task": task.name, "batch": b},
+                                        rec["methods"])
+    return rows
 
 
 def collect_rows(store: RunStore, config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:

@@ -1,4 +1,4 @@
-"""The study's outputs, from the finished units in DIR: results.csv, summary.csv, figures, report.md.
+"""The study's outputs, from the finished units in DIR: results.csv, summary.csv, methods.csv, figures, report.md.
 
 The units themselves are computed by executor jobs (``jobs.model_job``, one per trained model);
 ``write_outputs`` reads them back (``jobs.collect_rows``), so the outputs are the same whatever ran them.
@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from circuits import Circuit
+from circuits import MIB_LEVELS, Circuit
 from hooked_bimt.study import measure
 from hooked_bimt.study.environment import machine
 from hooked_bimt.study.figures import Figure, network_figure, summary_figures
-from hooked_bimt.study.jobs import collect_rows, fingerprint
+from hooked_bimt.study.jobs import collect_method_rows, collect_rows, fingerprint
+from hooked_bimt.study.methods import method_columns, summarize_methods
 from hooked_bimt.study.presets import Preset
 from hooked_bimt.study.report import write_report
 from hooked_bimt.study.summary import summarize, summarize_training, summary_columns, summary_rows, write_csv
@@ -83,6 +84,8 @@ def write_outputs(store: Any, preset: Preset, setup_extra: dict[str, Any], execu
     names = [get_task(t).name for t in config["tasks"]]
     figs = _figure_a(store, config, out / "figures")
     figs += summary_figures(summary, training, out / "figures", regimes=regimes, tasks=names)
+    mrows = collect_method_rows(store, config)
+    write_csv(out / "methods.csv", mrows, method_columns(MIB_LEVELS))
     setup = {**setup_lines(preset, config, rows, skipped, executor), **{k: str(v) for k, v in setup_extra.items()}}
     return write_report(out / "report.md", setup=setup, results=rows, training=training, rows=srows, figures=figs,
-                        tasks=names, regimes=regimes)
+                        tasks=names, regimes=regimes, methods=summarize_methods(mrows))

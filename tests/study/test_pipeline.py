@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from circuits import Circuit
-from hooked_bimt.study import jobs, measure, pipeline
+from hooked_bimt.study import jobs, measure, methods, pipeline
 from hooked_bimt.study.figures import _save
+from hooked_bimt.study.methods import METHODS
 from hooked_bimt.study.presets import PRESETS
 from hooked_bimt.study.reproduce import study_config
 from hooked_bimt.study.units import RunStore
@@ -48,6 +50,14 @@ def test_jobs_rows_skips_and_outputs(tmp_path, monkeypatch, mnist_test, oracle_c
 
         return _save(plt.figure(), path), "caption"
 
+    def fake_methods(model64, task, batch, circuits, acdc_seconds):
+        calls["methods"].append(acdc_seconds)
+        return {m: {"seconds": acdc_seconds if m == "acdc" else 0.2, "cpr": 0.5, "cmd": 0.4, "n_total_edges": 10,
+                    "levels": [0.5, 1.0], "faithfulness": [0.3, 1.0]} for m in METHODS}
+
+    calls["methods"], calls["warm"] = [], 0
+    monkeypatch.setattr(methods, "methods_unit", fake_methods)
+    monkeypatch.setattr(measure, "warm_up", lambda *a: calls.__setitem__("warm", calls["warm"] + 1) or 0.0)
     monkeypatch.setattr(measure, "train_unit", fake_train)
     monkeypatch.setattr(measure, "discover_unit", fake_discover)
     monkeypatch.setattr(measure, "node_patching_unit", fake_node_patching)
@@ -76,9 +86,15 @@ def test_jobs_rows_skips_and_outputs(tmp_path, monkeypatch, mnist_test, oracle_c
     # (a) has no 8v3 circuit to draw; one frontier per task; (d)-(f)
     assert len(list((tmp_path / "figures").glob("*.png"))) == 5
     assert calls["train"] == 2 and calls["discover"] == list(THRESHOLDS) * 2 and calls["node_patching"] == 2
+    # one untimed warm-up per job; one methods record per usable batch, ACDC's time = the sweep's (3 x 0.1 s)
+    assert calls["warm"] == 2 and calls["methods"] == pytest.approx([0.3, 0.3])
+    mrows = (tmp_path / "methods.csv").read_text().splitlines()
+    assert len(mrows) == 1 + 2 * 3 and mrows[1].startswith("l1,0,circle,0,acdc,0.5,0.4,")
+    assert "| eap_ig | bimt | 1 | 0.5 [0.5, 0.5] | 0.4 [0.4, 0.4] |" in text
     for regime in preset.regimes:  # rerun: every unit is reused
         jobs.model_job(str(tmp_path), regime, 0, 1, 1)
     assert calls["train"] == 2 and len(calls["discover"]) == 6 and calls["node_patching"] == 2
+    assert len(calls["methods"]) == 2 and calls["warm"] == 2  # reused: no warm-up when nothing is timed
     # a lost threshold unit is recomputed alone
     import shutil
 

@@ -70,6 +70,33 @@ def test_claim1_at_matched_sparsity_reproduced_not_and_mixed():
     assert mixed["verdict"] == "mixed"
 
 
+ALL_REGIMES = REGIMES + ("l1_swap_original", "bimt_original")
+
+
+def test_each_bimt_variant_is_judged_against_the_non_bimt_regimes_only():
+    # both BIMT variants beat every non-BIMT regime and tie each other: the 8 vs 3 situation of the shipped study,
+    # which the old rule (bimt vs every other regime, bimt_original included) called "not reproduced"
+    rows = _rows({"bimt": -0.05, "bimt_original": -0.05}, regimes=ALL_REGIMES)
+    v = _claim(rows, "1", regimes=ALL_REGIMES)
+    assert v["verdict"] == "reproduced" and v["per_variant"] == {"bimt": "reproduced", "bimt_original": "reproduced"}
+    assert len(v["evidence"]) == 2 and "bimt_original" not in v["evidence"][0] and ", bimt " not in v["evidence"][1]
+    assert v["evidence"][0].startswith("bimt vs the non-BIMT regimes") and "l1_swap_original" in v["evidence"][0]
+    # only one variant better: mixed over variants, each variant's own verdict stated
+    v = _claim(_rows({"bimt": -0.05}, regimes=ALL_REGIMES), "1", regimes=ALL_REGIMES)
+    assert v["per_variant"] == {"bimt": "reproduced", "bimt_original": "not reproduced"} and v["verdict"] == "mixed"
+
+
+def test_report_states_the_rule_and_the_per_variant_verdicts(tmp_path):
+    rows = _rows({"bimt": -0.05, "bimt_original": -0.05}, regimes=ALL_REGIMES)
+    training = summarize_training(rows)
+    path = write_report(tmp_path / "report.md", setup={"preset": "synthetic"}, results=rows, training=training,
+                        rows=summary_rows(summarize(rows), training, ALL_REGIMES), figures=[], tasks=["circle"],
+                        regimes=ALL_REGIMES)
+    text = path.read_text()
+    assert "against the non-BIMT regimes only" in text
+    assert "— **reproduced** (bimt: reproduced, bimt_original: reproduced)" in text
+
+
 def test_claim2_sparsity_at_matched_gap_and_claim3_time():
     # a lower gap at equal sparsity is a higher sparsity at equal gap: the same frontier read on the other axis
     assert _claim(_rows({"bimt": -0.05}), "2")["verdict"] == "reproduced"
@@ -167,7 +194,8 @@ def test_report_defines_measures_captions_figures_and_compares_swap_semantics(tm
     for name in ("logit gap", "KL", "LD recovery", "edge sparsity", "discovery time"):
         assert f"**{name}**" in measures
     assert "(LD_circuit - LD_ablated) / (LD_full - LD_ablated)" in measures
-    assert all(f"### Claim {n}:" in text for n in "1234") and "at matched edge sparsity) — **reproduced**" in text
+    assert all(f"### Claim {n}:" in text for n in "1234") and ("at matched edge sparsity) — **mixed** (bimt: reproduced, "
+                                                               "bimt_original: not reproduced)") in text
     assert text.count("](figures/") == 5 and text.count("*b_frontier_") == 2
     assert "| bimt | circle | 1e-05 | 6 |" in text and text.split("## Training cost")[1].count("| bimt | 3 |") == 1
     assert "## Swap semantics" in text and "bimt vs bimt_original, circle: bimt lower at " in text
