@@ -16,10 +16,11 @@ compared by correlation and by how close each method's sum comes to the exact to
 gradient passes (ours ``steps=k``, theirs ``integrated_grad_samples=k - 1``: k passes each).
 
 Timing: one untimed run of each (one-time costs, and the results checked), then ``--repeats`` runs alternating
-ours and theirs, one torch thread on each side; medians and their ratio.
+ours and theirs, one torch thread on each side; medians and their ratio, of wall-clock time and of each process's
+CPU time (one thread: CPU time is robust to other jobs on the machine; wall time is not).
 
     PYTHONPATH=. python benchmarks/peers/compare.py [--layers 4] [--prompts 16] [--tokens 16] [--threshold 0.0002]
-        [--steps 5 50] [--repeats 3] [--pythia70m] [--peer-python .peers-venv/bin/python]
+        [--steps 5 50] [--repeats 3] [--acdc-repeats 3] [--arch gpt2|neox] [--pythia70m] [--peer-python .peers-venv/bin/python]
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class Peer:
 
     def scores(self, **req) -> tuple[dict[str, float], float]:
         r = self.ask(**req)
-        return {k: float(v) for k, v in json.loads((self.work / r["out"]).read_text()).items()}, r["seconds"]
+        scores = {k: float(v) for k, v in json.loads((self.work / r["out"]).read_text()).items()}
+        return scores, (r["seconds"], r["cpu_seconds"])
 
     def close(self) -> None:
         self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
@@ -136,26 +138,38 @@ def correlation(a: list[float], b: list[float]) -> float:
 
 
 def timed(fn):
-    t0 = time.perf_counter()
+    """``fn()`` and its (wall-clock, process CPU) seconds."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - t0
+    return out, (time.perf_counter() - t0, time.process_time() - c0)
 
 
-def setup(args, work: Path):
-    """Our bridge, the batch, the peer process (weights written first), and our edges' peer names."""
-    if args.pythia70m:
-        name, hf, cfg = pythia70m_hf()
-    else:
-        name, hf, cfg = hf_model(args.layers)
+def alternate(ours, theirs, repeats: int) -> tuple[list, list]:
+    """``repeats`` timings of each, alternating ours and theirs."""
+    t_ours, t_theirs = [], []
+    for _ in range(repeats):
+        t_ours.append(timed(ours)[1])
+        t_theirs.append(theirs()[1])
+    return t_ours, t_theirs
+
+
+def hf_and_batch(args):
+    """The seeded HuggingFace model (name, model, config) and the batch: clean/corrupt tokens, one answer and one
+    wrong answer per prompt (seeded)."""
+    name, hf, cfg = pythia70m_hf() if args.pythia70m else hf_model(args.layers, arch=args.arch)
     vocab = cfg.vocab_size
     clean, corrupt = batches(vocab=vocab, batch=args.prompts, seq=args.tokens)
     g = torch.Generator().manual_seed(2)
     answers, wrong = torch.randint(0, vocab, (2, args.prompts, 1), generator=g)
-    batch = {"clean": clean, "corrupt": corrupt, "answers": answers, "wrong_answers": wrong}
+    return (name, hf, cfg), {"clean": clean, "corrupt": corrupt, "answers": answers, "wrong_answers": wrong}
+
+
+def setup(args, work: Path):
+    """Our bridge, the batch and the peer process (weights written first)."""
+    (name, hf, cfg), batch = hf_and_batch(args)
     write_inputs(work, ARCH[name], hf, cfg, batch)
     model = wrap(name, hf, cfg)
-    peer = Peer(args.peer_python, work)
-    return model, batch, peer
+    return model, batch, Peer(args.peer_python, work)
 
 
 def check_same_model(model, batch, peer, work: Path) -> list[Edge]:
@@ -181,24 +195,31 @@ def compare_acdc(model, batch, peer, work: Path, edges: list[Edge], args) -> dic
     clean, corrupt = batch["clean"], batch["corrupt"]
     ours = lambda: circuits.acdc(model, clean, corrupt, threshold=args.threshold, engine="fast")  # noqa: E731
     theirs = lambda: peer.scores(cmd="acdc", threshold=args.threshold, order="order.json")  # noqa: E731
-    c, _ = timed(ours)
-    scores, _ = theirs()
+    c, t_first = timed(ours)
+    scores, t_their_first = theirs()
     kept = {n for n, v in scores.items() if v == math.inf}
     mine = {peer_name(e, n_layers) for e in c.edges}
     check(mine == kept, f"ACDC threshold {args.threshold}: the same circuit ({len(mine)} vs {len(kept)} of "
           f"{len(edges)} edges kept; {len(mine ^ kept)} differ)")
-    t_ours, t_theirs = [], []
-    for _ in range(args.repeats):
-        t_ours.append(timed(ours)[1])
-        t_theirs.append(theirs()[1])
-    return report("ACDC", t_ours, t_theirs, f"(ours: {c.settings['engine_used']}, {c.settings['n_tested']} tested)")
+    note = f"(ours: {c.settings['engine_used']}, {c.settings['n_tested']} tested)"
+    if args.acdc_repeats == 0:  # the checked runs' times: one-time costs included on both sides
+        return report("ACDC (first runs)", [t_first], [t_their_first], note)
+    t_ours, t_theirs = alternate(ours, theirs, args.acdc_repeats)
+    return report("ACDC", t_ours, t_theirs, note)
 
 
-def report(what: str, t_ours: list[float], t_theirs: list[float], note: str = "") -> dict:
-    mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
-    print(f"time: {what}: medians of {len(t_ours)}: ours {mo:.3f} s ({min(t_ours):.3f}-{max(t_ours):.3f}), "
-          f"auto-circuit {mt:.3f} s ({min(t_theirs):.3f}-{max(t_theirs):.3f}): ratio {mt / mo:.1f}x {note}", flush=True)
-    return {"method": what, "ours": mo, "auto_circuit": mt, "ratio": mt / mo}
+def report(what: str, t_ours: list[tuple], t_theirs: list[tuple], note: str = "") -> dict:
+    """Median wall-clock and CPU seconds of each side and their ratios (auto-circuit / ours)."""
+    row = {"method": what}
+    parts = []
+    for k, kind in enumerate(("wall", "CPU")):
+        o, t = [x[k] for x in t_ours], [x[k] for x in t_theirs]
+        mo, mt = statistics.median(o), statistics.median(t)
+        row[kind] = mt / mo
+        parts.append(f"{kind} ours {mo:.3f} s ({min(o):.3f}-{max(o):.3f}), auto-circuit {mt:.3f} s "
+                     f"({min(t):.3f}-{max(t):.3f}): {mt / mo:.1f}x")
+    print(f"time: {what}: medians of {len(t_ours)}: " + "; ".join(parts) + f" {note}", flush=True)
+    return row
 
 
 def our_eap(model, batch, steps):
@@ -215,10 +236,7 @@ def compare_eap(model, batch, peer, edges: list[Edge], args) -> dict:
     err = max(abs(mine[e] - their[peer_name(e, n_layers)]) for e in edges)
     scale = max(abs(v) for v in mine.values())
     check(err <= 1e-9 * max(1.0, scale), f"EAP scores equal: max |difference| {err:.2e} (largest score {scale:.2e})")
-    t_ours, t_theirs = [], []
-    for _ in range(args.repeats):
-        t_ours.append(timed(ours)[1])
-        t_theirs.append(theirs()[1])
+    t_ours, t_theirs = alternate(ours, theirs, args.repeats)
     return report("EAP", t_ours, t_theirs)
 
 
@@ -240,14 +258,11 @@ def compare_eap_ig(model, batch, peer, edges: list[Edge], steps: int, args) -> d
     print(f"EAP-IG {steps} gradient passes: correlation of the scores {correlation(a, b):.4f}; sum of scores: "
           f"ours {sum(a):.4e}, auto-circuit {sum(b):.4e}; exact total effect {total_effect(model, batch):.4e}",
           flush=True)
-    t_ours, t_theirs = [], []
-    for _ in range(args.repeats):
-        t_ours.append(timed(ours)[1])
-        t_theirs.append(theirs()[1])
+    t_ours, t_theirs = alternate(ours, theirs, args.repeats)
     return report(f"EAP-IG {steps} passes", t_ours, t_theirs)
 
 
-def parse(argv=None) -> argparse.Namespace:
+def parse(argv=None, check_peer: bool = True) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--prompts", type=int, default=16)
@@ -255,13 +270,16 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--threshold", type=float, default=0.0002)
     ap.add_argument("--steps", type=int, nargs="*", default=[5, 50])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--acdc-repeats", type=int, default=3,
+                    help="timed ACDC runs; 0: time the checked (first) runs instead, one-time costs included")
     ap.add_argument("--methods", nargs="*", default=["acdc", "eap", "eap_ig"], choices=["acdc", "eap", "eap_ig"])
+    ap.add_argument("--arch", default="gpt2", choices=["gpt2", "neox"], help="bench_bridge_acdc's families")
     ap.add_argument("--pythia70m", action="store_true", help="a Pythia-70m-shaped GPT-NeoX instead (6 layers, d_model 512)")
     ap.add_argument("--peer-python", default=str(HERE.parents[1] / ".peers-venv" / "bin" / "python"))
     args = ap.parse_args(argv)
-    if args.repeats < 1 or args.prompts < 1 or args.tokens < 2 or any(k < 2 for k in args.steps):
-        ap.error("need --repeats >= 1, --prompts >= 1, --tokens >= 2, every --steps >= 2")
-    if not Path(args.peer_python).exists():
+    if args.repeats < 1 or args.acdc_repeats < 0 or args.prompts < 1 or args.tokens < 2 or any(k < 2 for k in args.steps):
+        ap.error("need --repeats >= 1, --acdc-repeats >= 0, --prompts >= 1, --tokens >= 2, every --steps >= 2")
+    if check_peer and not Path(args.peer_python).exists():
         ap.error(f"no peer Python at {args.peer_python}: run benchmarks/peers/make_venv.sh first")
     return args
 
@@ -286,7 +304,8 @@ def main(argv=None) -> None:
                 rows.append(compare_acdc(model, batch, peer, work, edges, args))
         finally:
             peer.close()
-    print("summary: " + "; ".join(f"{r['method']} {r['ratio']:.1f}x" for r in rows))
+    print("summary (auto-circuit / ours): " + "; ".join(f"{r['method']} {r['CPU']:.1f}x CPU, {r['wall']:.1f}x wall"
+                                                        for r in rows))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ TransformerLens 2.x ``HookedTransformer`` with TL's own weight conversion (no fo
 with ``auto_circuit.utils.graph_utils.patchable_model`` (factorized, separate q/k/v, last position) and then
 answers one JSON request per stdin line with one JSON line on stdout; results go to files in the work directory
 (JSON or safetensors, never pickle). Requests: ``logits``, ``edges``, ``acdc`` (threshold, optional edge order),
-``eap``, ``eap_ig`` (samples), ``quit``. Each timed reply carries ``seconds`` (wall clock of the library call).
+``eap``, ``eap_ig`` (samples), ``quit``. Each timed reply carries ``seconds`` and ``cpu_seconds`` (wall clock and this process's CPU time of the library
+call).
 
 The ACDC edge order: auto-circuit's ``acdc_prune_scores`` tests ``sorted(model.edges, key=dest.layer,
 reverse=True)``; ``model.edges`` is a set, so within a layer the order is Python's set order (hash order). An
@@ -37,6 +38,17 @@ from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores  #
 from auto_circuit.utils.graph_utils import patchable_model  # noqa: E402
 
 
+def legacy_config(arch: str, hf: dict) -> dict:
+    """transformers 5 keeps NeoX's rotary settings in ``rope_parameters``; 4.x reads ``rotary_pct`` and
+    ``rotary_emb_base``: give both."""
+    hf = dict(hf)
+    rope = hf.get("rope_parameters") or {}
+    if arch == "neox":
+        hf.setdefault("rotary_pct", rope.get("partial_rotary_factor", 0.25))
+        hf.setdefault("rotary_emb_base", rope.get("rope_theta", 10000))
+    return hf
+
+
 def tl_config(arch: str, hf: dict) -> HookedTransformerConfig:
     """TL 2.x's config for the HuggingFace config ``hf`` (the gated hooks auto-circuit needs switched on)."""
     common = dict(dtype=torch.float64, device="cpu", default_prepend_bos=False, normalization_type="LN",
@@ -63,13 +75,17 @@ def tl_config(arch: str, hf: dict) -> HookedTransformerConfig:
 def load_model(work: Path) -> HookedTransformer:
     """The HookedTransformer with the weights ``compare.py`` wrote (HF model rebuilt, then TL's conversion)."""
     spec = json.loads((work / "model.json").read_text())
-    arch, hf = spec["arch"], spec["hf_config"]
+    arch = spec["arch"]
+    hf = legacy_config(arch, spec["hf_config"])
     cls, cfg_cls, convert = {
         "gpt2": (transformers.GPT2LMHeadModel, transformers.GPT2Config, convert_gpt2_weights),
         "neox": (transformers.GPTNeoXForCausalLM, transformers.GPTNeoXConfig, convert_neox_weights),
     }[arch]
     hf_model = cls(cfg_cls.from_dict(hf)).double().eval()
-    missing, unexpected = hf_model.load_state_dict(load_file(str(work / "weights.safetensors")), strict=False)
+    weights = load_file(str(work / "weights.safetensors"))
+    if arch == "neox" and "lm_head.weight" in weights:  # transformers 5's name of 4.x's embed_out
+        weights["embed_out.weight"] = weights.pop("lm_head.weight")
+    missing, unexpected = hf_model.load_state_dict(weights, strict=False)
     real_missing = [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]
     if real_missing or unexpected:
         raise ValueError(f"weights do not fit: missing {real_missing}, unexpected {unexpected}")
@@ -77,7 +93,21 @@ def load_model(work: Path) -> HookedTransformer:
     model = HookedTransformer(cfg)
     model.load_and_process_state_dict(convert(hf_model, cfg), fold_ln=False, center_writing_weights=False,
                                       center_unembed=False, fold_value_biases=False)
+    if arch == "neox":
+        use_hf_rotary(model, hf_model)
     return model.eval()
+
+
+def use_hf_rotary(model: HookedTransformer, hf_model) -> None:
+    """HuggingFace computes NeoX's rotary cos/sin tables in float32 whatever the model's dtype, TL 2.x in float64
+    (~4e-8 apart in the logits): give TL HuggingFace's tables (same layout: halves, not adjacent pairs), so that
+    the two are the same model."""
+    n_ctx = model.cfg.n_ctx
+    cos, sin = hf_model.gpt_neox.rotary_emb(torch.zeros(1, dtype=torch.float64), torch.arange(n_ctx)[None])
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.rotary_cos.copy_(cos[0])
+            block.attn.rotary_sin.copy_(sin[0])
 
 
 def loader(work: Path) -> PromptDataLoader:
@@ -125,7 +155,7 @@ def handle(req: dict, model, data, work: Path) -> dict:
         return {"out": "peer_logits.safetensors"}
     if cmd == "edges":
         return {"edges": sorted(edge_name(e) for e in model.edges)}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if cmd == "acdc":
         order = json.loads((work / req["order"]).read_text()) if req.get("order") else None
         scores = run_acdc(model, data, req["threshold"], order)
@@ -133,12 +163,12 @@ def handle(req: dict, model, data, work: Path) -> dict:
         scores = run_mask_gradient(model, data, req.get("samples"))
     else:
         raise ValueError(f"unknown request {cmd!r}")
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     out = f"peer_{cmd}.json"
     tmp = work / (out + ".tmp")
     tmp.write_text(json.dumps({k: (v if v != float("inf") else "inf") for k, v in scores.items()}))
     os.replace(tmp, work / out)
-    return {"seconds": seconds, "out": out}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "out": out}
 
 
 def main() -> None:
