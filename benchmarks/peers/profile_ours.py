@@ -1,5 +1,6 @@
 """Where our time goes in ``compare.py``'s runs: cProfile of one of our methods on the same model and batch
-(after one untimed run), the functions with the most internal time, then the most cumulative time.
+(after one untimed run), the functions with the most internal time, then the most cumulative time, then our
+own (``circuits/``) functions by cumulative time.
 
     PYTHONPATH=. python benchmarks/peers/profile_ours.py {acdc,eap,eap_ig} [compare.py's options] [--top 15]
 """
@@ -45,6 +46,7 @@ def main() -> None:
     print(f"profiled {method} ({' '.join(rest)}): {time.perf_counter() - t0:.2f} s wall under cProfile")
     for key in ("tottime", "cumulative"):
         pstats.Stats(profile).sort_stats(key).print_stats(top)
+    pstats.Stats(profile).sort_stats("cumulative").print_stats("circuits/", top)  # our own functions
 
 
 if __name__ == "__main__":
