@@ -100,8 +100,9 @@ class Peer:
     def __init__(self, python: str, work: Path):
         self.work = work
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH="")
+        self.log = open(work / "peer.log", "w")
         self.proc = subprocess.Popen([python, str(HERE / "peer_side.py"), str(work)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=open(work / "peer.log", "w"), text=True, env=env)
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         self.hello = self._reply()
 
     def _reply(self) -> dict:
@@ -115,15 +116,22 @@ class Peer:
         self.proc.stdin.flush()
         return self._reply()
 
-    def scores(self, **req) -> tuple[dict[str, float], float]:
+    def scores(self, **req) -> tuple[dict[str, float], tuple[float, float]]:
+        """The peer's scores by edge name and its (wall-clock, CPU) seconds."""
         r = self.ask(**req)
         scores = {k: float(v) for k, v in json.loads((self.work / r["out"]).read_text()).items()}
         return scores, (r["seconds"], r["cpu_seconds"])
 
     def close(self) -> None:
-        self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-        self.proc.stdin.flush()
-        self.proc.wait(timeout=60)
+        """Ask the peer to quit (if it still runs), wait for it, close its log."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=60)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        self.log.close()
 
 
 def check(ok: bool, what: str) -> None:
@@ -287,7 +295,8 @@ def parse(argv=None, check_peer: bool = True) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse(argv)
     torch.set_num_threads(1)
-    print(f"{platform.machine()}, torch {torch.__version__}, 1 thread per side, float64; {' '.join(sys.argv[1:])}")
+    print(f"{platform.machine()}, torch {torch.__version__}, 1 thread per side, float64; {' '.join(sys.argv[1:])}",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
         work = Path(tmp)
         model, batch, peer = setup(args, work)
