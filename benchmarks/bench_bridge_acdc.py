@@ -28,6 +28,16 @@ def bridge(layers: int, seed: int = 0, arch: str = "gpt2"):
     """The benchmark's model: 8 heads, d_model 128, vocab 64, float64; ``arch`` another family of the same size
     (``neox``: GPT-NeoX / Pythia, parallel attention and MLP, rotary on a quarter of each head; ``qwen3``: q/k
     norms, 4 KV groups; ``llama``: 4 KV groups). All four have the fast engine's delta path."""
+    return wrap(*hf_model(layers, seed, arch))
+
+
+def wrap(name: str, model, cfg, device: str = "cpu"):
+    """The TransformerLens 4 bridge of a HuggingFace model on ``device`` (changes ``model`` in place)."""
+    return build_bridge_from_module(model.to(device), name, hf_config=cfg, tokenizer=None, device=device)
+
+
+def hf_model(layers: int, seed: int = 0, arch: str = "gpt2"):
+    """``bridge``'s HuggingFace model before wrapping: (architecture name, float64 model in eval mode, config)."""
     torch.manual_seed(seed)
     if arch == "gpt2":
         cfg = GPT2Config(n_layer=layers, n_head=8, n_embd=128, vocab_size=64, n_positions=32, initializer_range=0.1)
@@ -44,25 +54,29 @@ def bridge(layers: int, seed: int = 0, arch: str = "gpt2"):
             "llama": ("LlamaForCausalLM", transformers.LlamaConfig(**common, num_key_value_heads=4)),
         }[arch]
         cls = getattr(transformers, name)
-    return build_bridge_from_module(cls(cfg).double().eval(), name, hf_config=cfg, tokenizer=None, device="cpu")
+    return name, cls(cfg).double().eval(), cfg
 
 
 def pythia70m_shaped(seed: int = 0):
     """A randomly initialised GPT-NeoX of Pythia-70m's shape (6 layers, 8 heads, d_model 512, d_mlp 2048, vocab
     50304, rotary on a quarter of each head, parallel attention and MLP), float64; no weights downloaded."""
+    return wrap(*pythia70m_hf(seed))
+
+
+def pythia70m_hf(seed: int = 0):
+    """``pythia70m_shaped``'s HuggingFace model before wrapping: (architecture name, model, config)."""
     import transformers
 
     torch.manual_seed(seed)
     cfg = transformers.GPTNeoXConfig(num_hidden_layers=6, num_attention_heads=8, hidden_size=512, intermediate_size=2048,
                                      vocab_size=50304, max_position_embeddings=64, rotary_pct=0.25,
                                      use_parallel_residual=True, initializer_range=0.05)
-    return build_bridge_from_module(transformers.GPTNeoXForCausalLM(cfg).double().eval(), "GPTNeoXForCausalLM",
-                                    hf_config=cfg, tokenizer=None, device="cpu")
+    return "GPTNeoXForCausalLM", transformers.GPTNeoXForCausalLM(cfg).double().eval(), cfg
 
 
-def batches(seed: int = 1, vocab: int = 64, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def batches(seed: int = 1, vocab: int = 64, batch: int = 16, seq: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, (batch, 12), generator=g), torch.randint(0, vocab, (batch, 12), generator=g)
+    return torch.randint(0, vocab, (batch, seq), generator=g), torch.randint(0, vocab, (batch, seq), generator=g)
 
 
 def timed(model, clean, corrupted, threshold: float, engine: str) -> tuple[circuits.Circuit, float, float]:
