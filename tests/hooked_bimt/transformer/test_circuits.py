@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 import circuits
 from hooked_bimt.transformer import ModularAdditionTask, TrainConfig, train
 
-SMALL = TrainConfig(d_model=16, n_head=2, d_mlp=32, steps=150, batch=121, lr=1e-2, swap_every=50, dtype="float64")
-TASK = ModularAdditionTask(p=11, n_prompts=24)
 
 
 @pytest.fixture(scope="module")
 def trained():
-    return train("bimt", TASK, SMALL, seed=0)
+    """``TrainConfig.quick()`` in float64 (exact comparisons) on a + b mod 11."""
+    config = dataclasses.replace(TrainConfig.quick(), dtype="float64")
+    return train("bimt", ModularAdditionTask(p=11, n_prompts=24), config, seed=0)
 
 
 def _logit_diff(logits, task) -> float:
@@ -31,7 +33,7 @@ def _recovery(bridge, circuit, task) -> float:
     return (got - corrupted) / (full - corrupted)
 
 
-def test_the_small_bimt_model_learns_modular_addition(trained):
+def test_the_quick_bimt_model_learns_modular_addition(trained):
     assert trained.accuracy > 0.8  # chance is 1/11
     assert sum(n for _, n in trained.history["swaps"]) > 0
 
