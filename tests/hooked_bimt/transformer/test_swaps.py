@@ -86,3 +86,30 @@ def test_relocate_with_an_optimizer_lowers_the_cost_and_converges():
     assert n > 0 and connection_cost(model).item() < before
     counts = [relocate(model, top_k=30, optimizer=opt) for _ in range(20)]
     assert counts[-1] == 0  # greedy descent on a finite set of layouts stops
+
+
+@pytest.mark.parametrize("kind", ["residual", "mlp", "head"])
+def test_relocate_scores_are_the_exact_cost_change_of_each_swap(kind):
+    """relocate's one-matrix score M[x,y] + M[y,x] - M[x,x] - M[y,y] equals the change of connection_cost (SPEC 8,
+    recomputed in full) for every candidate swap of each kind."""
+    from hooked_bimt.transformer.geometry import dims, penalised_maps
+    from hooked_bimt.transformer.relocate import _block_sides, _head_matrix, _residual_sides, position_costs
+
+    model = tiny_gpt2(7)
+    d = dims(model)
+    maps = {m.name: m for m in penalised_maps(model)}
+    mlp_sides, head_sides = _block_sides(maps, 1, d)
+    if kind == "residual":
+        m, n, swap = position_costs(_residual_sides(maps), 2.0), 8, lambda x, y: swap_residual(model, x, y)
+    elif kind == "mlp":
+        m, n, swap = position_costs(mlp_sides, 2.0), 12, lambda x, y: swap_mlp_neurons(model, 1, x, y)
+    else:
+        m, n, swap = _head_matrix(position_costs(head_sides, 2.0), 2), 2, lambda x, y: swap_heads(model, 1, x, y)
+    for x in range(n):
+        for y in range(x + 1, n):
+            before = connection_cost(model, 2.0).item()
+            swap(x, y)
+            actual = connection_cost(model, 2.0).item() - before
+            swap(x, y)
+            predicted = float(m[x, y] + m[y, x] - m[x, x] - m[y, y])
+            assert predicted == pytest.approx(actual, abs=1e-13), (x, y)
