@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from hooked_bimt.transformer import connection_cost
-from tests.hooked_bimt.transformer.conftest import tiny_gpt2
+from gpt2_fixtures import tiny_gpt2
 
 
 def plain_cost(model, A: float, y: float) -> float:

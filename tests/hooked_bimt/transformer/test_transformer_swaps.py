@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from hooked_bimt.transformer import connection_cost, relocate, swap_heads, swap_mlp_neurons, swap_residual
-from tests.hooked_bimt.transformer.conftest import adam_step, clone, tiny_gpt2
+from gpt2_fixtures import adam_step, clone, tiny_gpt2, trained_pair  # noqa: F401 (a fixture)
 
 TOKENS = torch.tensor([[1, 4, 2, 9, 4, 7], [3, 3, 0, 10, 5, 1]])
 
