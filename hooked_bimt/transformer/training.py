@@ -138,7 +138,8 @@ class Trainer:
         cfg = self.config
         self.module = GPT2LMHeadModel(gpt2_config(self.task, cfg)).to(DTYPES[cfg.dtype]).to(cfg.device).train()
         self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.cost = CostTerms(self.module, self.regime.distance_factor, cfg.y_star) if self.regime.uses_cost else None
+        loss_a = cfg.distance_factor if self.regime.is_local else 0.0  # the regime says whether, the config how much
+        self.cost = CostTerms(self.module, loss_a, cfg.y_star) if self.regime.uses_cost else None
         self.history: dict[str, list] = {"loss": [], "cost": [], "seconds": [], "swaps": []}
 
     def step(self) -> float:

@@ -98,3 +98,15 @@ def test_config_checks():
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="dtype"):
         TrainConfig(dtype="float16")
+
+
+def test_the_loss_uses_the_configs_distance_factor_where_the_regime_is_local():
+    import dataclasses
+
+    from hooked_bimt.transformer import Trainer
+
+    cfg = dataclasses.replace(TINY, distance_factor=0.5)
+    local, plain = Trainer("l1_local", TASK, cfg, seed=0), Trainer("l1_swap", TASK, cfg, seed=0)
+    assert local.cost().item() == pytest.approx(connection_cost(local.module, 0.5).item(), rel=1e-12)
+    assert plain.cost().item() == pytest.approx(connection_cost(plain.module, 0.0).item(), rel=1e-12)
+    assert Trainer("vanilla", TASK, cfg, seed=0).cost is None
