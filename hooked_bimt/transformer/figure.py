@@ -5,7 +5,8 @@ after the embedding, then per block the attention's head dimensions (q/k/v outpu
 contiguous block, tinted), the residual stream, the MLP neurons, the residual stream; last the output tokens.
 Each row is one line of coordinates (x = (i + 1/2) / n), so a local network shows as short, near-vertical lines.
 A line joins neurons i -> j of a penalised map with width and opacity by |W[j, i]| / max |W| of that map
-(red positive, blue negative; the q/k/v map is drawn as |W_q| + |W_k| + |W_v|, grey); lines under ``min_weight``
+(red positive, blue negative; the q/k/v map is drawn as |W_q| + |W_k| + |W_v|, grey; a map that reads a LayerNorm's
+output is drawn times that norm's weight, the effective weight, as in the original plot); lines under ``min_weight``
 of the map's maximum are left out. Right panel: the discovered circuit (SPEC 7 nodes: the embedding, each head at
 the centre of its block, each MLP, the output) on the same rows, an edge coloured by what it feeds (query, key,
 value, MLP or output); heads in the circuit are tinted on the left too.
@@ -50,8 +51,25 @@ def _map_rows(n_layer: int) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _weights(m: Any, d_model: int) -> np.ndarray:
-    w = m.out_in().detach().double().cpu().numpy()
+def _reads_after_norm(module: Any, name: str) -> Any:
+    """The LayerNorm whose output a map reads (q/k/v: ln_1, MLP in: ln_2, unembedding: ln_f), else None."""
+    parts = name.split(".")
+    if name == "unembed":
+        return module.transformer.ln_f
+    if name.endswith("attn.qkv") or name.endswith("mlp.in"):
+        block = module.transformer.h[int(parts[1])]
+        return block.ln_1 if parts[2] == "attn" else block.ln_2
+    return None
+
+
+def _weights(module: Any, m: Any, d_model: int) -> np.ndarray:
+    """The map's weights as drawn: a map reading a LayerNorm's output times that norm's weight (the effective
+    weight on the normalised stream, as the original notebook's plot), q/k/v as |W_q| + |W_k| + |W_v|."""
+    w = m.out_in().detach().double()
+    norm = _reads_after_norm(module, m.name)
+    if norm is not None:
+        w = w * norm.weight.detach().double()[None, :]
+    w = w.cpu().numpy()
     if m.name.endswith("qkv"):
         return np.abs(w).reshape(3, d_model, -1).sum(0)
     return w
@@ -62,7 +80,7 @@ def draw_network(module: Any, ax: Any, *, min_weight: float = 0.15, tint_heads: 
     d = dims(module)
     rows, map_rows = rows_of(d["n_layer"]), _map_rows(d["n_layer"])
     for m in penalised_maps(module):
-        w = _weights(m, d["d_model"])
+        w = _weights(module, m, d["d_model"])
         scale = np.abs(w).max() or 1.0
         j, i = np.nonzero(np.abs(w) >= min_weight * scale)
         a = np.abs(w[j, i]) / scale
