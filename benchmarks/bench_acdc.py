@@ -132,9 +132,8 @@ def main() -> None:
           f"tested {s['n_tested']}, median {fast_s:.3f}s of {args.repeats} runs "
           f"(min {min(r.seconds for r in runs):.3f}s, max {max(r.seconds for r in runs):.3f}s), "
           f"{s['n_tested'] / fast_s:,.0f} edges tested/s")
-    flops = s["downstream_flops"]
-    print(f"fast downstream updates: {flops:,} FLOP, {flops / fast_s / 1e9:.3f} GFLOP/s achieved over the whole run; "
-          f"{s['verify_passes']} passes (compiled loop: one per receiver and near-tie; speculation: batched "
+    print(f"fast path {s['path']}: "
+          f"{s['passes']} passes (compiled loop: one per receiver and near-tie; speculation: batched "
           f"verifications), {s['ties_rescored']} near-ties re-scored")
     if args.skip_reference:
         return

@@ -19,11 +19,16 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Metric:
-    """A named metric. ``fn(logits, full)`` works on any leading dims before ``(batch, classes)``."""
+    """A named metric. ``fn(logits, full)`` works on any leading dims before ``(batch, classes)``.
+
+    ``kind`` says what it computes where an engine may compute it its own way: ``"kl"`` is ``kl()``'s whole-logits
+    KL (``_kl``; the fast MLP engine then scores only changed classes, ``ChangedKL``); anything else is ``"custom"``,
+    only ever called."""
 
     name: str
     fn: Callable[[Tensor, Tensor], Tensor]
     batched: bool = True
+    kind: str = "custom"
 
     def __call__(self, logits: Float[Tensor, "batch classes"], full_logits: Float[Tensor, "batch classes"]) -> Tensor:
         return self.fn(logits, full_logits)
@@ -197,7 +202,7 @@ def kl(pos: Pos = -1) -> Metric:
     chosen positions too, ``select_positions``)."""
     pos = check_pos(pos)
     if isinstance(pos, int) and pos == -1:
-        return Metric("kl", _kl)  # the shared function: engines recognise it by identity
+        return Metric("kl", _kl, kind="kl")
     return Metric(f"kl(pos={_pos_name(pos)})", lambda logits, full: _kl(*select_positions(logits, full, pos)))
 
 

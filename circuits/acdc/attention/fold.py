@@ -1,5 +1,5 @@
 """LayerNorm folded into the q/k/v projections of receiver heads whose inputs change by the same amount (the fast
-attention engine's per-head inputs, ``circuits.acdc.bridge_delta``).
+attention engine's per-head inputs, ``circuits.acdc.attention.delta``).
 
 In a candidate state, receiver head ``h``'s input is its cached input plus a change shared by every head with
 the same present edges from the changed senders: ``x_h = b_h + t``. With LayerNorm ``(w, beta, eps)`` and the

@@ -1,7 +1,7 @@
 """A functional re-implementation of a bridge's blocks from its weights (GPT-2, GPT-BigCode, GPT-NeoX and the
 Llama-style families of ``_FAMILIES``: Llama, Mistral, Qwen 2 and 3, Phi-3, Gemma, OLMo, Starcoder 2, StableLM,
 SmolLM 3), for
-the fast ACDC engine (``circuits.acdc.fast_attention``), which recomputes single heads at chosen positions.
+the fast ACDC engine (``circuits.acdc.attention.engine``), which recomputes single heads at chosen positions.
 
 Per layer, on SPEC 7's per-head receiver inputs ``x`` (the residual stream before the norm, copied per head):
 
