@@ -70,7 +70,7 @@ def pairs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return test.flat()[e].double(), test.flat()[t].double()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="a HookedMLP.save() directory instead of training here")
     ap.add_argument("--steps", type=int, default=3000)
@@ -87,9 +87,12 @@ def main() -> None:
                     help="acdc(dtype=torch.float64) (the default) or dtype=None (the model's own dtype)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: model, batches and both engines run there")
     ap.add_argument("--cache", default=None, help="safetensors file: reuse the model trained here (written atomically)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    return ap.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     source = f"trained {args.steps} steps, " + (f"regime {args.regime}" if args.regime else f"lam={args.lam}")
     if args.checkpoint:

@@ -131,7 +131,7 @@ class Scorer:
         else:
             w_hat, bias = st.fold_w[hook]
             c, var, R = (_take(fold[key], positions, nodes, full) for key in ("c", "var", "R"))
-            out = bridge_fold.project(c, var, R, t, inverse, w_hat[nodes], bias[nodes], bb.layers[layer].norm1[2])
+            out = bridge_fold.project(c, var, R, t, inverse, w_hat[nodes], bias[nodes], bb.layers[layer].norm1.eps)
             out = bb.rotate(out, role, st.rot, positions, layer)
         def write(j: int) -> None:
             x = _take(st.x[hook], positions, nodes, full) + t[j][..., inverse, :]

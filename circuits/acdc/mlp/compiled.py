@@ -72,9 +72,9 @@ class Receiver:
         self.azs = np.concatenate([_act_of(c, _flat([h[2].T])) for c, h in zip(codes, hidden)]) if hidden else self.zs
         self.a0 = _act_of(self.act0, self.z0)
         self.out = np.ascontiguousarray(_np(sub.T))  # (r_last, classes)
-        y_rows, const, rest, _, _, p_rows = st.cached(("pair", k, j), lambda: st.kl.pair_base(st.Z[st.L], rows))
-        self.y, self.p = np.ascontiguousarray(_np(y_rows.T)), np.ascontiguousarray(_np(p_rows.T))
-        self.const, self.rest = _np(const), _np(rest)
+        pb = st.cached(("pair", k, j), lambda: st.kl.pair_base(st.Z[st.L], rows))  # a metrics.PairBase
+        self.y, self.p = np.ascontiguousarray(_np(pb.y_rows.T)), np.ascontiguousarray(_np(pb.p_rows.T))
+        self.const, self.rest = _np(pb.const), _np(pb.rest)
         self.has_rest = bool(np.isfinite(self.rest).all())  # some class outside ``rows`` (else rest = -inf)
         width, b = max(int(self.width.max()), 1), len(self.z0)
         self.scratch = (np.empty((width, b)), np.empty((width, b)), np.empty((len(rows), b)), np.empty((5, b)))
