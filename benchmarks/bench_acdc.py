@@ -70,7 +70,7 @@ def pairs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return test.flat()[e].double(), test.flat()[t].double()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="a HookedMLP.save() directory instead of training here")
     ap.add_argument("--steps", type=int, default=3000)
@@ -87,9 +87,12 @@ def main() -> None:
                     help="acdc(dtype=torch.float64) (the default) or dtype=None (the model's own dtype)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: model, batches and both engines run there")
     ap.add_argument("--cache", default=None, help="safetensors file: reuse the model trained here (written atomically)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    return ap.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     source = f"trained {args.steps} steps, " + (f"regime {args.regime}" if args.regime else f"lam={args.lam}")
     if args.checkpoint:
@@ -132,9 +135,8 @@ def main() -> None:
           f"tested {s['n_tested']}, median {fast_s:.3f}s of {args.repeats} runs "
           f"(min {min(r.seconds for r in runs):.3f}s, max {max(r.seconds for r in runs):.3f}s), "
           f"{s['n_tested'] / fast_s:,.0f} edges tested/s")
-    flops = s["downstream_flops"]
-    print(f"fast downstream updates: {flops:,} FLOP, {flops / fast_s / 1e9:.3f} GFLOP/s achieved over the whole run; "
-          f"{s['verify_passes']} passes (compiled loop: one per receiver and near-tie; speculation: batched "
+    print(f"fast path {s['path']}: "
+          f"{s['passes']} passes (compiled loop: one per receiver and near-tie; speculation: batched "
           f"verifications), {s['ties_rescored']} near-ties re-scored")
     if args.skip_reference:
         return

@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from typing import Optional
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformer_lens.model_bridge.sources import build_bridge_from_module
 
 import circuits
+from circuits.acdc.options import AttentionOptions, Options
 
 
 def bridge(layers: int, seed: int = 0, arch: str = "gpt2"):
@@ -79,10 +81,11 @@ def batches(seed: int = 1, vocab: int = 64, batch: int = 16, seq: int = 12) -> t
     return torch.randint(0, vocab, (batch, seq), generator=g), torch.randint(0, vocab, (batch, seq), generator=g)
 
 
-def timed(model, clean, corrupted, threshold: float, engine: str) -> tuple[circuits.Circuit, float, float]:
+def timed(model, clean, corrupted, threshold: float, engine: str, options: Optional[Options] = None
+          ) -> tuple[circuits.Circuit, float, float]:
     """The circuit, wall-clock seconds and CPU seconds of this process (1 thread: CPU time is robust to load)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    c = circuits.acdc(model, clean, corrupted, threshold=threshold, engine=engine)
+    c = circuits.acdc(model, clean, corrupted, threshold=threshold, engine=engine, options=options)
     return c, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -99,10 +102,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"{platform.machine()}, torch {torch.__version__}, 1 thread, float64")
+    options = Options(attention=AttentionOptions(delta=not args.stacked))
     if args.stacked:
-        from circuits.models import bridge_blocks
-
-        bridge_blocks.supported = lambda model, seq_len=None: False
         print("fast engine: stacked bridge forwards only (--stacked)")
     if args.pythia70m:
         clean, corrupted = batches(vocab=50304, batch=8)
@@ -111,10 +112,10 @@ def main() -> None:
         clean, corrupted = batches()
         model = bridge(args.layers, arch=args.arch)
     print(f"architecture: {model.cfg.architecture}")
-    fast, t_fast, c_fast = timed(model, clean, corrupted, args.threshold, "fast")
-    print(f"{args.layers} layers: fast ({fast.settings['engine_used']}) {t_fast:.2f} s wall, {c_fast:.2f} s CPU, "
+    fast, t_fast, c_fast = timed(model, clean, corrupted, args.threshold, "fast", options)
+    print(f"{args.layers} layers: fast ({fast.settings['path']}) {t_fast:.2f} s wall, {c_fast:.2f} s CPU, "
           f"{fast.n_edges}/{fast.n_total_edges} edges kept, {fast.settings['n_tested']} tested, "
-          f"{fast.settings.get('verify_passes')} stacked passes", flush=True)
+          f"{fast.settings.get('passes')} stacked passes", flush=True)
     if not args.no_reference:
         ref, t_ref, c_ref = timed(model, clean, corrupted, args.threshold, "reference")
         worst = max(abs(ref.effects[e] - fast.effects[e]) for e in ref.effects) if ref.effects.keys() == fast.effects.keys() else None
@@ -122,7 +123,7 @@ def main() -> None:
               f"identical edge sets: {ref.edges == fast.edges}; max |effect difference| {worst}; "
               f"speed-up {t_ref / t_fast:.1f}x wall, {c_ref / c_fast:.1f}x CPU", flush=True)
         # this VM's speed drifts over minutes: a fast run after the reference too, and the ratio to their mean
-        after, t_after, c_after = timed(model, clean, corrupted, args.threshold, "fast")
+        after, t_after, c_after = timed(model, clean, corrupted, args.threshold, "fast", options)
         assert after.edges == fast.edges
         print(f"{args.layers} layers: fast again after the reference {t_after:.2f} s wall, {c_after:.2f} s CPU; "
               f"reference / mean of the fast runs before and after it: {2 * t_ref / (t_fast + t_after):.1f}x wall, "
@@ -131,9 +132,9 @@ def main() -> None:
         if layers == args.layers:
             c, t, cpu = fast, t_fast, c_fast
         else:
-            c, t, cpu = timed(bridge(layers, arch=args.arch), clean, corrupted, args.threshold, "fast")
+            c, t, cpu = timed(bridge(layers, arch=args.arch), clean, corrupted, args.threshold, "fast", options)
         print(f"growth: {layers} layers, {c.n_total_edges} edges, fast {t:.2f} s wall, {cpu:.2f} s CPU, {c.n_edges} kept, "
-              f"{c.settings.get('verify_passes')} passes", flush=True)
+              f"{c.settings.get('passes')} passes", flush=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def main() -> None:
     c = circuits.acdc(model, clean, corrupted, threshold=args.threshold, engine="fast")
     profile.disable()
     print(f"profiled fast run: {time.process_time() - c0:.2f} s CPU, {c.n_edges} edges kept, "
-          f"{c.settings.get('verify_passes')} passes")
+          f"{c.settings.get('passes')} passes")
     pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
 
 

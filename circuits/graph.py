@@ -18,7 +18,7 @@ outputs of nodes that receive nothing.
 ``Graph.activations`` declares what an engine needs to know per node beyond the linear edges: for a
 receiver hook R with ``node_output[R] = S``, ``activations[R]`` is the elementwise map with
 ``a_S = activations[R](z_R)`` (SiLU for a ``HookedMLP`` neuron). An engine that propagates changes
-itself (``circuits.acdc.fast``) reads the nonlinearity from here, never from the model's class; a
+itself (``circuits.acdc.mlp.engine``) reads the nonlinearity from here, never from the model's class; a
 receiver without an entry is left to engines that run the model's own forward pass.
 """
 
@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from circuits import families
 
 Elementwise = Callable[[Tensor], Tensor]
 
@@ -131,6 +133,7 @@ class Graph:
     output: str
     node_output: dict[str, str] = field(default_factory=dict)
     activations: dict[str, Elementwise] = field(default_factory=dict)
+    family: Optional[str] = None  # the registered family that built it (``circuits.families``); None if declared
 
     def __post_init__(self) -> None:
         for c in self.connections:
@@ -204,23 +207,13 @@ class Graph:
                 raise ValueError(f"edge {edge}: node index {idx} out of range for {hook} ({self.nodes[hook].count} nodes)")
 
 
-# Graph builders for model families that cannot declare ``circuit_graph()`` themselves (e.g. TransformerLens
-# bridges, ``circuits.models.transformer_bridge``): (recognise(model) -> bool, build(model) -> Graph). The
-# family modules register themselves on import, so this module imports none of them.
-_BUILDERS: list[tuple[Callable[[Any], bool], Callable[[Any], "Graph"]]] = []
-
-
-def register_graph_builder(recognise: Callable[[Any], bool], build: Callable[[Any], "Graph"]) -> None:
-    """Make ``graph_of(model)`` use ``build(model)`` for models where ``recognise(model)`` holds."""
-    _BUILDERS.append((recognise, build))
-
-
 def graph_of(model: Any) -> Graph:
     """The graph a model declares through ``model.circuit_graph()`` (or a registered family builder, e.g. for a
     TransformerLens ``TransformerBridge``: SPEC 7); a clear error if there is none."""
     declare = getattr(model, "circuit_graph", None)
-    if declare is None:
-        declare = next((lambda b=build: b(model) for recognise, build in _BUILDERS if recognise(model)), None)
+    family = families.family_of(model) if declare is None else None
+    if family is not None:
+        declare = lambda: dataclasses.replace(family.build_graph(model), family=family.name)  # noqa: E731
     if declare is None:
         raise TypeError(
             f"{type(model).__name__} declares no circuit graph: give it a method circuit_graph() -> circuits.Graph "

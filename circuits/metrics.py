@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -20,11 +20,16 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Metric:
-    """A named metric. ``fn(logits, full)`` works on any leading dims before ``(batch, classes)``."""
+    """A named metric. ``fn(logits, full)`` works on any leading dims before ``(batch, classes)``.
+
+    ``kind`` says what it computes where an engine may compute it its own way: ``"kl"`` is ``kl()``'s whole-logits
+    KL (``_kl``; the fast MLP engine then scores only changed classes, ``ChangedKL``); anything else is ``"custom"``,
+    only ever called."""
 
     name: str
     fn: Callable[[Tensor, Tensor], Tensor]
     batched: bool = True
+    kind: str = "custom"
 
     def __call__(self, logits: Float[Tensor, "batch classes"], full_logits: Float[Tensor, "batch classes"]) -> Tensor:
         return self.fn(logits, full_logits)
@@ -60,6 +65,27 @@ def _kl(logits: Tensor, full_logits: Tensor) -> Tensor:
     return terms.sum(dim=-1).mean(dim=-1)
 
 
+class KLBase(NamedTuple):
+    """``ChangedKL.base``: what does not depend on ``delta`` (see there)."""
+
+    y_rows: Tensor
+    const: Tensor
+    rest: Tensor
+    exp_rest: Tensor
+    rest_min: float
+
+
+class PairBase(NamedTuple):
+    """``ChangedKL.pair_base``: ``KLBase`` plus ``p_full[:, rows]``, the tensors contiguous ``(batch, r)``."""
+
+    y_rows: Tensor
+    const: Tensor
+    rest: Tensor
+    exp_rest: Tensor
+    rest_min: float
+    p_rows: Tensor
+
+
 class ChangedKL:
     """The KL of many logit tensors that differ from one base ``x0`` on a few classes only (fast ACDC).
 
@@ -77,16 +103,16 @@ class ChangedKL:
     def __init__(self, full_logits: Float[Tensor, "batch classes"]) -> None:
         self.p_full, self.neg_entropy = _entropy_terms(full_logits)
 
-    def base(self, x0: Float[Tensor, "batch classes"], rows: Tensor) -> tuple[Tensor, ...]:
+    def base(self, x0: Float[Tensor, "batch classes"], rows: Tensor) -> KLBase:
         """What does not depend on ``delta``: ``y0[:, rows]``, ``sum p log p - sum p y0``, the log-sum-exp
         ``rest`` over the other classes (-inf if none), ``exp(rest)`` and ``min(rest)``."""
         y0 = x0 - x0.amax(dim=-1, keepdim=True)
         keep = torch.ones(x0.shape[-1], dtype=torch.bool, device=x0.device)
         keep[rows] = False
         rest = torch.logsumexp(y0[:, keep], dim=-1) if bool(keep.any()) else torch.full_like(y0[:, 0], -math.inf)
-        return y0[:, rows], self.neg_entropy - (self.p_full * y0).sum(dim=-1), rest, rest.exp(), float(rest.min())
+        return KLBase(y0[:, rows], self.neg_entropy - (self.p_full * y0).sum(dim=-1), rest, rest.exp(), float(rest.min()))
 
-    def __call__(self, base: tuple[Tensor, ...], rows: Tensor, delta: Float[Tensor, "n batch r"],
+    def __call__(self, base: KLBase, rows: Tensor, delta: Float[Tensor, "n batch r"],
                  per_example: bool = False, classes_first: bool = False) -> Tensor:
         """``KL(x0 + delta on rows)`` for each of the ``n`` deltas: ``(n,)``, or ``(n, batch)`` per example;
         ``classes_first``: ``delta`` is laid out ``(r, n, batch)`` (what ``W @ d_act^T`` gives).
@@ -104,17 +130,17 @@ class ChangedKL:
         out = self._terms(y_rows, p_rows, const, rest, exp_rest, rest_min, delta, axis)
         return out if per_example else out.mean(dim=-1)
 
-    def pair_base(self, x0: Float[Tensor, "batch classes"], rows: Tensor) -> tuple[Tensor, ...]:
+    def pair_base(self, x0: Float[Tensor, "batch classes"], rows: Tensor) -> PairBase:
         """``base`` plus ``p_full[:, rows]``, both ``(batch, r)`` and contiguous (``at`` gathers their rows)."""
-        y_rows, const, rest, exp_rest, rest_min = self.base(x0, rows)
-        return y_rows.contiguous(), const, rest, exp_rest, rest_min, self.p_full[:, rows].contiguous()
+        b = self.base(x0, rows)
+        return PairBase(b.y_rows.contiguous(), b.const, b.rest, b.exp_rest, b.rest_min, self.p_full[:, rows].contiguous())
 
-    def at(self, pbase: tuple[Tensor, ...], delta: Float[Tensor, "r pairs"],
+    def at(self, pbase: PairBase, delta: Float[Tensor, "r pairs"],
            examples: Int[Tensor, " pairs"]) -> Float[Tensor, " pairs"]:
         """Per-example ``KL_b`` of ``x0[b] + delta[:, q]`` on ``rows`` for each pair ``q``, ``b = examples[q]``
         (the fast engine scores only the examples a candidate moves); ``pbase = pair_base(x0, rows)``; the
         formula of ``__call__``, one column per pair."""
-        y_rows, const, rest, exp_rest, rest_min, p_rows = pbase
+        y_rows, const, rest, exp_rest, rest_min, p_rows = pbase  # a PairBase
         at = lambda t: t.index_select(0, examples)  # noqa: E731  (row gathers, then the (r, pairs) layout)
         return self._terms(at(y_rows).T, at(p_rows).T, at(const), at(rest), at(exp_rest), rest_min, delta, 0)
 
@@ -203,7 +229,7 @@ def kl(pos: Pos = -1) -> Metric:
     chosen positions too, ``select_positions``)."""
     pos = check_pos(pos)
     if isinstance(pos, int) and pos == -1:
-        return Metric("kl", _kl)  # the shared function: engines recognise it by identity
+        return Metric("kl", _kl, kind="kl")
     return Metric(f"kl(pos={_pos_name(pos)})", lambda logits, full: _kl(*select_positions(logits, full, pos)))
 
 

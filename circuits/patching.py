@@ -27,7 +27,7 @@ from circuits.circuit import Circuit
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
 from circuits.recording import record
 from circuits.validate import check_model_and_inputs
-from circuits.models.transformer_bridge import check_bridge_inputs, check_eval_mode, is_bridge
+from circuits import families
 from circuits.hook_settings import keeps_hook_settings
 
 ABLATIONS = ("resample", "zero", "mean")
@@ -45,17 +45,29 @@ def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtyp
     return torch.device("cpu"), torch.get_default_dtype()
 
 
+def check_eval_mode(model: Any) -> None:
+    """A model with an active dropout layer (training mode) gives two different runs for one input."""
+    if not isinstance(model, torch.nn.Module):
+        return
+    for name, module in model.named_modules():
+        if module.training and isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            raise ValueError(f"{type(model).__name__} is in training mode with dropout on ({name or 'model'}, "
+                             f"p={module.p}): call model.eval() before circuit discovery")
+
+
 def check_batches(model: torch.nn.Module, clean: Any, corrupted: Any) -> tuple[Tensor, Tensor]:
     """Validate a clean/corrupted pair and move both to the model's device and dtype.
 
     Raises ``TypeError`` for non-tensors and ``ValueError`` for mismatched shapes or batch sizes,
     empty batches, complex or boolean inputs, or NaN. Integer inputs (token ids) keep their dtype;
     floating inputs take the model's dtype. A model in training mode with dropout on, and on a
-    TransformerLens bridge padding or non-token inputs, are refused too (``circuits.models.transformer_bridge``).
+    a registered family's own refusals (a TransformerLens bridge: padding or non-token inputs;
+    ``circuits.families``) come too.
     """
     check_eval_mode(model)
-    if is_bridge(model):
-        check_bridge_inputs(model, clean, corrupted)
+    family = families.family_of(model)
+    if family is not None:
+        family.check_inputs(model, clean, corrupted)
     for name, x in (("clean", clean), ("corrupted", corrupted)):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")

@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.graph import Connection, Graph, Nodes, graph_of, mix_nodes
-from circuits.models import transformer_bridge
+from circuits import families
 from circuits.recording import record
 
 DECLARATION_ROWS = 4  # rows of the clean/corrupted batches the pre-discovery check runs on
@@ -203,11 +203,10 @@ def check_declaration(model: Any, graph: Graph, clean: Float[Tensor, "batch ..."
     try:
         errors, order = _verify(model, graph, clean[:rows], corrupted[:rows], _rtol(model, rtol))
     except ValueError as err:
-        if not transformer_bridge.built_here(model, graph):
+        family = families.named(graph.family)
+        if family is None or family.explain is None:
             raise
-        raise ValueError(f"{err} [{transformer_bridge.architecture(model)}: the SPEC 7 graph does not describe this "
-                         "bridge exactly; its architecture adds to the residual stream something the graph lacks, "
-                         "scaled or normalised sublayer outputs for instance]") from err
+        raise ValueError(f"{err} [{family.explain(model)}]") from err
     return graph.in_order(order)
 
 

@@ -69,18 +69,18 @@ def mlp(seed: int = 0, widths=(6, 5, 4, 3)):
 
 @pytest.mark.parametrize("engine", ["reference", "fast", "fast-speculative"])
 @pytest.mark.parametrize("threshold", [0.0, 1e-3])
-def test_mlp_acdc_on_the_device_equals_the_cpu(engine, threshold, monkeypatch):
+def test_mlp_acdc_on_the_device_equals_the_cpu(engine, threshold):
     """``fast``: the compiled loop (on CPU copies of the device's data); ``fast-speculative``: its batched
     speculate-and-verify path, on the device (guesses from the compiled model loop on CPU copies)."""
-    from circuits.acdc import fast
+    from circuits.acdc.options import MLPOptions, Options
 
-    if engine == "fast-speculative":
-        engine = "fast"
-        monkeypatch.setattr(fast, "_EXACT_LOOP", False)
+    options = Options(mlp=MLPOptions(compiled=engine != "fast-speculative"))
+    engine = "fast" if engine == "fast-speculative" else engine
     model, clean, corrupted = mlp(widths=(24, 6, 4, 3))
-    cpu = circuits.acdc(model, clean, corrupted, threshold=threshold, engine=engine)
-    dev = circuits.acdc(on(model), clean.to(DEVICE), corrupted.to(DEVICE), threshold=threshold, engine=engine)
-    assert dev.settings["engine_used"] == cpu.settings["engine_used"]
+    cpu = circuits.acdc(model, clean, corrupted, threshold=threshold, engine=engine, options=options)
+    dev = circuits.acdc(on(model), clean.to(DEVICE), corrupted.to(DEVICE), threshold=threshold, engine=engine,
+                        options=options)
+    assert dev.settings["path"] == cpu.settings["path"]
     same_circuit(cpu, dev)
 
 
@@ -182,18 +182,18 @@ def tokens(batch: int = 4, seq: int = 5):
 @pytest.mark.parametrize("make, rel, stacked", [(gpt2_bridge, 1e-9, False), (llama_bridge, 1e-5, False),
                                                 (neox_bridge, 1e-9, False), (olmo_bridge, 1e-5, True)],
                          ids=["gpt2", "llama_gqa", "neox_parallel", "olmo_stacked_at_input"])
-def test_bridge_acdc_on_the_device_equals_the_cpu(make, rel, stacked, monkeypatch):
+def test_bridge_acdc_on_the_device_equals_the_cpu(make, rel, stacked):
     pytest.importorskip("transformer_lens.model_bridge")
-    if stacked:
-        from circuits.models import bridge_blocks
+    from circuits.acdc.options import AttentionOptions, Options
 
-        monkeypatch.setattr(bridge_blocks, "supported", lambda model, seq_len=None: False)
+    options = Options(attention=AttentionOptions(delta=not stacked))
     clean, corrupted = tokens()
     cpu_bridge, dev_bridge = make("cpu"), make(DEVICE)
-    cpu = circuits.acdc(cpu_bridge, clean, corrupted, threshold=1e-3, engine="fast")
+    cpu = circuits.acdc(cpu_bridge, clean, corrupted, threshold=1e-3, engine="fast", options=options)
     ref_dev = circuits.acdc(dev_bridge, clean.to(DEVICE), corrupted.to(DEVICE), threshold=1e-3, engine="reference")
-    fast_dev = circuits.acdc(dev_bridge, clean.to(DEVICE), corrupted.to(DEVICE), threshold=1e-3, engine="fast")
-    assert fast_dev.settings["engine_used"] == "fast_attention"
+    fast_dev = circuits.acdc(dev_bridge, clean.to(DEVICE), corrupted.to(DEVICE), threshold=1e-3, engine="fast",
+                             options=options)
+    assert fast_dev.settings["path"] == ("attention.stacked" if stacked else "attention.delta")
     same_circuit(ref_dev, fast_dev)
     same_circuit(cpu, fast_dev, tol=1e-9 if rel < 1e-6 else 1e-7, rel=rel)
     full = circuits.run_circuit(dev_bridge, Circuit.full(circuits.graph_of(dev_bridge)), clean.to(DEVICE),

@@ -2,7 +2,7 @@
 
 Every ``import`` statement of ``circuits`` and ``hooked_bimt`` counts, function-local ones included (they
 run the first time the function does); only imports under ``if TYPE_CHECKING:`` are left out, since they
-never execute. An edge goes to the module named (``from circuits.acdc import fast`` -> ``circuits.acdc.fast``;
+never execute. An edge goes to the module named (``from circuits.acdc.mlp import engine`` -> ``circuits.acdc.mlp.engine``;
 ``from circuits.graph import Edge`` -> ``circuits.graph``), not to the parent packages Python also loads:
 a package's ``__init__`` re-exporting its submodules is not a ring.
 """
@@ -121,7 +121,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_function_local_imports_and_the_known_edges():
     g = import_graph()
-    assert "circuits.acdc.fast" in g["circuits.acdc.discover"]  # ``from circuits.acdc import fast``
+    assert "circuits.acdc.mlp.engine" in g["circuits.acdc.discover"]  # ``from circuits.acdc.mlp import engine as mlp``
     assert "circuits.graph" in g["hooked_bimt.model"]  # function-local, inside circuit_graph()
     assert "circuits.patching" in g["circuits.acdc.loop"]
 
@@ -141,3 +141,13 @@ def test_circuits_imports_nothing_of_hooked_bimt():
     bad = sorted((m, t) for m, ts in import_graph().items() if m.split(".")[0] == "circuits"
                  for t in ts if t.split(".")[0] == "hooked_bimt")
     assert bad == [], f"circuits must not import hooked_bimt: {bad}"
+
+
+def test_the_core_never_imports_a_model_family():
+    """Families register themselves (``circuits.families``); the core asks the registry. Only the package root
+    (which imports ``circuits.models`` so the families register), the families themselves and the engine a family
+    registers for its own graphs (``circuits.acdc.attention``, which reads its hook names) may import them."""
+    allowed = ("circuits.models", "circuits.acdc.attention")
+    bad = sorted((m, t) for m, ts in import_graph().items() if m.startswith("circuits.") and not m.startswith(allowed)
+                 for t in ts if t.startswith("circuits.models"))
+    assert bad == [], f"core modules importing a model family: {bad}"

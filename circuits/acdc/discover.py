@@ -1,10 +1,11 @@
 """``circuits.acdc(...)``: validate the inputs, pick an engine, run the shared loop, return a ``Circuit``.
 
-``Circuit.effects[e]`` is ``new - current`` when ``e`` was tested. ``engine="reference"`` runs one
-patched forward pass per tested edge through the hook points (``circuits.acdc.reference``);
-``engine="fast"`` (``circuits.acdc.fast``) reaches the same decisions on MLP-shaped graphs that declare
-their nonlinearity (``Graph.activations``), ``circuits.acdc.fast_attention`` on TransformerLens bridges
-(heads as nodes), and falls back to the reference on any other graph.
+``Circuit.effects[e]`` is ``new - current`` when ``e`` was tested. Every engine runs ``circuits.acdc.loop.run``
+(SPEC 4's loop) and decides one receiver node's senders its way: ``engine="reference"`` one patched forward pass
+per tested edge through the hook points (``circuits.acdc.reference``); ``engine="fast"`` reaches the same decisions
+with ``circuits.acdc.mlp`` on MLP-shaped graphs that declare their nonlinearity (``Graph.activations``), with
+``circuits.acdc.attention`` on TransformerLens bridges (heads as nodes), and uses the reference on any other
+graph. ``Circuit.settings["path"]`` names the path that ran (``circuits.acdc.options``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.acdc import fast, fast_attention
-from circuits.acdc.loop import Problem, check_threshold
-from circuits.acdc.reference import reference_engine
+from circuits.acdc.loop import Decider, Problem, check_threshold, run
+from circuits.acdc.mlp import engine as mlp
+from circuits.acdc.options import Options, check_options
+from circuits.acdc.reference import Reference
+from circuits import families
 from circuits.circuit import Circuit, model_identity
 from circuits.graph import Edge, graph_of
 from circuits.metrics import resolve
@@ -64,6 +67,7 @@ def acdc(
     edges: Optional[Iterable[Edge]] = None,
     progress: bool = False,
     dtype: Optional[torch.dtype] = torch.float64,
+    options: Optional[Options] = None,
 ) -> Circuit:
     """Discover a circuit with ACDC (module docstring); returns a ``Circuit`` with effects and settings.
 
@@ -76,13 +80,15 @@ def acdc(
         dtype: the floating dtype discovery runs in (default float64): a float32 model is scored on an
             upcast copy (the user's model is untouched; the circuit records the model's own fingerprint),
             so float32 rounding (~1e-7 on the KL) cannot decide a near-tie and both engines give the same
-            circuit. ``None``: the model's own dtype (faster, float32 near-ties re-scored, see fast.py).
+            circuit. ``None``: the model's own dtype (faster, float32 near-ties re-scored, see mlp/engine.py).
+        options: ``from circuits.acdc import Options``: which fast paths may run and how (never the circuit).
     """
     check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     threshold = check_threshold(threshold)
     check_ablation(ablation)
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
+    options = check_options(options)
     metric_obj = resolve(metric)
     user_model, model = model, working_copy(model, dtype)
     graph = graph_of(model)
@@ -93,28 +99,27 @@ def acdc(
 
     t0 = time.perf_counter()
     a_prime = corrupted_activations(model, corrupted, ablation, graph)
-    problem = Problem(model, graph, clean, a_prime, metric_obj, threshold, start_mask, progress)
+    problem = Problem(model, graph, clean, a_prime, metric_obj, threshold, start_mask, progress, options)
     check_before_search(metric_obj, model, graph, clean, corrupted, a_prime, problem.full_logits, ablation, "acdc")
-    used = "reference"
-    if engine == "fast" and fast.supports(model, graph):
-        used = "fast"
-    elif engine == "fast" and fast_attention.supports(model, graph):
-        used = "fast_attention"
     with torch.no_grad():  # discovery needs no gradients: no autograd bookkeeping on any op, either engine
-        if used == "fast":
-            mask, effects, n_tested = fast.fast_engine(problem)
-        elif used == "fast_attention":
-            mask, effects, n_tested = fast_attention.fast_attention_engine(problem)
-        else:
-            mask, effects, n_tested = reference_engine(problem)
+        result = run(problem, _engine(engine, problem))
     seconds = time.perf_counter() - t0
+    used = result.path.split(".")[0].replace("mlp", "fast").replace("attention", "fast_attention")
     settings = {"algorithm": "acdc", "threshold": threshold, "metric": metric_obj.name, "ablation": ablation,
-                "engine": engine, "engine_used": used, "n_tested": n_tested, "restricted": edges is not None,
-                "dtype": str(used_dtype).replace("torch.", "")}
-    if hasattr(problem, "flops"):
-        settings["downstream_flops"] = int(problem.flops)
-    if hasattr(problem, "passes"):
-        settings["verify_passes"] = int(problem.passes)
-        settings["ties_rescored"] = int(getattr(problem, "rescored", 0))
-    return Circuit(edges=edges_of_mask(mask), n_total_edges=graph.n_edges, seconds=seconds, effects=effects,
-                   settings=settings, model=model_identity(user_model))
+                "engine": engine, "engine_used": used, "path": result.path, "n_tested": len(result.effects),
+                "restricted": edges is not None, "dtype": str(used_dtype).replace("torch.", ""),
+                "passes": result.stats.passes, "ties_rescored": result.stats.rescored}
+    return Circuit(edges=edges_of_mask(result.mask), n_total_edges=graph.n_edges, seconds=seconds,
+                   effects=result.effects, settings=settings, model=model_identity(user_model))
+
+
+def _engine(engine: str, p: Problem) -> Decider:
+    """The decider for ``engine``: "fast" is the MLP engine on MLP chains, the engine the graph's family registered
+    (``circuits.families``: the attention engine on bridges) where it applies, else the reference."""
+    if engine == "fast" and mlp.supports(p.model, p.graph):
+        return mlp.MLP(p)
+    family = families.named(p.graph.family)
+    fast = families.engine_class(family) if engine == "fast" and family is not None else None
+    if fast is not None and fast.supports(p.model, p.graph):
+        return fast(p)
+    return Reference(p)

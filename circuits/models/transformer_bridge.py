@@ -42,7 +42,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from circuits.graph import Connection, Graph, Nodes, register_graph_builder
+from circuits.families import Family, register
+from circuits.graph import Connection, Graph, Nodes
 from circuits.recording import fired
 
 HEAD_AXIS = 2  # (batch, pos, head, d_model)
@@ -107,11 +108,6 @@ def _post_norm(bridge: Any) -> bool:
     if not isinstance(hf, torch.nn.Module):
         return False
     return any(name.rsplit(".", 1)[-1] == "post_feedforward_layernorm" for name, _ in hf.named_modules())
-
-
-def built_here(model: Any, graph: Graph) -> bool:
-    """Whether ``graph`` is the SPEC 7 graph this module builds for bridge ``model`` (not one declared by a user)."""
-    return is_bridge(model) and all(c.contribute.__module__ == __name__ for c in graph.connections)
 
 
 def architecture(bridge: Any) -> str:
@@ -245,8 +241,9 @@ def bridge_graph(bridge: Any) -> Graph:
 
 
 def check_bridge_inputs(bridge: Any, clean: Any, corrupted: Any) -> None:
-    """Refuse, before any work, what the patching rule cannot handle on a bridge: padding (an attention mask;
-    pad tokens: ``circuits.validate_tokens``), non-token inputs."""
+    """Refuse, before any work, what the patching rule cannot handle on a bridge: padding (an attention mask; pad
+    tokens: ``circuits.validate_tokens``) and non-token inputs. Dropout in training mode is
+    ``patching.check_eval_mode``'s."""
     for name, x in (("clean", clean), ("corrupted", corrupted)):
         if isinstance(x, dict) or hasattr(x, "attention_mask"):
             raise ValueError(f"{name}: padded batches (an attention_mask) are not supported; pass equal-length token "
@@ -255,14 +252,10 @@ def check_bridge_inputs(bridge: Any, clean: Any, corrupted: Any) -> None:
             raise ValueError(f"{name}: a bridge takes token ids of shape (batch, pos), got {x.dtype} {tuple(x.shape)}")
 
 
-def check_eval_mode(model: Any) -> None:
-    """A model with an active dropout layer (training mode) gives two different runs for one input."""
-    if not isinstance(model, torch.nn.Module):
-        return
-    for name, module in model.named_modules():
-        if module.training and isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
-            raise ValueError(f"{type(model).__name__} is in training mode with dropout on ({name or 'model'}, "
-                             f"p={module.p}): call model.eval() before circuit discovery")
+def _explain(bridge: Any) -> str:
+    return (f"{architecture(bridge)}: the SPEC 7 graph does not describe this bridge exactly; its architecture adds "
+            "to the residual stream something the graph lacks, scaled or normalised sublayer outputs for instance")
 
 
-register_graph_builder(is_bridge, bridge_graph)
+register(Family("transformer_bridge", is_bridge, bridge_graph, check_inputs=check_bridge_inputs, explain=_explain,
+                acdc_engine="circuits.acdc.attention.engine:Attention"))

@@ -33,7 +33,7 @@ def sparse_batches(seed: int, batch: int, d_in: int, share: float) -> tuple[torc
 def fast_state(model, clean: torch.Tensor, corrupted: torch.Tensor, threshold: float, graph=None):
     """The fast MLP engine's ``State`` of the full circuit (KL, resample ablation; ``graph``: the model's own)."""
     from circuits import graph_of
-    from circuits.acdc.fast_state import State
+    from circuits.acdc.mlp.state import State
     from circuits.acdc.loop import Problem
     from circuits.metrics import resolve
     from circuits.patching import corrupted_activations, full_mask

@@ -239,7 +239,7 @@ def test_acdc_both_engines_match_the_hook_only_acdc_on_gpt2(gpt2):
     fast = circuits.acdc(gpt2, clean, corrupted, threshold=threshold, engine="fast")
     assert 0 < len(expected) < 110
     assert ref.edges == expected
-    assert fast.edges == expected and fast.settings["engine_used"] == "fast_attention"
+    assert fast.edges == expected and (fast.settings["path"], ref.settings["path"]) == ("attention.delta", "reference")
     assert fast.effects.keys() == ref.effects.keys()  # the same edges tested, in the same order
     assert list(fast.effects) == list(ref.effects)
 
@@ -249,7 +249,7 @@ def test_acdc_engines_agree_on_a_gqa_llama(llama, threshold):
     clean, corrupted = tokens(4)
     ref = circuits.acdc(llama, clean, corrupted, threshold=threshold, engine="reference")
     fast = circuits.acdc(llama, clean, corrupted, threshold=threshold, engine="fast")
-    assert fast.settings["engine_used"] == "fast_attention"
+    assert fast.settings["engine_used"] == "fast_attention" and fast.settings["path"] == "attention.delta"  # Llama
     assert fast.edges == ref.edges
     assert list(fast.effects) == list(ref.effects)
     # HF's Llama computes RMSNorm and the attention softmax in float32 even on a float64 model, so two orders of

@@ -18,7 +18,7 @@ import torch
 
 import circuits
 from circuits import Circuit
-from circuits.models import bridge_blocks
+from circuits.acdc.attention import blocks as bridge_blocks
 
 pytest.importorskip("transformer_lens.model_bridge")
 import transformers as tr  # noqa: E402
@@ -132,6 +132,7 @@ def test_both_engines_find_the_same_circuit(works):
     fast = circuits.acdc(bridge, clean, corrupted, threshold=threshold, engine="fast")
     assert fast.settings["engine_used"] == "fast_attention"
     assert bridge_blocks.supported(bridge, clean.shape[1]) == (arch in DELTA)  # the delta path; else stacked forwards
+    assert fast.settings["path"] == ("attention.delta" if arch in DELTA else "attention.stacked"), arch
     assert 0 < ref.n_edges < ref.n_total_edges, arch
     assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
     # HF computes some norms and softmaxes in float32 on several of these families: effects agree to that precision

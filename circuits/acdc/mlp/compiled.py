@@ -1,7 +1,7 @@
-"""The fast MLP engine's sequential loop, compiled (``circuits.acdc.fast``; KL in float64; runs on the CPU).
+"""The fast MLP engine's sequential loop, compiled (``circuits.acdc.mlp.engine``; KL in float64; runs on the CPU).
 
 While receiver j of layer k+1 is processed, everything but its input ``z_j`` is fixed, and the KL is a mean of
-per-example terms ``F_b`` that depend on example b's ``z_j[b]`` alone (``fast_state``'s module docstring). ACDC's
+per-example terms ``F_b`` that depend on example b's ``z_j[b]`` alone (``state``'s module docstring). ACDC's
 loop over the receiver's candidate senders is then, exactly:
 
     for each candidate i, in order:
@@ -12,11 +12,11 @@ loop over the receiver's candidate senders is then, exactly:
 each hidden hop ``z <- z + W_present (a(x) - a)``, then the changed logits' KL (the stable log-sum-exp of
 ``metrics.ChangedKL``'s formula). ``_loop`` runs this loop compiled (numba), each candidate's state evaluated
 on the examples it moves, gathered (the loops over them vectorize), so no decision is guessed and no state is
-scored twice. The speculative torch path of ``fast`` (guess, score a chain of
+scored twice. The speculative torch path (``speculative``: guess, score a chain of
 states, verify) remains for other metrics, float32 discovery and nonlinearities the loop does not know. A model on
 an accelerator gets the compiled loop too, on CPU copies of each receiver's few arrays.
 
-Near-ties: an effect within the tie window of the threshold (``fast_ties.Ties``: where rounding could decide)
+Near-ties: an effect within the tie window of the threshold (``ties.Ties``: where rounding could decide)
 stops the loop; the caller re-scores it the reference's way, decides, and resumes after it.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from circuits.acdc.fast_state import State
+from circuits.acdc.mlp.state import State
 
 # the nonlinearities the compiled loop evaluates itself (a declared ``Graph.activations`` entry, by identity)
 _IDENTITY, _SILU, _RELU, _GELU, _TANH = range(5)
@@ -72,9 +72,9 @@ class Receiver:
         self.azs = np.concatenate([_act_of(c, _flat([h[2].T])) for c, h in zip(codes, hidden)]) if hidden else self.zs
         self.a0 = _act_of(self.act0, self.z0)
         self.out = np.ascontiguousarray(_np(sub.T))  # (r_last, classes)
-        y_rows, const, rest, _, _, p_rows = st.cached(("pair", k, j), lambda: st.kl.pair_base(st.Z[st.L], rows))
-        self.y, self.p = np.ascontiguousarray(_np(y_rows.T)), np.ascontiguousarray(_np(p_rows.T))
-        self.const, self.rest = _np(const), _np(rest)
+        pb = st.cached(("pair", k, j), lambda: st.kl.pair_base(st.Z[st.L], rows))  # a metrics.PairBase
+        self.y, self.p = np.ascontiguousarray(_np(pb.y_rows.T)), np.ascontiguousarray(_np(pb.p_rows.T))
+        self.const, self.rest = _np(pb.const), _np(pb.rest)
         self.has_rest = bool(np.isfinite(self.rest).all())  # some class outside ``rows`` (else rest = -inf)
         width, b = max(int(self.width.max()), 1), len(self.z0)
         self.scratch = (np.empty((width, b)), np.empty((width, b)), np.empty((len(rows), b)), np.empty((5, b)))
@@ -106,7 +106,8 @@ def _flat(parts: list[Tensor]) -> np.ndarray:
 
 
 def decide(st: State, ties, k: int, j: int, d: Tensor):
-    """``fast._receiver``'s result for the compiled loop: (effects, removed, current metric, final ``z_j``)."""
+    """The compiled loop over receiver j of layer k+1's candidates (changes ``d``: (b, n)): (effects, removed,
+    current metric, final ``z_j``), as ``speculative.decide``."""
     r = Receiver(st, k, j, d)
     n, b = r.dT.shape
     c = r.z0.copy()
@@ -128,8 +129,6 @@ def decide(st: State, ties, k: int, j: int, d: Tensor):
             c[moved] += r.dT[q][moved]
             cur[moved] = new[moved]
         pos = q + 1
-    hops = int(np.dot(r.width[1:], r.width[:-1]))
-    st.flops += 2 * int(np.count_nonzero(r.dT)) * (hops + r.out.size)  # the (candidate, moved example) pairs
     return tuple(torch.from_numpy(a).to(d.device) for a in (effects, removed, np.array(cur.mean()), c))
 
 

@@ -1,5 +1,5 @@
 """LayerNorm folded into the q/k/v projections of receiver heads whose inputs change by the same amount (the fast
-attention engine's per-head inputs, ``circuits.acdc.bridge_delta``).
+attention engine's per-head inputs, ``circuits.acdc.attention.delta``).
 
 In a candidate state, receiver head ``h``'s input is its cached input plus a change shared by every head with
 the same present edges from the changed senders: ``x_h = b_h + t``. With LayerNorm ``(w, beta, eps)`` and the
@@ -34,7 +34,7 @@ def weights(bb: Any, layer: int, role: str) -> tuple[Tensor, Tensor]:
     """``(W^ (n, d, dh), c (n, dh))`` of the module docstring for role q/k/v (``n``: heads or KV groups)."""
     L = bb.layers[layer]
     W, b = {"q": (L.W_Q, L.b_Q), "k": (L.W_K, L.b_K), "v": (L.W_V, L.b_V)}[role]
-    w, beta = L.norm1[0], L.norm1[1]
+    w, beta = L.norm1.weight, L.norm1.bias
     w_hat = w.view(1, -1, 1) * W
     c = torch.zeros(W.shape[0], W.shape[2], dtype=W.dtype, device=W.device)
     if beta is not None:

@@ -1,7 +1,7 @@
 """A functional re-implementation of a bridge's blocks from its weights (GPT-2, GPT-BigCode, GPT-NeoX and the
 Llama-style families of ``_FAMILIES``: Llama, Mistral, Qwen 2 and 3, Phi-3, Gemma, OLMo, Starcoder 2, StableLM,
 SmolLM 3), for
-the fast ACDC engine (``circuits.acdc.fast_attention``), which recomputes single heads at chosen positions.
+the fast ACDC engine (``circuits.acdc.attention.engine``), which recomputes single heads at chosen positions.
 
 Per layer, on SPEC 7's per-head receiver inputs ``x`` (the residual stream before the norm, copied per head):
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -53,11 +53,18 @@ def _linear(module: Any) -> tuple[Tensor, Optional[Tensor]]:
     return w.t(), None if getattr(mod, "bias", None) is None else mod.bias.detach()
 
 
-NormParams = tuple[Optional[Tensor], Optional[Tensor], float, bool, str]  # weight, bias, eps, RMS?, style
+class NormParams(NamedTuple):
+    """A norm's parameters: ``weight``, ``bias``, ``eps``, ``rms`` (RMSNorm, else LayerNorm) and ``style``."""
+
+    weight: Optional[Tensor]
+    bias: Optional[Tensor]
+    eps: float
+    rms: bool
+    style: str
 
 
 def _norm_params(bridge_norm: Any) -> NormParams:
-    """``(weight, bias, eps, rms, style)``; style ``"gemma"``: RMSNorm scaled by ``1 + weight`` in float32, then cast
+    """``NormParams(weight, bias, eps, rms, style)``; style ``"gemma"``: RMSNorm scaled by ``1 + weight`` in float32, then cast
     (Gemma); ``"float32"``: a LayerNorm without parameters computed in float32, then cast (OLMo); else ``""``."""
     mod = bridge_norm.original_component
     name = type(mod).__name__
@@ -66,7 +73,7 @@ def _norm_params(bridge_norm: Any) -> NormParams:
     bias = None if rms or getattr(mod, "bias", None) is None else mod.bias.detach()
     weight = getattr(mod, "weight", None)
     style = "gemma" if name.startswith("Gemma") and rms else "float32" if weight is None and not rms else ""
-    return None if weight is None else weight.detach(), bias, eps, rms, style
+    return NormParams(None if weight is None else weight.detach(), bias, eps, rms, style)
 
 
 def norm(x: Tensor, params: NormParams) -> Tensor:
@@ -83,12 +90,22 @@ def norm(x: Tensor, params: NormParams) -> Tensor:
     return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps)  # the kernel nn.LayerNorm runs
 
 
+class MLPWeights(NamedTuple):
+    """An MLP's weights as ``torch.nn.Linear`` stores them, ``(out, in)``; ``W_gate`` None unless gated."""
+
+    W_in: Tensor
+    b_in: Optional[Tensor]
+    W_gate: Optional[Tensor]
+    W_out: Tensor
+    b_out: Optional[Tensor]
+
+
 @dataclass
 class Layer:
     """One block's weights, heads split: W_Q ``(H, d, dh)``, W_K/W_V ``(G, d, dh)``, W_O ``(H, dh, d)``."""
 
-    norm1: tuple
-    norm2: tuple
+    norm1: NormParams
+    norm2: NormParams
     W_Q: Tensor
     b_Q: Optional[Tensor]
     W_K: Tensor
@@ -97,7 +114,7 @@ class Layer:
     b_V: Optional[Tensor]
     W_O: Tensor
     b_O: Optional[Tensor]
-    mlp: tuple  # (W_in, b_in, W_gate or None, W_out, b_out), weights as torch.nn.Linear stores them: (out, in)
+    mlp: MLPWeights
     qk_norm: Optional[tuple] = None  # (norm of q, norm of k) over each head's features (Qwen 3), else None
     rope: bool = True  # whether rotary applies in this layer (SmolLM 3's no_rope_layers: some layers have none)
 
@@ -148,7 +165,7 @@ class BridgeBlocks:
         rope = bool(getattr(attn.original_component, "use_rope", True))
         return Layer(_norm_params(block.ln1), _norm_params(block.ln2), heads(wq, H), hb(bq, H), heads(wk, G),
                      hb(bk, G), heads(wv, G), hb(bv, G), wo.reshape(H, dh, d).contiguous(), bo,
-                     (linear(w_in), b_in, linear(w_gate), linear(w_out), b_out), qk, rope)
+                     MLPWeights(linear(w_in), b_in, linear(w_gate), linear(w_out), b_out), qk, rope)
 
     # ------------------------------------------------------------------ pieces the fast engine recomputes
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> tuple[Float[Tensor, "batch pos d"], Float[Tensor, "batch pos d"]]:

@@ -1,4 +1,4 @@
-"""The fast MLP engine's view of the current circuit (``circuits.acdc.fast``): activations, commits, and the
+"""The fast MLP engine's view of the current circuit (``circuits.acdc.mlp.engine``): activations, commits, and the
 metric of candidate states that differ from the current circuit in one receiver neuron's input ``z_{k+1}[j]``.
 
 A change of ``z_{k+1}[j]`` travels to the logits only through edges still in the circuit (absent edges carry
@@ -14,14 +14,14 @@ import torch
 from torch import Tensor
 
 from circuits.acdc.loop import Problem
-from circuits.metrics import ChangedKL, _kl
+from circuits.metrics import ChangedKL
 from circuits.patching import run_with_mask
 
 
 class State:
     """The current circuit's activations and the per-layer data the engine reads."""
 
-    def __init__(self, p: Problem, transposed: bool = True) -> None:
+    def __init__(self, p: Problem) -> None:
         self.p = p
         self.conns = p.graph.connections
         self.L = len(self.conns)
@@ -30,14 +30,11 @@ class State:
         self.W = [c.weight().detach() for c in self.conns]
         self.M = [p.mask[(c.sender, c.receiver)] for c in self.conns]
         self.P = [p.a_prime[c.sender] for c in self.conns]
-        self.transposed = transposed  # last hop as sub @ d_act^T (see scores)
-        self.flops = 0
-        self.passes = 0  # batched verification passes (speculation), or compiled-loop calls (fast_compiled)
+        self.passes = 0  # batched verification passes (speculation), or compiled-loop calls (``compiled``)
         self.block: dict[int, int] = {}  # current adaptive block length per layer
-        self.compiled = False  # receivers decided by the compiled loop (``fast_compiled``; set by the engine)
         # KL (the default metric) is scored on the changed logits only (``ChangedKL``); its delta-free terms
         # only change when a decision is committed (``version``), so they are cached per receiver.
-        self.kl = ChangedKL(p.full_logits.detach()) if p.metric.fn is _kl else None
+        self.kl = ChangedKL(p.full_logits.detach()) if p.metric.kind == "kl" else None
         self._down: dict[tuple[int, int], list[tuple[Tensor, Tensor]]] = {}
         self._rows: dict[tuple[int, int], tuple[int, list]] = {}
         self._base: dict[tuple[str, int, int], tuple[int, tuple[Tensor, ...]]] = {}
@@ -110,14 +107,10 @@ class State:
             return self._score_logits((k, j), rows, (zj - self.Z[self.L][:, j]).unsqueeze(-1), per_example)
         d_act = (self.acts[k](zj) - self.A[k + 1][:, j]).unsqueeze(-1)  # (n, b, 1)
         for m, (rows, sub, z_rows, a_rows) in enumerate(self.downstream(k, j), start=k + 1):
-            self.flops += 2 * n * b * sub.shape[0] * sub.shape[1]
             if m + 1 == self.L:
-                # (classes, n*b) = sub @ d_act^T: a few output rows, many columns, about 2x faster than
-                # d_act @ sub.T for the narrow sub of the first layer; read back as an (n, b, r) view
-                if self.transposed:
-                    delta = torch.mm(sub, d_act.reshape(-1, d_act.shape[-1]).T).reshape(-1, n, b)
-                    return self._score_logits((k, j), rows, delta, per_example, classes_first=True)
-                return self._score_logits((k, j), rows, d_act @ sub.T, per_example)
+                # (classes, n*b) = sub @ d_act^T: a few output rows, many columns; read back as an (n, b, r) view
+                delta = torch.mm(sub, d_act.reshape(-1, d_act.shape[-1]).T).reshape(-1, n, b)
+                return self._score_logits((k, j), rows, delta, per_example, classes_first=True)
             # z + d_act @ sub.T in one op; from the single changed neuron it is an outer product
             z = torch.addcmul(z_rows, d_act, sub.T) if sub.shape[1] == 1 else torch.baddbmm(
                 z_rows.expand(n, -1, -1), d_act, sub.T.expand(n, -1, -1))
@@ -148,7 +141,6 @@ class State:
         receiver only); every other example keeps its current value."""
         d_act = (self.acts[k](zv) - self.A[k + 1][:, j].index_select(0, ex)).unsqueeze(-1)  # (P, 1)
         for m, (rows, sub, z_rows, a_rows) in enumerate(self.downstream(k, j), start=k + 1):
-            self.flops += 2 * d_act.shape[0] * sub.shape[0] * sub.shape[1]
             if m + 1 == self.L:
                 base = self.cached(("pair", k, j), lambda: self.kl.pair_base(self.Z[self.L], rows))
                 return self.kl.at(base, torch.mm(sub, d_act.T), ex)

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from circuits import acdc, graph_of
-from circuits.acdc.fast import supports
+from circuits.acdc.mlp.engine import supports
+from circuits.acdc.options import MLPOptions, Options
 from circuits.graph import mlp_graph
 from circuits.metrics import logit_diff
 from hooked_bimt.model import HookedMLP
@@ -45,9 +46,9 @@ def test_fast_equals_reference_kl(seed, log_thr, ablation, activation, subset, c
         all_edges = sorted(graph_of(model).edges())
         edges = [e for e, keep in zip(all_edges, torch.rand(len(all_edges), generator=g) < 0.7) if keep]
     kw = dict(threshold=10**log_thr, ablation=ablation, edges=edges)
-    with pytest.MonkeyPatch.context() as mp:  # ACDC's loop compiled (the default here), or speculation
-        mp.setattr(fast_module, "_EXACT_LOOP", compiled)
-        fast = acdc(model, clean, corrupted, engine="fast", **kw)
+    # ACDC's loop compiled (the default here), or speculation
+    fast = acdc(model, clean, corrupted, engine="fast", options=Options(mlp=MLPOptions(compiled=compiled)), **kw)
+    assert fast.settings["path"] == ("mlp.compiled" if compiled else "mlp.speculative")
     assert_same(acdc(model, clean, corrupted, engine="reference", **kw), fast)
 
 
@@ -80,11 +81,12 @@ def test_wider_layer_exercises_speculation_rounds(speculative):
     """Many senders per receiver, threshold near the typical effect: predictions fail and are re-verified."""
     model = make_mlp(3, widths=(24, 6, 3))
     clean, corrupted = make_batches(3, batch=6, d_in=24)
-    effects = acdc(model, clean, corrupted, threshold=0.0, engine="fast").effects
+    effects = acdc(model, clean, corrupted, threshold=0.0, engine="fast", options=speculative).effects
     thr = float(torch.tensor(list(effects.values())).abs().median())
-    fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
+    fast = acdc(model, clean, corrupted, threshold=thr, engine="fast", options=speculative)
+    assert fast.settings["path"] == "mlp.speculative"
     receivers_tested = len({(e.receiver, e.receiver_index) for e in fast.effects})
-    assert fast.settings["verify_passes"] > receivers_tested  # some predictions failed and were re-verified
+    assert fast.settings["passes"] > receivers_tested  # some predictions failed and were re-verified
     assert_same(acdc(model, clean, corrupted, threshold=thr, engine="reference"), fast)
 
 
@@ -109,14 +111,14 @@ def test_fast_runs_in_the_model_dtype(batches):
 # ---------------------------------------------------------------------------- issue 10: engine-independent circuits
 import copy  # noqa: E402
 
-from circuits.acdc import fast as fast_module  # noqa: E402
+from circuits.acdc.mlp import speculative as speculative_module  # noqa: E402
 from circuits.circuit import model_identity  # noqa: E402
 
 
 @pytest.fixture
-def speculative(monkeypatch):
-    """The fast engine's speculate-and-verify path (other metrics, float32, accelerators) on a float64 KL."""
-    monkeypatch.setattr(fast_module, "_EXACT_LOOP", False)
+def speculative():
+    """Options for the fast engine's speculate-and-verify path (other metrics, float32, accelerators) on a float64 KL."""
+    return Options(mlp=MLPOptions(compiled=False))
 
 
 @pytest.fixture(scope="module")
@@ -217,15 +219,15 @@ def test_zero_weight_edges_have_effect_exactly_zero():
 
 
 @pytest.mark.parametrize("block", [1, 3, 7])
-def test_multi_block_speculation_matches_reference(monkeypatch, speculative, block):
+def test_multi_block_speculation_matches_reference(block):
     """More candidate senders than one speculation block: chains are cut into blocks, each verified."""
-    monkeypatch.setattr(fast_module, "_BLOCK", block)
+    options = Options(mlp=MLPOptions(compiled=False, block=block))
     model = make_mlp(5, widths=(24, 6, 3))
     clean, corrupted = make_batches(5, batch=6, d_in=24)
     effects = acdc(model, clean, corrupted, threshold=0.0, engine="reference").effects
     thr = float(torch.tensor(list(effects.values())).abs().median())
-    fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
-    assert fast.settings["verify_passes"] >= 6 * 24 // block  # every receiver needed several blocks
+    fast = acdc(model, clean, corrupted, threshold=thr, engine="fast", options=options)
+    assert fast.settings["passes"] >= 6 * 24 // block  # every receiver needed several blocks
     assert_same(acdc(model, clean, corrupted, threshold=thr, engine="reference"), fast)
 
 
@@ -263,8 +265,8 @@ def test_fast_engine_needs_every_hidden_nonlinearity_declared(mlp, batches):
 
 
 @pytest.mark.parametrize("predict,degree", [(False, 6), (True, 2), (True, 6)])
-def test_model_guesses_only_decide_what_is_scored(monkeypatch, speculative, predict, degree):
-    """Guesses (the per-example polynomial model of the KL, ``fast_guess.Polynomial``; "removed" without it) only
+def test_model_guesses_only_decide_what_is_scored(predict, degree):
+    """Guesses (the per-example polynomial model of the KL, ``guess.Polynomial``; "removed" without it) only
     choose which states are scored together: the circuit is the reference's whatever the model, and a good model
     needs fewer verification passes than none."""
     model = make_mlp(7, widths=(40, 5, 3))
@@ -274,11 +276,10 @@ def test_model_guesses_only_decide_what_is_scored(monkeypatch, speculative, pred
     ref = acdc(model, clean, corrupted, threshold=thr, engine="reference")
     passes = {}
     for p, dg in ((predict, degree), (False, 6)):
-        monkeypatch.setattr(fast_module, "_PREDICT", p)
-        monkeypatch.setattr(fast_module, "_DEGREE", dg)
-        fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
+        options = Options(mlp=MLPOptions(compiled=False, predict=p, degree=dg))
+        fast = acdc(model, clean, corrupted, threshold=thr, engine="fast", options=options)
         assert_same(ref, fast)
-        passes[(p, dg)] = fast.settings["verify_passes"]
+        passes[(p, dg)] = fast.settings["passes"]
     if (predict, degree) == (True, 6):
         assert passes[(True, 6)] < passes[(False, 6)]
 
@@ -286,7 +287,7 @@ def test_model_guesses_only_decide_what_is_scored(monkeypatch, speculative, pred
 def test_polynomial_model_interpolates_the_per_example_kl():
     """Along the states the loop visits when it removes every edge, the model follows each example's KL term to a few
     percent of its range (a guess only), and degree 6 follows it more closely than a quadratic."""
-    from circuits.acdc.fast_guess import Polynomial
+    from circuits.acdc.mlp.guess import Polynomial
 
     model = make_mlp(5, widths=(12, 5, 4, 3))
     clean, corrupted = make_batches(5, batch=4, d_in=12)
@@ -313,12 +314,11 @@ def test_pairs_path_matches_reference(seed, share, quantile, block, degree):
     effects = acdc(model, clean, corrupted, threshold=0.0, engine="reference").effects
     thr = float(torch.tensor([abs(v) for v in effects.values() if v != 0]).quantile(quantile))
     used = []
-    plain = fast_module._Pairs.chain
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in (("_BLOCK", block), ("_DEGREE", degree), ("_EXACT_LOOP", False)):
-            mp.setattr(fast_module, name, value)
-        mp.setattr(fast_module._Pairs, "chain", lambda self, *a: used.append(1) or plain(self, *a))
-        fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
+    plain = speculative_module._Pairs.chain
+    options = Options(mlp=MLPOptions(compiled=False, block=block, degree=degree))
+    with pytest.MonkeyPatch.context() as mp:  # a spy: which scorer ran (the options choose the path)
+        mp.setattr(speculative_module._Pairs, "chain", lambda self, *a: used.append(1) or plain(self, *a))
+        fast = acdc(model, clean, corrupted, threshold=thr, engine="fast", options=options)
     assert_same(acdc(model, clean, corrupted, threshold=thr, engine="reference"), fast)
     first = graph_of(model).connections[0].sender
     assert bool(used) == any(v != 0 for e, v in fast.effects.items() if e.sender == first)  # pairs: first layer
@@ -333,7 +333,7 @@ def test_pairs_effect_is_the_whole_batch_difference():
     diff = s.P[0] - s.A[0]
     cand = torch.nonzero((diff != 0).any(dim=0)).flatten()
     d = diff[:, cand] * s.W[0][2, cand]
-    pairs = fast_module._Pairs(s, 0, 2, d)
+    pairs = speculative_module._Pairs(s, 0, 2, d)
     pred = torch.rand(len(cand), generator=torch.Generator().manual_seed(0)) < 0.5
     eff = pairs.chain(0, s.Z[1][:, 2].clone(), pred)
     kl_with = lambda z2: kl_with_first_hidden_input(model, clean, s.p.full_logits, torch.nn.functional.silu, 2, z2)  # noqa: E731

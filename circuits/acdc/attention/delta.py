@@ -1,5 +1,5 @@
 """Scoring candidate states of one receiver node by recomputing only what changes (the fast attention engine's
-inner step on the bridges ``circuits.models.bridge_blocks`` can read).
+inner step on the bridges ``circuits.acdc.attention.blocks`` can read).
 
 A candidate state differs from the current circuit only in receiver node ``R[r]``'s input, by ``extra``. The
 change reaches a later node only through a present edge out of a changed node, and the metric reads only the
@@ -13,21 +13,22 @@ logits at its positions ``P``. So, with every activation of the current circuit 
   inputs cached), and only at its level's positions; the difference ``delta = new - cached`` is what the
   receivers downstream add through their present edges:  ``x_r' = x_r + sum_{present s->r} delta_s``;
 * the ``n`` candidate states are stacked on a leading axis and go through these small tensor ops together
-  (``circuits.acdc.bridge_scorer.Scorer``).
+  (``circuits.acdc.attention.scorer.Scorer``).
 
 The result equals a full patched forward pass of each state (the same maths in another order of additions).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from circuits.acdc import bridge_fold
+from circuits.acdc.attention import fold as bridge_fold
 from circuits.graph import Graph
-from circuits.models.bridge_blocks import BridgeBlocks
+from circuits.acdc.attention.blocks import BridgeBlocks
 from circuits.models.transformer_bridge import INPUT, mlp_in_hook, mlp_out_hook, output_hook, qkv_hook, result_hook
 
 ROLES = ("q", "k", "v")
@@ -82,17 +83,32 @@ def _absent_term(graph: Graph, mask: Any, a_prime: dict, acts: dict, receiver: s
     return term
 
 
-def baseline(bb: BridgeBlocks, graph: Graph, clean: Tensor, a_prime: dict, mask: Any) -> dict:
-    """Every activation of the current circuit's patched run: ``acts`` (senders), ``x`` (receiver inputs),
-    ``proj`` (q/k/v per layer), ``logits``; on LayerNorm layers ``fold`` / ``fold_w`` (``bridge_fold.cache`` of
-    each q/k/v input, ``bridge_fold.weights``)."""
+@dataclass
+class Baseline:
+    """Every activation of the current circuit's patched run (``baseline``): ``acts`` (senders), ``x`` (receiver
+    inputs), ``proj`` (q/k/v per layer and role), ``logits``, the rotary tables ``rot`` and sequence length ``T``;
+    on LayerNorm layers ``fold`` / ``fold_w`` (``fold.cache`` of each q/k/v input, ``fold.weights``). Mutable: the
+    scorer moves it to the new circuit after a node's removals (``Scorer.keep``)."""
+
+    acts: dict[str, Tensor]
+    rot: Any
+    T: int
+    x: dict[str, Tensor] = field(default_factory=dict)
+    proj: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+    fold: dict[str, Any] = field(default_factory=dict)
+    fold_w: dict[str, Any] = field(default_factory=dict)
+    logits: Tensor = field(default_factory=lambda: torch.empty(0))
+
+
+def baseline(bb: BridgeBlocks, graph: Graph, clean: Tensor, a_prime: dict, mask: Any) -> Baseline:
+    """The current circuit's ``Baseline``, computed by the functional blocks."""
     B, T = clean.shape
     e, pos = bb.embed(clean)
     acts: dict[str, Tensor] = {INPUT: e}
     resid = e + pos
     rot = bb.rot(T, e.device, e.dtype)
     every = torch.arange(T, device=e.device)
-    st: dict[str, Any] = {"acts": acts, "x": {}, "proj": {}, "rot": rot, "T": T, "fold": {}, "fold_w": {}}
+    st = Baseline(acts=acts, rot=rot, T=T)
     group = torch.arange(bb.n_heads, device=e.device) // (bb.n_heads // bb.n_kv)
     for layer in range(bb.n_layers):
         proj = {}
@@ -102,12 +118,12 @@ def baseline(bb: BridgeBlocks, graph: Graph, clean: Tensor, a_prime: dict, mask:
             x = resid.unsqueeze(2).expand(B, T, n, bb.d_model)
             term = _absent_term(graph, mask, a_prime, acts, hook)
             x = x + term if term is not None else x.clone()  # owned: ``Scorer.commit`` updates it in place
-            st["x"][hook] = x
+            st.x[hook] = x
             proj[role] = bb.project(layer, role, x, torch.arange(n, device=e.device), rot, every)
             if bridge_fold.usable(bb, layer):
-                st["fold_w"][hook] = bridge_fold.weights(bb, layer, role)
-                st["fold"][hook] = bridge_fold.cache(x, st["fold_w"][hook][0])
-        st["proj"][layer] = proj
+                st.fold_w[hook] = bridge_fold.weights(bb, layer, role)
+                st.fold[hook] = bridge_fold.cache(x, st.fold_w[hook][0])
+        st.proj[layer] = proj
         z = bb.attend(proj["q"], proj["k"][:, :, group], proj["v"][:, :, group], every)
         res = bb.result(layer, z, torch.arange(bb.n_heads, device=e.device))
         acts[result_hook(layer)] = res
@@ -118,14 +134,14 @@ def baseline(bb: BridgeBlocks, graph: Graph, clean: Tensor, a_prime: dict, mask:
             term = _absent_term(graph, mask, a_prime, acts, hook)
             x = block_in if bb.parallel else resid
             x = x + term if term is not None else x.clone()
-            st["x"][hook] = x
+            st.x[hook] = x
             out = bb.mlp(layer, x)
             acts[mlp_out_hook(layer)] = out
             resid = resid + out
     out = output_hook(bb.n_layers)
     term = _absent_term(graph, mask, a_prime, acts, out)
-    st["x"][out] = resid + term if term is not None else resid.clone()
-    st["logits"] = bb.unembed(st["x"][out])
+    st.x[out] = resid + term if term is not None else resid.clone()
+    st.logits = bb.unembed(st.x[out])
     return st
 
 

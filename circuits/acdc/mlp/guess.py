@@ -1,4 +1,4 @@
-"""First guesses of the fast MLP engine's decisions (``circuits.acdc.fast``): a per-example model of the KL.
+"""First guesses of the fast MLP engine's decisions (``circuits.acdc.mlp.engine``): a per-example model of the KL.
 
 Guesses only decide which candidate states are scored together; every decision is verified on scored states,
 so a wrong guess costs time, never a different circuit.
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from circuits.acdc.fast_state import State
+from circuits.acdc.mlp.state import State
 
 
 class Polynomial:

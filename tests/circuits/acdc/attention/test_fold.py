@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import circuits
-from circuits.acdc import bridge_fold, speculate
+from circuits.acdc.attention import fold as bridge_fold, speculate
+from circuits.acdc.options import AttentionOptions, Options
 
 pytest.importorskip("transformer_lens.model_bridge")
 from test_bridge import gpt2_bridge, tokens  # noqa: E402
@@ -54,7 +55,7 @@ def test_folded_projection_equals_layernorm_then_projection(seed, k, u, n, scale
 
 def test_folded_weights_are_the_norm_weight_times_each_heads_weights():
     bridge = gpt2_bridge(seed=2, layers=1, heads=2, d=8)
-    from circuits.models.bridge_blocks import BridgeBlocks
+    from circuits.acdc.attention.blocks import BridgeBlocks
     bb = BridgeBlocks(bridge)
     x = torch.randn(2, 3, 2, 8, dtype=torch.float64)
     heads = torch.arange(2)
@@ -111,28 +112,26 @@ class _Adversary(speculate.Guesser):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_fast_engine_decisions_do_not_depend_on_the_guesses(monkeypatch, seed):
+def test_fast_engine_decisions_do_not_depend_on_the_guesses(seed):
     bridge = gpt2_bridge(seed=5, layers=2, heads=4, d=16)
     clean, corrupted = tokens(9)
     ref = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="reference")
-    monkeypatch.setattr(speculate, "Guesser", lambda overhead: _Adversary(overhead, seed))
-    fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="fast")
-    assert fast.settings["engine_used"] == "fast_attention"
+    options = Options(attention=AttentionOptions(guesser=lambda overhead: _Adversary(overhead, seed)))
+    fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="fast", options=options)
+    assert fast.settings["engine_used"] == "fast_attention" and fast.settings["path"] == "attention.delta"
     assert 0 < ref.n_edges < ref.n_total_edges
     assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
     assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
 
 
-def test_stacked_bridge_path_matches_the_reference(monkeypatch):
+def test_stacked_bridge_path_matches_the_reference():
     """Bridges ``bridge_blocks`` cannot describe are scored by stacked bridge forwards: the same decisions."""
-    from circuits.models import bridge_blocks
-
     bridge = gpt2_bridge(seed=6, layers=2, heads=2, d=8)
     clean, corrupted = tokens(10)
     ref = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="reference")
-    monkeypatch.setattr(bridge_blocks, "supported", lambda model, seq_len=None: False)
-    fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="fast")
-    assert fast.settings["engine_used"] == "fast_attention"
+    options = Options(attention=AttentionOptions(delta=False))  # as on a bridge the blocks cannot read
+    fast = circuits.acdc(bridge, clean, corrupted, threshold=0.01, engine="fast", options=options)
+    assert fast.settings["engine_used"] == "fast_attention" and fast.settings["path"] == "attention.stacked"
     assert 0 < ref.n_edges < ref.n_total_edges
     assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
     assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
@@ -143,7 +142,7 @@ def test_stacked_bridge_path_matches_the_reference(monkeypatch):
 def test_pattern_sums_equal_the_sum_over_present_senders(seed, u):
     """``Scorer._sums``: per pattern, the sum of (new - cached) over the pattern's senders; a sender known at the
     metric positions only (level 1) read at every position (level 2) adds there and nowhere else."""
-    from circuits.acdc.bridge_scorer import Scorer
+    from circuits.acdc.attention.scorer import Scorer
 
     g = torch.Generator().manual_seed(seed)
     n, B, T, d, a = 2, 3, 5, 4, 3

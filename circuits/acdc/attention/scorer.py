@@ -1,11 +1,11 @@
 """Scoring stacked candidate states of one receiver node against a cached run of the current circuit
-(``circuits.acdc.bridge_delta.baseline``): only the changed heads / MLPs and what they reach through present
+(``circuits.acdc.attention.delta.baseline``): only the changed heads / MLPs and what they reach through present
 edges are recomputed, at the positions their level needs (``bridge_delta.levels``).
 
 The change of receiver node ``r``'s input is the sum of the changed senders' deltas over its present edges,
 ``t_r = sum_{present s->r} delta_s``. Receiver nodes with the same present edges from the changed senders get
 the same ``t``: it is summed once per distinct pattern (``_sums``), and on LayerNorm models the heads sharing
-it are projected together with the norm folded into the weights (``circuits.acdc.bridge_fold``), so no
+it are projected together with the norm folded into the weights (``circuits.acdc.attention.fold``), so no
 per-head copy of the residual stream is normalised per state. Head deltas are kept as (new, cached) and summed
 per pattern before the difference (the cached sums have no state axis).
 
@@ -20,10 +20,10 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from circuits.acdc import bridge_fold
-from circuits.acdc.bridge_delta import ROLES
+from circuits.acdc.attention import fold as bridge_fold
+from circuits.acdc.attention.delta import ROLES, Baseline
 from circuits.graph import Graph
-from circuits.models.bridge_blocks import BridgeBlocks
+from circuits.acdc.attention.blocks import BridgeBlocks
 from circuits.models.transformer_bridge import mlp_in_hook, mlp_out_hook, qkv_hook, result_hook
 
 _Parts = list[tuple[Tensor, Tensor, int, bool]]  # (new (n, B, T_l, [a,] d), cached (B, T_l, ...), level, per-head)
@@ -39,10 +39,10 @@ def _take(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int]) ->
 class Scorer:
     """Scores stacked candidate states of receiver nodes of one hook against a ``baseline`` (module docstring)."""
 
-    def __init__(self, bb: BridgeBlocks, graph: Graph, mask: Any, st: dict, lvl: dict, P: Tensor) -> None:
+    def __init__(self, bb: BridgeBlocks, graph: Graph, mask: Any, st: Baseline, lvl: dict, P: Tensor) -> None:
         self.bb, self.graph, self.mask, self.st, self.lvl = bb, graph, mask, st, lvl
-        dev = st["logits"].device
-        self.pos = {1: P, 2: torch.arange(st["T"], device=dev)}
+        dev = st.logits.device
+        self.pos = {1: P, 2: torch.arange(st.T, device=dev)}
         self.group = torch.arange(bb.n_heads, device=dev) // (bb.n_heads // bb.n_kv)
         # changed sender hook -> (its changed nodes or None, new and cached outputs at its level's positions, level)
         self.delta: dict[str, tuple[Optional[Tensor], Tensor, Tensor, int]] = {}
@@ -123,30 +123,30 @@ class Scorer:
     def _project(self, layer: int, role: str, nodes: Tensor, t: Tensor, inverse: Tensor, positions: Tensor) -> Tensor:
         """New q/k/v of receiver nodes ``nodes`` at ``positions``: their cached input plus ``t[..., inverse[i], :]``."""
         bb, st, hook = self.bb, self.st, qkv_hook(layer, role)
-        full = (st["T"], st["x"][hook].shape[2])
-        fold = st["fold"].get(hook)
+        full = (st.T, st.x[hook].shape[2])
+        fold = st.fold.get(hook)
         if fold is None:
-            x = _take(st["x"][hook], positions, nodes, full) + t[..., inverse, :]
-            out = bb.project(layer, role, x, nodes, st["rot"], positions)
+            x = _take(st.x[hook], positions, nodes, full) + t[..., inverse, :]
+            out = bb.project(layer, role, x, nodes, st.rot, positions)
         else:
-            w_hat, bias = st["fold_w"][hook]
+            w_hat, bias = st.fold_w[hook]
             c, var, R = (_take(fold[key], positions, nodes, full) for key in ("c", "var", "R"))
-            out = bridge_fold.project(c, var, R, t, inverse, w_hat[nodes], bias[nodes], bb.layers[layer].norm1[2])
-            out = bb.rotate(out, role, st["rot"], positions, layer)
+            out = bridge_fold.project(c, var, R, t, inverse, w_hat[nodes], bias[nodes], bb.layers[layer].norm1.eps)
+            out = bb.rotate(out, role, st.rot, positions, layer)
         def write(j: int) -> None:
-            x = _take(st["x"][hook], positions, nodes, full) + t[j][..., inverse, :]
+            x = _take(st.x[hook], positions, nodes, full) + t[j][..., inverse, :]
             at = (slice(None), positions.unsqueeze(1), nodes.unsqueeze(0))
-            st["x"][hook][at] = x
+            st.x[hook][at] = x
             if fold is not None:
-                for key, value in bridge_fold.cache(x, st["fold_w"][hook][0][nodes]).items():
+                for key, value in bridge_fold.cache(x, st.fold_w[hook][0][nodes]).items():
                     fold[key][at] = value
         self.writes.append(write)
         return out
 
     def _role(self, layer: int, role: str, idx: Tensor, positions: Tensor, level: int, plan: tuple) -> Tensor:
         """q/k/v of receiver nodes ``idx`` at ``positions`` for the ``n`` states: recomputed where changed."""
-        proj = self.st["proj"][layer][role]
-        cur = _take(proj, positions, idx, (self.st["T"], proj.shape[2]))
+        proj = self.st.proj[layer][role]
+        cur = _take(proj, positions, idx, (self.st.T, proj.shape[2]))
         rows, present, parts, start = plan
         ids = idx.tolist()
         keep = [i for i, h in enumerate(ids) if h in rows]
@@ -173,7 +173,7 @@ class Scorer:
         return out
 
     def _attention(self, layer: int, start: Optional[tuple[str, int, Tensor]]) -> None:
-        bb, st, dev = self.bb, self.st, self.st["logits"].device
+        bb, st, dev = self.bb, self.st, self.st.logits.device
         heads_lvl = self.lvl[result_hook(layer)]
         plans = {}
         for role in ROLES:
@@ -199,9 +199,9 @@ class Scorer:
             where = torch.tensor([groups.index(int(self.group[h])) for h in affected], device=dev)
             kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
         res = bb.result(layer, bb.attend(new["q"], kv_k, kv_v, qp), A)
-        cached = _take(st["acts"][result_hook(layer)], qp, A, (st["T"], bb.n_heads))
+        cached = _take(st.acts[result_hook(layer)], qp, A, (st.T, bb.n_heads))
         self.delta[result_hook(layer)] = (A, res, cached, level)
-        acts = st["acts"][result_hook(layer)]
+        acts = st.acts[result_hook(layer)]
         self.writes.append(lambda j: acts.__setitem__((slice(None), qp.unsqueeze(1), A.unsqueeze(0)), res[j]))
 
     def _mlp(self, layer: int, start: Optional[Tensor]) -> None:
@@ -217,11 +217,11 @@ class Scorer:
             if not rows:
                 return
             d = self._sums(parts, present, level)[..., 0, :]
-        x = self.st["x"][hook][:, positions] + d
+        x = self.st.x[hook][:, positions] + d
         new = self.bb.mlp(layer, x)
-        self.delta[out] = (None, new, self.st["acts"][out][:, positions], level)
+        self.delta[out] = (None, new, self.st.acts[out][:, positions], level)
         def write(j: int) -> None:
-            self.st["x"][hook][:, positions], self.st["acts"][out][:, positions] = x[j], new[j]
+            self.st.x[hook][:, positions], self.st.acts[out][:, positions] = x[j], new[j]
         self.writes.append(write)
 
     def logits(self, receiver: str, r: int, extra: Tensor) -> Tensor:
@@ -248,14 +248,14 @@ class Scorer:
                     self._mlp(later, None)
             rows, present, parts = self._changes(graph.output)
             d = self._sums(parts, present, 1)[..., 0, :] if rows else None
-        logits = st["logits"].unsqueeze(0).expand(n, *st["logits"].shape)
+        logits = st.logits.unsqueeze(0).expand(n, *st.logits.shape)
         if d is None:
             return logits
         out = logits.clone()
-        x = st["x"][graph.output][:, P] + d
+        x = st.x[graph.output][:, P] + d
         out[:, :, P] = bb.unembed(x)
         def write(j: int) -> None:
-            st["x"][graph.output][:, P], st["logits"][:, P] = x[j], out[j, :, P]
+            st.x[graph.output][:, P], st.logits[:, P] = x[j], out[j, :, P]
         self.writes.append(write)
         return out
 

@@ -1,11 +1,11 @@
-"""Near-ties of the fast MLP engine (``circuits.acdc.fast``) decided exactly as the reference decides them."""
+"""Near-ties of the fast MLP engine (``circuits.acdc.mlp.engine``) decided exactly as the reference decides them."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from circuits.acdc.fast_state import State
+from circuits.acdc.mlp.state import State
 
 
 class Ties:

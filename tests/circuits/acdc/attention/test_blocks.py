@@ -1,5 +1,5 @@
-"""The fast engine's functional blocks (``circuits.models.bridge_blocks``) and delta scoring
-(``circuits.acdc.bridge_delta``) against the bridge's own forward pass and hooks, on GPT-2 and a GQA Llama."""
+"""The fast engine's functional blocks (``circuits.acdc.attention.blocks``) and delta scoring
+(``circuits.acdc.attention.delta``) against the bridge's own forward pass and hooks, on GPT-2 and a GQA Llama."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from circuits import metrics
 pytest.importorskip("transformer_lens.model_bridge")
 from test_bridge import _GPT2, _LLAMA, VOCAB, gpt2_bridge, spec7_edges, spec7_run, tokens  # noqa: E402
 
-from circuits.acdc import bridge_delta  # noqa: E402
-from circuits.models.bridge_blocks import BridgeBlocks  # noqa: E402
+from circuits.acdc.attention import delta as bridge_delta  # noqa: E402
+from circuits.acdc.attention.blocks import BridgeBlocks  # noqa: E402
+from circuits.acdc.options import Options  # noqa: E402
 from circuits.patching import corrupted_activations, mask_of_edges  # noqa: E402
 
 
@@ -64,11 +65,11 @@ def test_functional_blocks_equal_the_bridges_own_blocks(which):
         st_ = bridge_delta.baseline(bb, graph, clean, {}, full)
     for layer in range(bridge.cfg.n_layers):
         for hook in (f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.mlp.hook_out"):
-            assert (st_["acts"][hook] - cache[hook]).abs().max() < 1e-12, hook
+            assert (st_.acts[hook] - cache[hook]).abs().max() < 1e-12, hook
         for role in "qkv":
             hook = f"blocks.{layer}.attn.hook_{role}_input"
-            assert (st_["x"][hook] - cache[hook]).abs().max() < 1e-12, hook
-    assert (st_["logits"] - logits).abs().max() < 1e-12
+            assert (st_.x[hook] - cache[hook]).abs().max() < 1e-12, hook
+    assert (st_.logits - logits).abs().max() < 1e-12
 
 
 @pytest.mark.parametrize("which", sorted(BRIDGES))
@@ -86,7 +87,7 @@ def test_patched_baseline_equals_the_hook_only_spec7_run(which, seed, keep):
     mask = mask_of_edges(graph, kept)
     a_prime = corrupted_activations(bridge, corrupted, graph=graph)
     with torch.no_grad():
-        got = bridge_delta.baseline(BridgeBlocks(bridge), graph, clean, a_prime, mask)["logits"]
+        got = bridge_delta.baseline(BridgeBlocks(bridge), graph, clean, a_prime, mask).logits
     bb = BridgeBlocks(bridge)  # HF computes RMSNorm and its own attention's softmax in float32, even on float64
     tol = 1e-5 if bb.softmax32 or bb.layers[0].norm1[3] else 1e-12
     assert (got - expected).abs().max() < tol
@@ -127,7 +128,8 @@ def test_fast_engine_matches_reference_when_the_metric_reads_some_positions():
 def test_blocks_that_do_not_reproduce_the_bridge_are_not_used(monkeypatch):
     """The delta path checks its functional blocks against the bridge's own patched forward on the clean batch
     before use: blocks that compute something else (here a wrong attention scale, as an unmodelled configuration
-    option would) give a warning and stacked bridge forwards, so the same circuit as the reference."""
+    option would) are an error under ``Options.strict`` (the test suite's default), else a warning and stacked
+    bridge forwards, so the same circuit as the reference."""
     clean, corrupted = tokens(12)
     ref = circuits.acdc(_GPT2, clean, corrupted, threshold=0.01, engine="reference")
     init = BridgeBlocks.__init__
@@ -137,7 +139,10 @@ def test_blocks_that_do_not_reproduce_the_bridge_are_not_used(monkeypatch):
         self.scale *= 1.5
 
     monkeypatch.setattr(BridgeBlocks, "__init__", wrong_scale)
+    with pytest.raises(RuntimeError, match="functional blocks differ from this bridge's forward.*strict"):
+        circuits.acdc(_GPT2, clean, corrupted, threshold=0.01, engine="fast", options=Options(strict=True))
     with pytest.warns(UserWarning, match="functional blocks differ from this bridge's forward"):
-        fast = circuits.acdc(_GPT2, clean, corrupted, threshold=0.01, engine="fast")
+        fast = circuits.acdc(_GPT2, clean, corrupted, threshold=0.01, engine="fast", options=Options(strict=False))
+    assert fast.settings["path"] == "attention.stacked"
     assert 0 < ref.n_edges < ref.n_total_edges
     assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)

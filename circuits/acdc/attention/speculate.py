@@ -8,7 +8,7 @@ misclassifies fewest of them. The decisions come from this receiver hook once it
 every hook of the same kind so far (the q inputs of all layers, the MLP inputs, ...); none yet: all removed.
 Each guess carries a miss probability ``q``: the rule's error rate among the ``_NEAR`` earlier decisions nearest
 in size (smoothed); a guess re-read from a state scored in an earlier pass (a state differing by one decision)
-has ``q = _RESCORED``; a zero contribution's decision is known (``q = 0``).
+has ``q = RESCORED``; a zero contribution's decision is known (``q = 0``).
 
 Block length: the states ``1..k`` are all useful iff the guesses before each hold, so with pass cost
 ``overhead + k`` (in states) the block maximises ``E[accepted] / (overhead + k)``, where
@@ -21,7 +21,7 @@ import bisect
 
 _OWN = 8
 _NEAR = 10
-_RESCORED = 0.05
+RESCORED = 0.05
 
 
 class Guesser:

@@ -1,4 +1,4 @@
-"""The fast engine's compiled sequential loop (``circuits.acdc.fast_compiled``: KL, CPU, float64): the reference's
+"""The fast engine's compiled sequential loop (``circuits.acdc.mlp.compiled``: KL, CPU, float64): the reference's
 circuit and effects, its per-example KL terms equal to a plain forward pass, its own ``exp`` within 2 ulp of libm's."""
 
 from __future__ import annotations
@@ -15,19 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from circuits import acdc, graph_of
-from circuits.acdc import fast as fast_module
-from circuits.acdc import fast_compiled
+from circuits.acdc.mlp import compiled as fast_compiled
 
 ACTS = {"silu": torch.nn.functional.silu, "relu": torch.relu, "gelu": torch.nn.functional.gelu, "tanh": torch.tanh}
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """How many receivers the compiled loop decided."""
-    seen = []
-    plain = fast_compiled.decide
-    monkeypatch.setattr(fast_compiled, "decide", lambda *a: seen.append(1) or plain(*a))
-    return seen
 
 
 def assert_same(ref, fast):
@@ -49,20 +39,16 @@ def test_compiled_loop_equals_reference(seed, activation, widths, share, quantil
     effects = acdc(model, clean, corrupted, threshold=0.0, engine="reference").effects
     moved = [abs(v) for v in effects.values() if v != 0]
     thr = float(torch.tensor(moved).quantile(quantile)) if moved else 1e-3
-    seen = []
-    plain = fast_compiled.decide
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fast_compiled, "decide", lambda *a: seen.append(1) or plain(*a))
-        fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
+    fast = acdc(model, clean, corrupted, threshold=thr, engine="fast")
     assert_same(acdc(model, clean, corrupted, threshold=thr, engine="reference"), fast)
-    assert seen  # the compiled loop decided them
+    assert fast.settings["path"] == "mlp.compiled"  # the compiled loop decided them
 
 
 def test_effects_are_differences_of_plain_forward_kls():
     """Independent of the engine's algebra: each candidate's effect is the difference of whole-batch KLs of two
     plain forward passes (the receiver's input set to the state before and after removing it), following the
     loop's own decisions."""
-    from circuits.acdc.fast_ties import Ties
+    from circuits.acdc.mlp.ties import Ties
 
     model = make_mlp(3, widths=(12, 5, 4, 3), activation="gelu")
     clean, corrupted = sparse_batches(3, batch=5, d_in=12, share=0.5)
@@ -87,23 +73,22 @@ def test_effects_are_differences_of_plain_forward_kls():
     assert torch.allclose(z_end, z, rtol=0, atol=1e-12) and math.isclose(float(current), cur, abs_tol=1e-12)
 
 
-def test_what_the_compiled_loop_does_not_cover_goes_to_speculation(calls, batches):
+def test_what_the_compiled_loop_does_not_cover_goes_to_speculation(batches):
     """float32 discovery and a nonlinearity it does not know (softplus, declared by the graph) take the
     speculative path, with the reference's circuit."""
     model = make_mlp(2, widths=(5, 4, 3, 3))
     ref = acdc(model, *batches, threshold=3e-3, engine="reference", dtype=torch.float32)
     fast = acdc(model, *batches, threshold=3e-3, engine="fast", dtype=torch.float32)
-    assert fast.settings["engine_used"] == "fast" and not calls
+    assert fast.settings["engine_used"] == "fast" and fast.settings["path"] == "mlp.speculative"
     assert fast.edges == ref.edges
-    acdc(model, *batches, threshold=3e-3, engine="fast")
-    assert calls  # float64 (the default dtype): compiled
+    assert acdc(model, *batches, threshold=3e-3, engine="fast").settings["path"] == "mlp.compiled"  # float64
     graph = graph_of(model)
     soft = dataclasses.replace(graph, activations={r: torch.nn.functional.softplus for r in graph.activations})
     assert fast_compiled.supports(fast_state(model, *batches, 1e-3))
     assert not fast_compiled.supports(fast_state(model, *batches, 1e-3, graph=soft))
 
 
-def test_near_ties_stop_the_compiled_loop_and_are_rescored(calls):
+def test_near_ties_stop_the_compiled_loop_and_are_rescored():
     """The threshold exactly the first tested edge's effect (which does not depend on the threshold): the loop
     stops there, the reference's computation decides (the edge stays: ``effect < threshold`` is false) and the
     loop goes on after it; the reference's circuit."""
@@ -112,7 +97,7 @@ def test_near_ties_stop_the_compiled_loop_and_are_rescored(calls):
     first, effect = next(iter(acdc(model, clean, corrupted, threshold=1e-3, engine="reference").effects.items()))
     ref = acdc(model, clean, corrupted, threshold=effect, engine="reference")
     fast = acdc(model, clean, corrupted, threshold=effect, engine="fast")
-    assert calls and fast.settings["ties_rescored"] > 0
+    assert fast.settings["path"] == "mlp.compiled" and fast.settings["ties_rescored"] > 0
     assert fast.effects[first] == effect and first in fast.edges
     assert_same(ref, fast)
 

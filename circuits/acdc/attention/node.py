@@ -1,0 +1,57 @@
+"""One receiver node's candidates decided by speculate and verify (the attention engine's inner step, both paths):
+guess the decisions (``speculate.Guesser``), build the chain of states the sequential loop would visit under them,
+score the chain in one pass (``stack.score``), accept decisions up to the first that differs from its guess."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from circuits.acdc.attention import speculate
+from circuits.acdc.loop import Problem
+
+
+def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: Tensor, current: float, k_max: int,
+                offset: Optional[Tensor] = None) -> tuple[list[float], list[bool], float]:
+    """Decide the candidate edges ``cands`` (``(connection, sender node)``, contributions ``c``, none exactly 0)
+    into ``R[r]`` in the sequential order, up to ``k_max`` states per pass; returns each edge's effect, whether
+    it was removed (also cleared in ``p.mask`` as the loop goes: later states are scored without it), and the
+    metric after them.
+
+    Which states a pass scores (how many, under which guesses) is ``stack.guesser``'s choice; after a miss, the
+    states scored past it give the next guesses. ``offset`` (delta path: states are scored against a cached
+    baseline taken before this node's removals) accumulates the accepted removals' contributions."""
+    sizes = c.reshape(len(cands), -1).pow(2).sum(dim=1).tolist()
+    rescored: list[Optional[bool]] = [None] * len(cands)  # guesses read from states scored in an earlier pass
+    effects: list[float] = []
+    removed: list[bool] = []
+    pos = 0
+    while pos < len(cands):
+        prior, miss = stack.guesser.prior(sizes[pos:])
+        guess = [prior[i - pos] if rescored[i] is None else rescored[i] for i in range(pos, len(cands))]
+        q = [miss[i - pos] if rescored[i] is None else speculate.RESCORED for i in range(pos, len(cands))]
+        end = pos + stack.guesser.block(q, k_max)
+        pred = torch.tensor(guess[:end - pos], dtype=torch.bool, device=c.device)
+        taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
+        extra = torch.cumsum(taken, dim=0) - taken + c[pos:end]  # exclusive prefix of predicted removals + own
+        scores = stack.score(r, extra if offset is None else extra + offset).tolist()
+        cur = current
+        for i, new in enumerate(scores):
+            conn, s = cands[pos + i]
+            effects.append(new - cur)
+            removed.append(new - cur < p.threshold)
+            stack.guesser.remember(sizes[pos + i], removed[-1])
+            if removed[-1]:
+                p.mask[(conn.sender, receiver)][r, s] = False
+                cur = new
+                stack.accepted(i)
+                if offset is not None:
+                    offset += c[pos + i]
+            if removed[-1] != guess[i]:
+                for j in range(i + 1, len(scores)):
+                    rescored[pos + j] = scores[j] - cur < p.threshold
+                break
+        current, pos = cur, pos + i + 1
+    return effects, removed, current
