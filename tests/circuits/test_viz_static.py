@@ -39,17 +39,19 @@ def line_collections(ax) -> list[LineCollection]:
 
 
 @pytest.mark.parametrize("ext", ["png", "svg"])
-def test_network_vs_circuit_full_mnist_under_5s(mnist_model, circuit, tmp_path, ext):
+def test_network_vs_circuit_full_mnist_within_budget(mnist_model, circuit, tmp_path, ext):
     path = tmp_path / f"fig.{ext}"
-    """Budget: 5 s of this process's CPU time, building and saving (wall time on a shared, loaded
-    machine can be longer than the work itself; the CPU time is the work)."""
+    """Budget: 8 s of this process's CPU time, building and saving (wall time on a shared, loaded
+    machine can be longer than the work itself; the CPU time is the work). Nearly all of it is matplotlib's Agg
+    drawing ~87,000 segments: 5.2-5.7 s on the 2-core CI VM on 2026-12-06 for both this commit and 9665417 (the
+    old 5 s budget failed on both); a per-edge Python loop in our code would cost far more than the margin."""
     t0, w0 = time.process_time(), time.perf_counter()
     fig = viz.network_vs_circuit(mnist_model, circuit, path)
     cpu, wall = time.process_time() - t0, time.perf_counter() - w0
     plt.close(fig)
     data = path.read_bytes()
     print(f"network_vs_circuit {ext}: {cpu:.2f} s CPU, {wall:.2f} s wall")
-    assert cpu < 5.0, f"network_vs_circuit took {cpu:.2f} s of CPU ({wall:.2f} s wall)"
+    assert cpu < 8.0, f"network_vs_circuit took {cpu:.2f} s of CPU ({wall:.2f} s wall)"
     assert len(data) > 10_000
     assert data.startswith(b"\x89PNG") if ext == "png" else b"<svg" in data[:2000]
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # atomic: no temporary file left
