@@ -22,13 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from circuits.validate import check_output_dir
 from hooked_bimt.study.environment import machine  # noqa: F401  (re-exported: reproduce.machine)
 from hooked_bimt.study.executors import EXECUTORS, SlurmOptions, check_executor
 from hooked_bimt.study.presets import PRESETS, Preset, get_preset
-from hooked_bimt.study.tasks import get_task
-from hooked_bimt.study.units import RunStore
 from hooked_bimt.validate import check_device as _check_device
+
+# torch, circuits and the tasks load inside the functions that need them: `hooked-bimt reproduce --help` and
+# argument errors answer without importing torch (tests/hooked_bimt/test_errors_cli.py).
 
 
 def study_config(preset: Preset, seeds: int, device: str, thresholds: Sequence[float],
@@ -56,6 +56,8 @@ def _check_thresholds(thresholds: Any) -> list[float]:
 
 
 def _validate(preset: str, seeds: int | None, device: str, thresholds: Any, tasks: Sequence[str] | None):
+    from hooked_bimt.study.tasks import get_task
+
     p = get_preset(preset)
     n_seeds = p.n_seeds if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
@@ -82,6 +84,9 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     p, n_seeds, device, thr, task_objs = _validate(preset, seeds, device, thresholds, tasks)
     kind = executor if executor is not None else ("local" if isinstance(jobs, int) and jobs > 1 else "inline")
     check_executor(kind, jobs, threads, slurm, device)
+    from circuits.validate import check_output_dir
+    from hooked_bimt.study.units import RunStore
+
     check_output_dir(out)  # an existing file, or a path under one, is refused before any training
     from tqdm.auto import tqdm
 
