@@ -60,15 +60,20 @@ def save_model(
     return directory
 
 
+def read_json(path: Path, hint: str = "") -> Any:
+    """The parsed JSON file of a checkpoint, or ``CheckpointError`` naming what is wrong (``hint``: who writes it)."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint config {path} not found{hint}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"checkpoint config {path} is not valid JSON: {err}") from err
+
+
 def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint."""
     path = Path(directory) / CONFIG
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint config {path} not found")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"checkpoint config {path} is not valid JSON: {err}") from err
+    config = read_json(path)
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise CheckpointError(f"checkpoint config {path} has no 'model' section")
     version = config.get("format_version")

@@ -21,7 +21,7 @@ from safetensors.torch import save as st_save
 
 from circuits.validate import check_output_dir
 from hooked_bimt.atomic import atomic_write_bytes, atomic_write_json
-from hooked_bimt.checkpoint import CheckpointError, _check_values, _read_tensors
+from hooked_bimt.checkpoint import CheckpointError, _check_values, _read_tensors, read_json
 from hooked_bimt.regimes import get_regime
 from hooked_bimt.transformer.tasks import TASKS
 from hooked_bimt.transformer.training import DTYPES, TrainConfig, TrainResult, to_bridge
@@ -51,12 +51,7 @@ def save(result: TrainResult, directory: "str | os.PathLike", *, overwrite: bool
 
 def _read_config(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint config {path} not found (hooked_bimt.transformer.save writes it)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"checkpoint config {path} is not valid JSON: {err}") from err
+    meta = read_json(path, " (hooked_bimt.transformer.save writes it)")
     if not isinstance(meta, dict) or meta.get("kind") != KIND:
         raise CheckpointError(f"checkpoint config {path} is not a BIMT transformer checkpoint (kind {KIND!r})")
     if meta.get("format_version") != FORMAT_VERSION:

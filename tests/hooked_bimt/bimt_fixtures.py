@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from hooked_bimt import HookedMLP, load_mnist
+from hooked_bimt import HookedMLP, MNISTSplit, load_mnist
 
 
 def small_model(widths=(16, 9, 4, 5), seed: int = 0, dtype=torch.float64, scale: float = 1.0) -> HookedMLP:
@@ -23,3 +23,10 @@ def small_model(widths=(16, 9, 4, 5), seed: int = 0, dtype=torch.float64, scale:
 def mnist():
     """The verified MNIST (train, test), read once per test process."""
     return load_mnist()
+
+
+def random_mnist(n: int) -> tuple[MNISTSplit, MNISTSplit]:
+    """``n`` random 28x28 images with random labels, as (train, test): seconds of training for CLI tests."""
+    g = torch.Generator().manual_seed(0)
+    split = MNISTSplit(images=torch.rand(n, 28, 28, generator=g), labels=torch.randint(10, (n,), generator=g))
+    return split, split

@@ -17,14 +17,14 @@ import hooked_bimt.train  # noqa: F401  (the module; the package attribute is th
 from hooked_bimt import MNISTSplit, TrainConfig
 from hooked_bimt.cli import main
 
+from bimt_fixtures import random_mnist  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_MODULE = sys.modules["hooked_bimt.train"]
 
 
-def _data(n: int = 100) -> tuple[MNISTSplit, MNISTSplit]:
-    g = torch.Generator().manual_seed(0)
-    split = MNISTSplit(images=torch.rand(n, 28, 28, generator=g), labels=torch.randint(10, (n,), generator=g))
-    return split, split
+def _data() -> tuple[MNISTSplit, MNISTSplit]:
+    return random_mnist(100)
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ import hooked_bimt
 import hooked_bimt.train  # noqa: F401  (the module; the package attribute is the function)
 from hooked_bimt import MNISTSplit, TrainConfig, TrainResult
 from hooked_bimt.cli import main
+
+from bimt_fixtures import random_mnist  # noqa: E402
 from hooked_bimt.study.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,10 +26,8 @@ TRAIN_MODULE = sys.modules["hooked_bimt.train"]
 HEAVY = ("torch", "transformer_lens", "numpy", "matplotlib")
 
 
-def _data(n: int = 200) -> tuple[MNISTSplit, MNISTSplit]:
-    g = torch.Generator().manual_seed(0)
-    split = MNISTSplit(images=torch.rand(n, 28, 28, generator=g), labels=torch.randint(10, (n,), generator=g))
-    return split, split
+def _data() -> tuple[MNISTSplit, MNISTSplit]:
+    return random_mnist(200)
 
 
 @pytest.fixture
