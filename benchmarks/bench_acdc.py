@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/bench_acdc.py [--checkpoint DIR] [--threshold T] [--steps N] [--regime R]
         [--model-dtype float32|float64] [--discovery-dtype float64|model] [--device cpu|cuda]
 
-Without ``--checkpoint`` a model is trained here: with ``--regime`` by ``hooked_bimt.train`` (e.g.
+Without ``--checkpoint`` a model is trained here: with ``--regime`` by ``hooked_bimt.train()`` (e.g.
 "vanilla", cross-entropy, ``--steps`` steps), otherwise with a short plain loop (AdamW 1e-3, batch 100,
 MSE against one-hot plus lambda * connection_cost, so it becomes sparse-ish). Clean: 100 test images
 of 8; corrupted: 100 test images of 3 (seeded pairing). KL metric. The model is cast to
@@ -47,7 +47,7 @@ def train(steps: int, lam: float, seed: int) -> HookedMLP:
 
 
 def train_regime(regime: str, steps: int, seed: int) -> HookedMLP:
-    from hooked_bimt.train import TrainConfig, train as train_bimt
+    from hooked_bimt import TrainConfig, train as train_bimt
 
     config = TrainConfig(steps=steps, eval_every=steps, swap_every=max(1, min(500, steps)))
     return train_bimt(regime, config, seed=seed, progress=False).model
@@ -81,7 +81,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--repeats", type=int, default=5, help="fast-engine runs; the median is reported")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fair and fastest on a shared 2-core CPU)")
-    ap.add_argument("--regime", default=None, help="train with hooked_bimt.train under this regime (e.g. vanilla)")
+    ap.add_argument("--regime", default=None, help="train with hooked_bimt.train() under this regime (e.g. vanilla)")
     ap.add_argument("--model-dtype", choices=["float32", "float64"], default="float64")
     ap.add_argument("--discovery-dtype", choices=["float64", "model"], default="float64",
                     help="acdc(dtype=torch.float64) (the default) or dtype=None (the model's own dtype)")

@@ -32,7 +32,7 @@ from _machine import machine  # noqa: E402
 from hooked_bimt import TrainConfig, load_mnist, train  # noqa: E402
 from hooked_bimt.memory import PeakMemory, optimizer_tensors  # noqa: E402
 
-train_module = importlib.import_module("hooked_bimt.train")  # the module (``hooked_bimt.train`` is the function)
+train_module = importlib.import_module("hooked_bimt.training")
 
 RUNS = [  # (label, regime, TrainConfig overrides, no-swap twin)
     ("l1_local (no swaps)", "l1_local", {}, None),

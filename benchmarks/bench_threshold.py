@@ -20,7 +20,7 @@ import circuits
 from _machine import machine  # benchmarks/ is on sys.path when run as a script
 from hooked_bimt import load_mnist
 from hooked_bimt.study.tasks import get_task
-from hooked_bimt.train import TrainResult
+from hooked_bimt import TrainResult
 
 
 def main() -> None:

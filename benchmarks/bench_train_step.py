@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
 from hooked_bimt import REGIMES, TrainConfig, load_mnist  # noqa: E402
-from hooked_bimt.train import _Trainer  # noqa: E402
+from hooked_bimt.training import _Trainer  # noqa: E402
 
 STEPS_PER_ROUND = 100
 

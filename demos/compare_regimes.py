@@ -11,7 +11,7 @@ from circuits.evaluate import evaluate
 from hooked_bimt.study.measure import discovery_model
 from hooked_bimt.study.presets import demo_training
 from hooked_bimt.study.tasks import digit_pair
-from hooked_bimt.train import train
+from hooked_bimt import train
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--regimes", nargs=2, default=["l1", "bimt"])

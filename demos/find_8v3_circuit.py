@@ -14,7 +14,7 @@ from circuits.validate import check_output_file
 from hooked_bimt.study.measure import discovery_model
 from hooked_bimt.study.presets import demo_training
 from hooked_bimt.study.tasks import digit_pair
-from hooked_bimt.train import TrainResult, train
+from hooked_bimt import TrainResult, train
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--load", default=None, help="a directory written by TrainResult.save")

@@ -10,7 +10,7 @@ import os
 
 from circuits.validate import check_output_dir
 from hooked_bimt.study.presets import demo_training
-from hooked_bimt.train import train
+from hooked_bimt import train
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--regime", default="bimt", help="vanilla, l1, l1_local, l1_swap or bimt")

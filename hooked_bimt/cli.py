@@ -55,7 +55,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 def _train_setup(args: argparse.Namespace):
     """Everything checked before training: threads, steps, device, the output directory."""
     from hooked_bimt.checkpoint import CONFIG, WEIGHTS
-    from hooked_bimt.train import TrainConfig
+    from hooked_bimt.train_config import TrainConfig
     from circuits.validate import check_output_dir
     from hooked_bimt.validate import check_device
 
@@ -84,7 +84,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    from hooked_bimt.train import settings_line, train
+    from hooked_bimt.training import settings_line, train
 
     torch.set_num_threads(args.threads)
     # train() prints its settings with its progress bar; without the bar, the CLI prints them

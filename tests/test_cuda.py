@@ -216,7 +216,7 @@ def test_bridge_eap_ig_on_the_device_equals_the_cpu():
 @pytest.mark.parametrize("regime", ["bimt", "bimt_original"])
 def test_training_on_the_device_learns_and_meters_memory(regime):
     from hooked_bimt.data import load_mnist
-    from hooked_bimt.train import TrainConfig, train
+    from hooked_bimt import TrainConfig, train
 
     data = load_mnist()
     config = TrainConfig(steps=120, swap_every=50, eval_every=60, train_subset=2000, test_subset=500,
@@ -240,7 +240,7 @@ def test_training_on_the_device_learns_and_meters_memory(regime):
 def test_the_cuda_peak_memory_ignores_what_else_is_on_the_device():
     """``peak_memory_bytes`` is the training's own (the CPU meter's quantity), not the device's total."""
     from hooked_bimt.data import load_mnist
-    from hooked_bimt.train import TrainConfig, train
+    from hooked_bimt import TrainConfig, train
 
     data = load_mnist()
     config = TrainConfig(steps=60, swap_every=50, eval_every=60, train_subset=1000, test_subset=200)

@@ -27,7 +27,7 @@ def _run_script(name: str, args: list[str], monkeypatch) -> None:
 
 
 def test_train_one_saves_a_loadable_model(monkeypatch, tmp_path, capsys):
-    from hooked_bimt.train import TrainResult
+    from hooked_bimt import TrainResult
 
     _run_script("train_one.py", ["--regime", "bimt", "--out", str(tmp_path / "m")], monkeypatch)
     out = capsys.readouterr().out

@@ -31,7 +31,7 @@ def load_or_train(store: RunStore, config: dict[str, Any], regime: str, seed: in
     if loaded is not None:
         return loaded[0].model, loaded[1]
     from hooked_bimt.study.presets import _mnist, training_data
-    from hooked_bimt.train import TrainConfig
+    from hooked_bimt.train_config import TrainConfig
 
     data = training_data(config["train_subset"], *_mnist())
     cfg = TrainConfig.from_dict(config["train_config"])

@@ -53,7 +53,7 @@ def train_unit(regime: str, config: Any, seed: int, device: str, data: Any, jobs
 
     ``jobs``: how many models were training at once on this machine (``reproduce --jobs``), recorded
     because it changes the wall-clock measures."""
-    from hooked_bimt.train import train  # not `from hooked_bimt import train`: the submodule shadows it
+    from hooked_bimt.training import train
 
     result = train(regime, config, seed=seed, device=device, data=data, progress=False)
     metrics = {k: _plain(result.metrics.get(k)) for k in TRAIN_COLUMNS if k != "training_jobs"}

@@ -59,7 +59,7 @@ class Preset:
 
     def train_config(self) -> Any:
         """The ``TrainConfig`` this preset trains with (overrides applied to the fields that exist)."""
-        from hooked_bimt.train import TrainConfig
+        from hooked_bimt.train_config import TrainConfig
 
         cfg = TrainConfig.paper() if self.base_config == "paper" else TrainConfig.quick()
         names = {f.name for f in dataclasses.fields(cfg)}

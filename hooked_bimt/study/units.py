@@ -113,7 +113,7 @@ class RunStore:
         if not marker.exists():
             return None
         try:
-            from hooked_bimt.train import TrainResult
+            from hooked_bimt.training import TrainResult
 
             info = json.loads(marker.read_text())
             result = TrainResult.load(d)

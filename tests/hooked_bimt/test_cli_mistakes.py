@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import hooked_bimt.train  # noqa: F401  (the module; the package attribute is the function)
+import hooked_bimt.training  # noqa: F401
 from hooked_bimt import MNISTSplit, TrainConfig
 from hooked_bimt.cli import main
 
 from bimt_fixtures import random_mnist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_MODULE = sys.modules["hooked_bimt.train"]
+TRAIN_MODULE = sys.modules["hooked_bimt.training"]
 
 
 def _data() -> tuple[MNISTSplit, MNISTSplit]:

@@ -12,7 +12,7 @@ import torch
 from bimt_fixtures import small_model
 from safetensors.torch import load_file, save_file
 
-import hooked_bimt.train  # noqa: F401  (the module; the package attribute is the function)
+import hooked_bimt.training  # noqa: F401
 from hooked_bimt import HookedMLP, MNISTSplit, TrainConfig, train
 from hooked_bimt.checkpoint import CheckpointError
 
@@ -53,7 +53,7 @@ def test_train_config_refuses_bad_fields_by_name(field, value, message):
 )
 def test_train_refuses_before_building_anything(monkeypatch, change, message):
     built = []
-    monkeypatch.setattr(sys.modules["hooked_bimt.train"], "_Trainer", lambda *a: built.append(a))
+    monkeypatch.setattr(sys.modules["hooked_bimt.training"], "_Trainer", lambda *a: built.append(a))
     config = dataclasses.replace(TINY, **{k: v for k, v in change.items() if k != "device"})
     with pytest.raises((ValueError, TypeError), match=message):
         train("bimt", config, device=change.get("device", "cpu"), data=_data(), progress=False)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import hooked_bimt
-import hooked_bimt.train  # noqa: F401  (the module; the package attribute is the function)
+import hooked_bimt.training  # noqa: F401
 from hooked_bimt import MNISTSplit, TrainConfig, TrainResult
 from hooked_bimt.cli import main
 
@@ -22,7 +22,7 @@ from bimt_fixtures import random_mnist  # noqa: E402
 from hooked_bimt.study.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_MODULE = sys.modules["hooked_bimt.train"]
+TRAIN_MODULE = sys.modules["hooked_bimt.training"]
 HEAVY = ("torch", "transformer_lens", "numpy", "matplotlib")
 
 

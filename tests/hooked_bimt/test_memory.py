@@ -40,7 +40,7 @@ def test_training_window_keeps_no_freed_gradient_alive():
     from bimt_fixtures import mnist
     from hooked_bimt import TrainConfig
     from hooked_bimt.regimes import REGIMES
-    from hooked_bimt.train import _Trainer
+    from hooked_bimt.training import _Trainer
 
     cfg = TrainConfig(widths=(784, 16, 16, 10), steps=24, train_subset=200, test_subset=100, dtype="float64")
     trainer = _Trainer(REGIMES["l1_local"], cfg, 0, torch.device("cpu"), mnist())

@@ -2,7 +2,7 @@ import pytest
 
 from hooked_bimt import REGIMES, Regime
 from hooked_bimt.regimes import get_regime
-from hooked_bimt.train import TrainConfig
+from hooked_bimt import TrainConfig
 
 
 def test_the_regimes_per_spec_table():

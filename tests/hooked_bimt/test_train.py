@@ -5,7 +5,7 @@ import torch
 
 from bimt_fixtures import mnist
 from hooked_bimt import REGIMES, TrainConfig, TrainResult, connection_cost, train
-from hooked_bimt.train import add_cost_grad, cost_scales
+from hooked_bimt.cost import add_cost_grad, cost_scales
 
 TINY = dataclasses.replace(TrainConfig.quick(), steps=60, swap_every=20, eval_every=30, train_subset=500, test_subset=200)
 
@@ -79,3 +79,18 @@ def test_bad_arguments_are_clear_errors():
         train("bimt", TINY, data=(torch.zeros(3), torch.zeros(3)), progress=False)
     with pytest.raises(TypeError, match="TrainConfig"):
         train("bimt", {"steps": 3}, data=mnist(), progress=False)
+
+
+def test_the_package_attribute_train_is_the_function_and_importing_the_package_loads_no_torch():
+    """No submodule is called ``train``, so the lazy attribute needs no guard against the import system."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import sys\nimport hooked_bimt\nprint('TORCH', 'torch' in sys.modules)\n"
+             "import hooked_bimt.training, hooked_bimt.train_config\nfrom hooked_bimt import TrainConfig, train\n"
+             "print('SAME', train is hooked_bimt.train is hooked_bimt.training.train, "
+             "TrainConfig is hooked_bimt.train_config.TrainConfig)")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["TORCH", "False", "SAME", "True", "True"], out.stderr

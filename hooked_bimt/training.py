@@ -9,12 +9,11 @@ cc = sum_l mean(|W_l| * S_l) + mean(|b_l| * y*) with the scale S_l = A_l * D_l +
 
 (the subgradient autograd would give too: torch's d|x|/dx at 0 is 0 = sign(0)). S_l is cached and
 rebuilt only when a position that enters it changes (an output-ring swap); hidden swaps permute
-weights, not coordinates.
+weights, not coordinates. The hyper-parameters are a ``TrainConfig`` (``hooked_bimt.train_config``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,129 +25,18 @@ from jaxtyping import Float, Int64
 from torch import Tensor
 from circuits.progress import progress_bar
 
-from hooked_bimt.batches import BATCH_MODES, batch_indices, resolve_mode
+from hooked_bimt.batches import batch_indices, resolve_mode
 from hooked_bimt.checkpoint import read_metadata, save_model
-from hooked_bimt.cost import add_cost_grad, connection_cost, cost_scale, cost_scales  # noqa: F401 (re-exported)
+from hooked_bimt.cost import add_cost_grad, connection_cost, cost_scale, cost_scales
 from hooked_bimt.data import MNISTSplit, load_mnist
 from hooked_bimt.memory import CPU_METHOD, CUDA_METHOD, PeakMemory, optimizer_tensors, storage_bytes
 from hooked_bimt.geometry import ORIGINAL_RING_PHASE
 from hooked_bimt.model import HookedMLP
 from hooked_bimt.regimes import Regime, get_regime
 from hooked_bimt.swaps import relocate
-from hooked_bimt.swaps_original import MOMENTS, SEARCHES, relocate_original
-from hooked_bimt.validate import check_config_fields, check_data_fits, check_device, warn_surprising
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters; the defaults are the MNIST setup of SPEC section 2 (``TrainConfig.paper()``).
-
-    ``lambda_milestones`` are fractions of ``steps`` at which lambda is multiplied by ``lambda_factor``
-    (0.25 and 0.5: steps 10,000 and 20,000 of 40,000), so the schedule scales with ``steps``.
-    ``distance_factor`` is A for the layers where the regime is local; ``last_layer_distance_factor``
-    replaces it on the last linear layer.
-
-    Options of the ``*_original`` regimes (the original notebook's swaps, ``swaps_original``):
-    ``batches`` "auto" (epoch-shuffled for them, with replacement otherwise), "epochs" or "replacement"
-    (``hooked_bimt.batches``); ``original_moments`` "in_place" (AdamW moments stay at their position, as
-    the notebook) or "moved"; ``original_search`` "fast" or "brute_force" (the notebook's full cost per
-    candidate, for the claim-4 benchmark). The last two do nothing in the other regimes.
-    """
-
-    widths: tuple[int, ...] = (784, 100, 100, 10)
-    activation: str = "silu"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 100
-    steps: int = 40_000
-    lambda_: float = 0.01
-    lambda_milestones: tuple[float, ...] = (0.25, 0.5)
-    lambda_factor: float = 10.0
-    distance_factor: float = 2.0
-    last_layer_distance_factor: float = 0.0
-    y_star: float = 0.5
-    swap_every: int = 500
-    top_k: int = 30
-    eval_every: int = 2_000
-    train_subset: int | None = None
-    test_subset: int | None = None
-    dtype: str = "float32"
-    memory_window: int = 3
-    batches: str = "auto"
-    original_moments: str = "in_place"
-    original_search: str = "fast"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(self.widths))
-        object.__setattr__(self, "lambda_milestones", tuple(self.lambda_milestones))
-        check_config_fields(self)  # every field against its type (finite floats, whole ints), constants >= 0
-        positive = ["lr", "batch_size", "steps", "swap_every", "top_k", "eval_every", "memory_window"]
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("train_subset", "test_subset"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"TrainConfig.{name} must be None or positive, got {value!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"TrainConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.lambda_ < 0 or any(not 0 <= f <= 1 for f in self.lambda_milestones):
-            raise ValueError("TrainConfig.lambda_ must be >= 0 and lambda_milestones fractions in [0, 1]")
-        options = {"batches": ("auto", *BATCH_MODES), "original_moments": MOMENTS, "original_search": SEARCHES}
-        for name, allowed in options.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-
-    @classmethod
-    def paper(cls) -> "TrainConfig":
-        """The full MNIST setup: 40,000 steps on all 60,000 training images."""
-        return cls()
-
-    @classmethod
-    def quick(cls) -> "TrainConfig":
-        """Seconds per regime (tests, the README's ten lines): 10,000 training images, 1,200 steps, swaps
-        every 200. Not the study's "quick" preset, which trains this config for 6,000 steps
-        (``hooked_bimt.study.presets.PRESETS["quick"].train_config()``)."""
-        return cls(steps=1_200, swap_every=200, eval_every=400, train_subset=10_000, test_subset=2_000)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists); ``from_dict`` inverts it."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}")
-        return cls(**d)
-
-    def lambda_at(self, step: int) -> float:
-        """lambda for (0-based) ``step``."""
-        passed = sum(step >= round(f * self.steps) for f in self.lambda_milestones)
-        return self.lambda_ * self.lambda_factor**passed
-
-    def loss_factors(self, regime: Regime) -> list[float]:
-        """A per linear layer in the loss for ``regime`` (all 0 for a non-local regime)."""
-        return self._factors(regime.distance_factor)
-
-    def swap_factors(self, regime: Regime) -> list[float]:
-        """A per linear layer used to score ``regime``'s swaps (an ``*_original`` regime: A on every layer)."""
-        if regime.is_original and regime.swap_distance_factor != 0:
-            return [self.distance_factor] * (len(self.widths) - 1)
-        return self._factors(regime.swap_distance_factor)
-
-    def local_factors(self) -> list[float]:
-        """A per linear layer of the BIMT cost (used to report every regime's cost on one scale)."""
-        return self._factors(1.0)
-
-    def _factors(self, regime_a: float) -> list[float]:
-        if regime_a == 0:
-            return [0.0] * (len(self.widths) - 1)
-        return [self.distance_factor] * (len(self.widths) - 2) + [self.last_layer_distance_factor]
-
+from hooked_bimt.swaps_original import relocate_original
+from hooked_bimt.train_config import DTYPES, TrainConfig
+from hooked_bimt.validate import check_data_fits, check_device, warn_surprising
 
 @dataclass
 class TrainResult:
