@@ -1,7 +1,8 @@
 """Peak training memory per regime and the swap / no-swap ratio (claim 4: the paper saw ~1.5x on CUDA).
 
 Each regime trains 502 steps (swap step 500 inside the measured window) with the MNIST defaults on a
-2,000-image subset; peak memory as ``TrainResult.metrics['peak_memory_bytes']`` (method printed). On
+2,000-image subset; peak memory as ``TrainResult.metrics['peak_memory_bytes']`` with the study's meter
+(``train(..., hook=TrainingMemoryMeter())``; method printed). On
 CUDA also ``torch.cuda.max_memory_allocated`` over the whole ``train`` call (peak stats reset before
 it, data included), the number the paper's Figure 5 reports.
 
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
 from hooked_bimt import REGIMES, TrainConfig, load_mnist, train  # noqa: E402
+from hooked_bimt.memory import TrainingMemoryMeter  # noqa: E402
 
 TWINS = {"bimt": "l1_local", "l1_swap": "l1", "bimt_original": "l1_local", "l1_swap_original": "l1"}
 
@@ -47,7 +49,7 @@ def measure(name: str, cfg: TrainConfig, dev: torch.device, data) -> dict:
         torch.cuda.synchronize(dev)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
-    result = train(name, cfg, seed=0, device=str(dev), data=data, progress=False)
+    result = train(name, cfg, seed=0, device=str(dev), data=data, progress=False, hook=TrainingMemoryMeter())
     out = {"peak": result.metrics["peak_memory_bytes"], "method": result.metrics["memory_method"],
            "swaps": result.metrics["swaps"]}
     if dev.type == "cuda":

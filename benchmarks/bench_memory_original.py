@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
 from hooked_bimt import TrainConfig, load_mnist, train  # noqa: E402
-from hooked_bimt.memory import PeakMemory, optimizer_tensors  # noqa: E402
+from hooked_bimt.memory import PeakMemory, TrainingMemoryMeter, optimizer_tensors  # noqa: E402
 
 train_module = importlib.import_module("hooked_bimt.training")
 
@@ -67,7 +67,8 @@ def run(label, regime, overrides, cfg, data, device):
     train_module.relocate = timed(originals[0], times, torch.device(device))
     train_module.relocate_original = timed(originals[1], times, torch.device(device))
     try:
-        result = train(regime, dataclasses.replace(cfg, **overrides), seed=0, device=device, data=data, progress=False)
+        result = train(regime, dataclasses.replace(cfg, **overrides), seed=0, device=device, data=data, progress=False,
+                       hook=TrainingMemoryMeter())
     finally:
         train_module.relocate, train_module.relocate_original = originals
     return result, times

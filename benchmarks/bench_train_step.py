@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
 from hooked_bimt import REGIMES, TrainConfig, load_mnist  # noqa: E402
-from hooked_bimt.training import _Trainer  # noqa: E402
+from hooked_bimt.training import Training  # noqa: E402
 
 STEPS_PER_ROUND = 100
 
@@ -29,7 +29,7 @@ def main(rounds: int = 10) -> None:
     print(machine())
     data = load_mnist()
     cfg = TrainConfig(train_subset=10_000, test_subset=1_000)
-    trainers = {name: _Trainer(r, cfg, 0, torch.device("cpu"), data) for name, r in REGIMES.items()}
+    trainers = {name: Training(r, cfg, 0, torch.device("cpu"), data) for name, r in REGIMES.items()}
     times: dict[str, list[float]] = {name: [] for name in REGIMES}
     step = 0
     for _ in range(rounds + 1):  # the first round warms up and is dropped

@@ -12,6 +12,7 @@ from hooked_bimt.study.measure import discovery_model
 from hooked_bimt.study.presets import demo_training
 from hooked_bimt.study.tasks import digit_pair
 from hooked_bimt import train
+from hooked_bimt.memory import TrainingMemoryMeter
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--regimes", nargs=2, default=["l1", "bimt"])
@@ -24,7 +25,7 @@ test = setup.test
 task = digit_pair(8, 3)
 table = {}
 for regime in args.regimes:
-    result = train(regime, setup.config, seed=0, data=setup.data, progress=False)
+    result = train(regime, setup.config, seed=0, data=setup.data, progress=False, hook=TrainingMemoryMeter())
     model64 = discovery_model(result.model, device=str(result.model.device))
     batch = task.pairs(test, model64, n=setup.n_pairs, seed=0)
     circuit = acdc(model64, batch.clean, batch.corrupted, threshold=args.threshold, metric="kl")

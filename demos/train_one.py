@@ -11,6 +11,7 @@ import os
 from circuits.validate import check_output_dir
 from hooked_bimt.study.presets import demo_training
 from hooked_bimt import train
+from hooked_bimt.memory import TrainingMemoryMeter
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--regime", default="bimt", help="vanilla, l1, l1_local, l1_swap or bimt")
@@ -22,7 +23,7 @@ if args.out:  # refused now, not after training: a path under a file, or a model
     check_output_dir(args.out, holds=("model.safetensors", "config.json"))
 
 setup = demo_training(args.quick)
-result = train(args.regime, setup.config, seed=args.seed, data=setup.data)
+result = train(args.regime, setup.config, seed=args.seed, data=setup.data, hook=TrainingMemoryMeter())  # + peak memory
 
 model = result.model
 print(f"{args.regime}: widths {model.widths}, test accuracy {result.metrics['test_accuracy']:.4f}")

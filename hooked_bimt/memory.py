@@ -1,4 +1,5 @@
-"""Peak training memory, per SPEC section 5.
+"""Peak training memory, per SPEC section 5. ``TrainingMemoryMeter`` is the hook the study passes to
+``train(..., hook=...)``: it meters ``TrainConfig.memory_window`` steps ending just after the first swap step.
 
 - CUDA: ``torch.cuda.max_memory_allocated`` over the measured window (reset at its start), minus what was
   allocated on the device when the window opened, plus the bytes of the tensors alive then: the CPU meter's
@@ -16,12 +17,16 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+
+if TYPE_CHECKING:
+    from hooked_bimt.train_config import TrainConfig
+    from hooked_bimt.training import Training
 
 CPU_METHOD = (
     "cpu: TorchDispatchMode tracking every storage created by an aten op (freed via weakref.finalize) "
@@ -88,3 +93,41 @@ def storage_bytes(tensors: Iterable[Any]) -> int:
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[Tensor]:
     """Every tensor in an optimizer's per-parameter state."""
     return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, Tensor)]
+
+
+class TrainingMemoryMeter:
+    """Peak memory of a training run (SPEC 5): ``train(..., hook=TrainingMemoryMeter())`` adds
+    ``peak_memory_bytes`` and ``memory_method`` to the result's metrics (a ``hooked_bimt.training.StepsHook``)."""
+
+    def window(self, config: "TrainConfig") -> range:
+        """The steps metered: ``memory_window`` steps ending just after the first swap step."""
+        swap_step = config.swap_every - 1
+        if swap_step >= config.steps:
+            return range(0, min(config.memory_window, config.steps))
+        end = min(swap_step + 2, config.steps)
+        return range(max(0, end - config.memory_window), end)
+
+    def around(self, training: "Training", run: Callable[[], None]) -> dict[str, Any]:
+        """Run the window's steps under the meter; peak bytes, data excluded. No list of the start's tensors
+        outlives the meter's set-up (one kept the freed gradients alive: + their bytes)."""
+        device = training.device
+        if device.type == "cuda":  # the CPU meter's quantity: alive at the start + what the window adds
+            torch.cuda.synchronize(device)
+            alive, start = storage_bytes(_alive(training)), torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            run()
+            torch.cuda.synchronize(device)
+            peak, method = torch.cuda.max_memory_allocated(device) - start + alive, CUDA_METHOD
+        else:
+            with PeakMemory(_alive(training)) as meter:
+                run()
+            peak, method = meter.peak, CPU_METHOD
+        return {"peak_memory_bytes": int(peak), "memory_method": method + "; training/test data excluded"}
+
+
+def _alive(training: "Training") -> list[Tensor]:
+    """What the run holds between steps, data aside: parameters, gradients, optimizer state, cost scales."""
+    params = list(training.model.parameters())
+    grads = [p.grad for p in params if p.grad is not None]
+    scales = [s for s in training.scales if isinstance(s, Tensor)]
+    return params + grads + optimizer_tensors(training.optimizer) + scales

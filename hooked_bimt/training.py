@@ -14,10 +14,11 @@ weights, not coordinates. The hyper-parameters are a ``TrainConfig`` (``hooked_b
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,6 @@ from hooked_bimt.batches import batch_indices, resolve_mode
 from hooked_bimt.checkpoint import read_metadata, save_model
 from hooked_bimt.cost import add_cost_grad, connection_cost, cost_scale, cost_scales
 from hooked_bimt.data import MNISTSplit, load_mnist
-from hooked_bimt.memory import CPU_METHOD, CUDA_METHOD, PeakMemory, optimizer_tensors, storage_bytes
 from hooked_bimt.geometry import ORIGINAL_RING_PHASE
 from hooked_bimt.model import HookedMLP
 from hooked_bimt.regimes import Regime, get_regime
@@ -123,17 +123,21 @@ def _check_data(data: Any) -> tuple[MNISTSplit, MNISTSplit]:
     return data[0], data[1]
 
 
-def _memory_window(config: TrainConfig) -> range:
-    """Steps measured for peak memory: ``memory_window`` steps ending just after the first swap step."""
-    swap_step = config.swap_every - 1
-    if swap_step >= config.steps:
-        return range(0, min(config.memory_window, config.steps))
-    end = min(swap_step + 2, config.steps)
-    return range(max(0, end - config.memory_window), end)
+class StepsHook(Protocol):
+    """Something run around a window of consecutive training steps, passed as ``train(..., hook=...)``; the study's
+    peak-memory meter (``hooked_bimt.memory.TrainingMemoryMeter``) is one. The loop asks ``window(config)`` once;
+    when the window opens it calls ``around(training, run)``, where ``run()`` runs the window's steps, and adds the
+    dict returned to ``TrainResult.metrics``. The window's steps are left out of ``seconds_per_step`` (a hook may
+    slow them); an evaluation due inside the window runs after the whole window."""
+
+    def window(self, config: TrainConfig) -> range: ...
+
+    def around(self, training: "Training", run: Callable[[], None]) -> dict[str, Any]: ...
 
 
-class _Trainer:
-    """One training run; ``run()`` returns the ``TrainResult``. Split up only to keep each part short."""
+class Training:
+    """One training run: ``step(i)`` runs step i, ``run()`` all of them and returns the ``TrainResult``.
+    ``train()`` checks its arguments and builds one; a benchmark may subclass it (``move_neurons``)."""
 
     def __init__(self, regime: Regime, config: TrainConfig, seed: int, device: torch.device, data: Any) -> None:
         self.regime, self.config, self.seed, self.device = regime, config, seed, device
@@ -150,7 +154,7 @@ class _Trainer:
         self.gen = torch.Generator().manual_seed(seed)
         mode = resolve_mode(config.batches, regime.is_original)
         self.batches = batch_indices(len(self.x), config.batch_size, mode, self.gen, device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.loss_factors = config.loss_factors(regime)
         self.swap_factors = config.swap_factors(regime)
         self.report_factors = config.local_factors()
@@ -162,12 +166,12 @@ class _Trainer:
     def step(self, step: int) -> None:
         cfg = self.config
         idx = next(self.batches)
-        self.opt.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         task = F.mse_loss(self.model(self.x[idx]), self.targets[idx])
         task.backward()
         if self.regime.uses_cost:
             add_cost_grad(self.model, self.scales, cfg.lambda_at(step), cfg.y_star)
-        self.opt.step()
+        self.optimizer.step()
         self.last_task = task.detach()
         if self.regime.swaps and (step + 1) % cfg.swap_every == 0:
             self.swap()
@@ -175,19 +179,24 @@ class _Trainer:
     def swap(self) -> None:
         cfg = self.config
         if not self.regime.is_original:  # kept, as a loop zeroing them per step would (claim 4)
-            self.opt.zero_grad(set_to_none=True)  # gradients are spent; do not carry them through the swap
+            self.optimizer.zero_grad(set_to_none=True)  # gradients are spent; do not carry them through the swap
         before = self.model.out_perm.clone()
-        if self.regime.is_original:
-            self.swaps += relocate_original(
-                self.model, cfg.top_k, self.swap_factors, cfg.y_star, self.opt,
-                moments=cfg.original_moments, search=cfg.original_search,
-            )
-        else:
-            self.swaps += relocate(self.model, cfg.top_k, self.swap_factors, cfg.y_star, optimizer=self.opt)
+        self.swaps += self.move_neurons()
         if self.regime.uses_cost and not torch.equal(before, self.model.out_perm):
             last = self.model.n_layers - 1  # output positions enter only the last layer's scale
             self.scales[last] = 0.0  # free the old scale before building the new one
             self.scales[last] = cost_scale(self.model, last, self.loss_factors[last], cfg.y_star)
+
+    def move_neurons(self) -> int:
+        """One relocation, the regime's (``swaps.relocate``, or ``swaps_original.relocate_original`` for an
+        ``*_original`` regime); returns the number of swaps made."""
+        cfg = self.config
+        if self.regime.is_original:
+            return relocate_original(
+                self.model, cfg.top_k, self.swap_factors, cfg.y_star, self.optimizer,
+                moments=cfg.original_moments, search=cfg.original_search,
+            )
+        return relocate(self.model, cfg.top_k, self.swap_factors, cfg.y_star, optimizer=self.optimizer)
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, Any]:
@@ -207,58 +216,45 @@ class _Trainer:
         self.history.append(row)
         return row
 
-    def alive_tensors(self) -> list[Tensor]:
-        """Parameters, gradients, optimizer state and cost scales: what the meter counts from the start."""
-        params = list(self.model.parameters())
-        grads = [p.grad for p in params if p.grad is not None]
-        return params + grads + optimizer_tensors(self.opt) + [s for s in self.scales if isinstance(s, Tensor)]
+    def _timed_step(self, step: int) -> float:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        self.step(step)
+        _sync(self.device)
+        return time.perf_counter() - t0
 
-    def measured_steps(self, window: range) -> int:
-        """Run the steps of ``window`` under the memory meter; returns peak bytes (data excluded). No list of the
-        start's tensors outlives the meter's set-up (it kept the freed gradients alive: + their bytes)."""
-        if self.device.type == "cuda":  # the CPU meter's quantity: alive at the start + what the window adds
-            torch.cuda.synchronize(self.device)
-            alive, start = storage_bytes(self.alive_tensors()), torch.cuda.memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            for step in window:
-                self.step(step)
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) - start + alive
-        with PeakMemory(self.alive_tensors()) as meter:
-            for step in window:
-                self.step(step)
-        return meter.peak
+    def _steps(self, steps: range) -> None:
+        for step in steps:
+            self.step(step)
 
-    def run(self, progress: bool) -> TrainResult:
+    def run(self, progress: bool = False, hook: StepsHook | None = None) -> TrainResult:
+        """Every step, evaluating every ``eval_every`` steps and after the last; ``hook`` (``StepsHook``) runs
+        around its window of steps."""
         cfg = self.config
-        window, peak, step_seconds, timed = _memory_window(cfg), 0, 0.0, 0
+        window = hook.window(cfg) if hook is not None else range(0)
+        hooked: dict[str, Any] = {}
+        step_seconds, timed = 0.0, 0
         bar = progress_bar(range(cfg.steps), desc=f"train {self.regime.name}", disable=not progress, mininterval=0.5)
         start = time.perf_counter()
         for step in bar:
-            if step == window.start:
-                peak = self.measured_steps(window)
-            elif step not in window:
-                _sync(self.device)
-                t0 = time.perf_counter()
-                self.step(step)
-                _sync(self.device)
-                step_seconds += time.perf_counter() - t0
+            if step not in window:
+                step_seconds += self._timed_step(step)
                 timed += 1
+            elif step == window.start:
+                hooked = hook.around(self, functools.partial(self._steps, window))
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
                 row = self.evaluate(step)
                 bar.set_postfix(acc=f"{row['test_accuracy']:.3f}", loss=f"{row['loss']:.4f}", swaps=self.swaps)
         total = time.perf_counter() - start
-        return self.result(peak, step_seconds / max(timed, 1), total)
+        return self.result(step_seconds / max(timed, 1), total, hooked)
 
-    def result(self, peak: int, seconds_per_step: float, total: float) -> TrainResult:
+    def result(self, seconds_per_step: float, total: float, hooked: dict[str, Any]) -> TrainResult:
         cfg = self.config
-        method = CUDA_METHOD if self.device.type == "cuda" else CPU_METHOD
         metrics = {
             "test_accuracy": self.history[-1]["test_accuracy"],
             "train_seconds": total,
             "seconds_per_step": seconds_per_step,
-            "peak_memory_bytes": int(peak),
-            "memory_method": method + "; training/test data excluded",
+            **hooked,
             "inference_ms_per_batch": inference_ms(self.model, self.x_test[: cfg.batch_size]),
             "steps": cfg.steps,
             "swaps": self.swaps,
@@ -283,6 +279,7 @@ def train(
     device: str | torch.device = "cpu",
     data: tuple[MNISTSplit, MNISTSplit] | None = None,
     progress: bool = True,
+    hook: StepsHook | None = None,
 ) -> TrainResult:
     """Train a ``HookedMLP`` on MNIST under ``regime`` (a name in ``REGIMES``).
 
@@ -293,6 +290,8 @@ def train(
         device: where to train ("cpu", "cuda", ...).
         data: (train, test) from ``load_mnist()``, to avoid reading the files again.
         progress: show a tqdm progress bar and print the settings line (``settings_line``) first.
+        hook: run around a window of steps (``StepsHook``), e.g. ``hooked_bimt.memory.TrainingMemoryMeter()``: the
+            peak training memory in ``metrics["peak_memory_bytes"]``, as the study measures it (SPEC 5).
     """
     regime = get_regime(regime)
     config = TrainConfig() if config is None else config
@@ -306,4 +305,4 @@ def train(
     warn_surprising(regime, config)
     if progress:
         print(settings_line(regime.name, seed, device, config), flush=True)
-    return _Trainer(regime, config, seed, torch.device(device), (train_split, test_split)).run(progress)
+    return Training(regime, config, seed, torch.device(device), (train_split, test_split)).run(progress, hook)

@@ -217,11 +217,12 @@ def test_bridge_eap_ig_on_the_device_equals_the_cpu():
 def test_training_on_the_device_learns_and_meters_memory(regime):
     from hooked_bimt.data import load_mnist
     from hooked_bimt import TrainConfig, train
+    from hooked_bimt.memory import TrainingMemoryMeter
 
     data = load_mnist()
     config = TrainConfig(steps=120, swap_every=50, eval_every=60, train_subset=2000, test_subset=500,
                          lambda_=1e-3)
-    result = train(regime, config, seed=0, device=DEVICE, data=data, progress=False)
+    result = train(regime, config, seed=0, device=DEVICE, data=data, progress=False, hook=TrainingMemoryMeter())
     model = result.model
     assert all(p.device.type == torch.device(DEVICE).type for p in model.parameters())
     assert result.metrics["swaps"] > 0
@@ -241,12 +242,13 @@ def test_the_cuda_peak_memory_ignores_what_else_is_on_the_device():
     """``peak_memory_bytes`` is the training's own (the CPU meter's quantity), not the device's total."""
     from hooked_bimt.data import load_mnist
     from hooked_bimt import TrainConfig, train
+    from hooked_bimt.memory import TrainingMemoryMeter
 
     data = load_mnist()
     config = TrainConfig(steps=60, swap_every=50, eval_every=60, train_subset=1000, test_subset=200)
-    alone = train("bimt", config, seed=0, device=DEVICE, data=data, progress=False).metrics["peak_memory_bytes"]
+    alone = train("bimt", config, seed=0, device=DEVICE, data=data, progress=False, hook=TrainingMemoryMeter()).metrics["peak_memory_bytes"]
     other = torch.zeros(16 * 2**20, device=DEVICE)  # 64 MiB of someone else's tensors on the device
-    beside = train("bimt", config, seed=0, device=DEVICE, data=data, progress=False).metrics["peak_memory_bytes"]
+    beside = train("bimt", config, seed=0, device=DEVICE, data=data, progress=False, hook=TrainingMemoryMeter()).metrics["peak_memory_bytes"]
     del other
     assert abs(beside - alone) <= 64 * 1024, (alone, beside)
     params = (784 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10) * 4

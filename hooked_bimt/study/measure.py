@@ -52,10 +52,11 @@ def train_unit(regime: str, config: Any, seed: int, device: str, data: Any, jobs
     """Train one model; returns the TrainResult and its training measures (TRAIN_COLUMNS).
 
     ``jobs``: how many models were training at once on this machine (``reproduce --jobs``), recorded
-    because it changes the wall-clock measures."""
+    because it changes the wall-clock measures. Peak memory: the meter of SPEC 5 (``TrainingMemoryMeter``)."""
+    from hooked_bimt.memory import TrainingMemoryMeter
     from hooked_bimt.training import train
 
-    result = train(regime, config, seed=seed, device=device, data=data, progress=False)
+    result = train(regime, config, seed=seed, device=device, data=data, progress=False, hook=TrainingMemoryMeter())
     metrics = {k: _plain(result.metrics.get(k)) for k in TRAIN_COLUMNS if k != "training_jobs"}
     metrics["training_jobs"] = jobs
     return result, metrics

@@ -45,7 +45,7 @@ def test_an_unwritable_out_is_refused_before_training_even_as_root(train_calls, 
 
 def test_ctrl_c_in_train_says_nothing_was_saved_and_how_to_start_again(tmp_path, monkeypatch, capsys):
     """The real training loop, its fourth optimiser step raising KeyboardInterrupt (what Ctrl-C does)."""
-    real_train, real_step, done = TRAIN_MODULE.train, TRAIN_MODULE._Trainer.step, []
+    real_train, real_step, done = TRAIN_MODULE.train, TRAIN_MODULE.Training.step, []
 
     def step(self, i):
         done.append(i)
@@ -57,7 +57,7 @@ def test_ctrl_c_in_train_says_nothing_was_saved_and_how_to_start_again(tmp_path,
         config = dataclasses.replace(config, train_subset=None, test_subset=None)
         return real_train(regime, config, seed=seed, device=device, data=_data(), progress=progress)
 
-    monkeypatch.setattr(TRAIN_MODULE._Trainer, "step", step)
+    monkeypatch.setattr(TRAIN_MODULE.Training, "step", step)
     monkeypatch.setattr(TRAIN_MODULE, "train", small_train)
     out = tmp_path / "run"
     code = main(["train", "--regime", "l1", "--preset", "quick", "--steps", "20", "--out", str(out), "--no-progress"])

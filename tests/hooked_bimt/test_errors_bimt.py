@@ -53,7 +53,7 @@ def test_train_config_refuses_bad_fields_by_name(field, value, message):
 )
 def test_train_refuses_before_building_anything(monkeypatch, change, message):
     built = []
-    monkeypatch.setattr(sys.modules["hooked_bimt.training"], "_Trainer", lambda *a: built.append(a))
+    monkeypatch.setattr(sys.modules["hooked_bimt.training"], "Training", lambda *a: built.append(a))
     config = dataclasses.replace(TINY, **{k: v for k, v in change.items() if k != "device"})
     with pytest.raises((ValueError, TypeError), match=message):
         train("bimt", config, device=change.get("device", "cpu"), data=_data(), progress=False)

@@ -39,22 +39,50 @@ def test_training_window_keeps_no_freed_gradient_alive():
 
     from bimt_fixtures import mnist
     from hooked_bimt import TrainConfig
+    from hooked_bimt.memory import TrainingMemoryMeter
     from hooked_bimt.regimes import REGIMES
-    from hooked_bimt.training import _Trainer
+    from hooked_bimt.training import Training
 
     cfg = TrainConfig(widths=(784, 16, 16, 10), steps=24, train_subset=200, test_subset=100, dtype="float64")
-    trainer = _Trainer(REGIMES["l1_local"], cfg, 0, torch.device("cpu"), mnist())
-    trainer.step(0)
-    old = [weakref.ref(p.grad) for p in trainer.model.parameters()]
-    freed, forward = [], trainer.model.forward
+    training = Training(REGIMES["l1_local"], cfg, 0, torch.device("cpu"), mnist())
+    training.step(0)
+    old = [weakref.ref(p.grad) for p in training.model.parameters()]
+    freed = []
 
-    def spy(x):  # runs after the step's zero_grad(set_to_none=True)
+    def spy(module, args):  # runs after the step's zero_grad(set_to_none=True)
         freed.append(all(r() is None for r in old))
-        return forward(x)
 
-    trainer.model.forward = spy
-    trainer.measured_steps(range(1, 2))
+    handle = training.model.register_forward_pre_hook(spy)
+    TrainingMemoryMeter().around(training, lambda: training.step(1))
+    handle.remove()
     assert freed == [True]
+
+
+def test_the_meter_hook_meters_its_window_of_the_run():
+    """``train(hook=TrainingMemoryMeter())`` reports the peak of a meter opened after the steps before its window,
+    over the window's steps, counting what the run holds then: what the study's claim 4 reads."""
+    from bimt_fixtures import random_mnist
+    from hooked_bimt import TrainConfig, train
+    from hooked_bimt.memory import TrainingMemoryMeter, optimizer_tensors
+    from hooked_bimt.regimes import REGIMES
+    from hooked_bimt.training import Training
+
+    cfg = TrainConfig(widths=(784, 16, 16, 10), steps=16, swap_every=10, eval_every=16, dtype="float64")
+    meter = TrainingMemoryMeter()
+    assert meter.window(cfg) == range(8, 11)  # memory_window (3) steps: the first swap step (9) and one each side
+    data = random_mnist(200)
+    result = train("bimt", cfg, data=data, progress=False, hook=meter)
+    assert "TorchDispatchMode" in result.metrics["memory_method"]
+    training = Training(REGIMES["bimt"], cfg, 0, torch.device("cpu"), data)
+    for step in range(8):
+        training.step(step)
+    params = list(training.model.parameters())
+    with PeakMemory(params + [p.grad for p in params] + optimizer_tensors(training.optimizer) + training.scales) as pm:
+        del params  # held, it would keep the gradients the next step frees alive
+        for step in range(8, 11):
+            training.step(step)
+    assert result.metrics["peak_memory_bytes"] == pm.peak
+    assert "peak_memory_bytes" not in train("bimt", cfg, data=data, progress=False).metrics  # no hook, no meter
 
 
 def test_storage_bytes_counts_each_storage_once():

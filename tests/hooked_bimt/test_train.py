@@ -3,16 +3,18 @@ import dataclasses
 import pytest
 import torch
 
-from bimt_fixtures import mnist
+from bimt_fixtures import mnist, random_mnist
 from hooked_bimt import REGIMES, TrainConfig, TrainResult, connection_cost, train
 from hooked_bimt.cost import add_cost_grad, cost_scales
+from hooked_bimt.memory import TrainingMemoryMeter
 
 TINY = dataclasses.replace(TrainConfig.quick(), steps=60, swap_every=20, eval_every=30, train_subset=500, test_subset=200)
 
 
 @pytest.fixture(scope="module")
 def quick_results():
-    return {name: train(name, TrainConfig.quick(), seed=0, data=mnist(), progress=False) for name in REGIMES}
+    return {name: train(name, TrainConfig.quick(), seed=0, data=mnist(), progress=False, hook=TrainingMemoryMeter())
+            for name in REGIMES}
 
 
 @pytest.mark.parametrize("regime", list(REGIMES))
@@ -94,3 +96,27 @@ def test_the_package_attribute_train_is_the_function_and_importing_the_package_l
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["TORCH", "False", "SAME", "True", "True"], out.stderr
+
+
+def test_a_steps_hook_runs_once_around_its_window_and_adds_its_metrics():
+    """The loop's one seam: ``around`` opens after the steps before the window, ``run()`` runs the window's steps,
+    an evaluation due inside the window follows it, and the dict returned joins the metrics."""
+    seen = []
+
+    class Spy:
+        def window(self, config):
+            return range(3, 6)
+
+        def around(self, training, run):
+            def adam_steps():
+                return int(next(iter(training.optimizer.state.values()))["step"])
+
+            seen.append((adam_steps(), len(training.history)))
+            run()
+            seen.append((adam_steps(), len(training.history)))
+            return {"spy": "ran"}
+
+    config = dataclasses.replace(TINY, steps=8, eval_every=2)
+    result = train("l1", config, data=random_mnist(100), progress=False, hook=Spy())
+    assert seen == [(3, 1), (6, 1)]
+    assert [row["step"] for row in result.history] == [2, 4, 6, 8] and result.metrics["spy"] == "ran"

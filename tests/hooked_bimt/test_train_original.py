@@ -96,10 +96,10 @@ def test_moments_option_and_search_option_in_training():
 def test_cached_cost_scales_follow_output_swaps():
     """With A on the last layer in the loss, the cached S_l = A D_l + y* is rebuilt after an output swap."""
     from hooked_bimt.regimes import REGIMES
-    from hooked_bimt.training import _Trainer
+    from hooked_bimt.training import Training
 
     cfg = dataclasses.replace(SMALL, last_layer_distance_factor=2.0)
-    trainer = _Trainer(REGIMES["bimt_original"], cfg, 0, torch.device("cpu"), mnist())
+    trainer = Training(REGIMES["bimt_original"], cfg, 0, torch.device("cpu"), mnist())
     for step in range(cfg.swap_every):
         trainer.step(step)
     model = trainer.model
