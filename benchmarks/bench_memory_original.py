@@ -1,6 +1,6 @@
 """Claim 4 against the original notebook's swap algorithm (issue 14): peak training memory and time of
 the brute-force relocate (a full connection cost of a deep-copied model per candidate swap, as the
-notebook scores swaps) vs our fast relocate vs the same swaps found the fast way vs no swaps.
+notebook scores swaps; ``_brute_relocate.py``, kept out of the library) vs our fast relocate vs the same swaps found the fast way vs no swaps.
 
 Each run trains the MNIST defaults (784-100-100-10, float32, batch 100, swaps every 500 steps) for
 ``steps`` steps (default 1002: two relocate calls, at steps 500 and 1000) on a 2,000-image subset. Peak
@@ -18,8 +18,6 @@ above those tensors, and that peak over the no-swap training window's peak.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -29,48 +27,47 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
-from hooked_bimt import TrainConfig, load_mnist, train  # noqa: E402
+from _brute_relocate import BruteForceTraining, brute_force_swaps  # noqa: E402
+
+from hooked_bimt import TrainConfig, load_mnist  # noqa: E402
 from hooked_bimt.memory import PeakMemory, TrainingMemoryMeter, optimizer_tensors  # noqa: E402
+from hooked_bimt.regimes import get_regime  # noqa: E402
+from hooked_bimt.swaps import relocate  # noqa: E402
+from hooked_bimt.swaps_original import relocate_original  # noqa: E402
+from hooked_bimt.training import Training  # noqa: E402
 
-train_module = importlib.import_module("hooked_bimt.training")
-
-RUNS = [  # (label, regime, TrainConfig overrides, no-swap twin)
-    ("l1_local (no swaps)", "l1_local", {}, None),
-    ("bimt (ours, fast)", "bimt", {}, "l1_local (no swaps)"),
-    ("bimt_original fast", "bimt_original", {}, "l1_local (no swaps)"),
-    ("bimt_original brute force", "bimt_original", {"original_search": "brute_force"}, "l1_local (no swaps)"),
-    ("l1 (no swaps)", "l1", {}, None),
-    ("l1_swap (ours, fast)", "l1_swap", {}, "l1 (no swaps)"),
-    ("l1_swap_original fast", "l1_swap_original", {}, "l1 (no swaps)"),
+RUNS = [  # (label, regime, brute-force search, no-swap twin)
+    ("l1_local (no swaps)", "l1_local", False, None),
+    ("bimt (ours, fast)", "bimt", False, "l1_local (no swaps)"),
+    ("bimt_original fast", "bimt_original", False, "l1_local (no swaps)"),
+    ("bimt_original brute force", "bimt_original", True, "l1_local (no swaps)"),
+    ("l1 (no swaps)", "l1", False, None),
+    ("l1_swap (ours, fast)", "l1_swap", False, "l1 (no swaps)"),
+    ("l1_swap_original fast", "l1_swap_original", False, "l1 (no swaps)"),
 ]
 
 
-def timed(fn, times: list[float], device: torch.device):
-    """``fn`` wrapped to append its wall time (synchronised on CUDA) to ``times``."""
+def timed(base: type[Training], times: list[float]) -> type[Training]:
+    """``base`` whose relocation calls append their wall time (synchronised on CUDA) to ``times``."""
 
-    def wrapper(*args, **kwargs):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-        return out
+    class Timed(base):
+        def move_neurons(self) -> int:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            t0 = time.perf_counter()
+            out = super().move_neurons()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            times.append(time.perf_counter() - t0)
+            return out
 
-    return wrapper
+    return Timed
 
 
-def run(label, regime, overrides, cfg, data, device):
+def run(regime, brute, cfg, data, device):
     times: list[float] = []
-    originals = train_module.relocate, train_module.relocate_original
-    train_module.relocate = timed(originals[0], times, torch.device(device))
-    train_module.relocate_original = timed(originals[1], times, torch.device(device))
-    try:
-        result = train(regime, dataclasses.replace(cfg, **overrides), seed=0, device=device, data=data, progress=False,
-                       hook=TrainingMemoryMeter())
-    finally:
-        train_module.relocate, train_module.relocate_original = originals
+    training = timed(BruteForceTraining if brute else Training, times)
+    result = training(get_regime(regime), cfg, 0, torch.device(device), data).run(hook=TrainingMemoryMeter())
     return result, times
 
 
@@ -79,11 +76,11 @@ def relocate_alone(model, cfg, data, no_swap_peak: int) -> None:
     x, y = data[0].flat()[: cfg.batch_size], data[0].labels[: cfg.batch_size]
 
     def brute(m, o):
-        return train_module.relocate_original(m, cfg.top_k, 2.0, optimizer=o, search="brute_force")
+        return len(brute_force_swaps(m, cfg.top_k, 2.0, optimizer=o))
 
     variants = [  # (label, relocate, gradients kept alive)
-        ("ours (relocate)", lambda m, o: train_module.relocate(m, cfg.top_k, [2.0, 2.0, 0.0], optimizer=o), True),
-        ("original, fast", lambda m, o: train_module.relocate_original(m, cfg.top_k, 2.0, optimizer=o), True),
+        ("ours (relocate)", lambda m, o: relocate(m, cfg.top_k, [2.0, 2.0, 0.0], optimizer=o), True),
+        ("original, fast", lambda m, o: relocate_original(m, cfg.top_k, 2.0, optimizer=o), True),
         ("original, brute force", brute, True),
         ("  same, gradients freed", brute, False),
     ]
@@ -113,8 +110,8 @@ def main(device: str = "cpu", steps: int = 1002) -> None:
     cfg = TrainConfig(steps=steps, eval_every=steps, train_subset=2_000, test_subset=1_000)
     peaks, method, models = {}, "", {}
     print(f"{'run':<28}{'peak KiB':>10}{'x no-swap':>10}{'train s':>9}{'relocate s (last)':>20}{'swaps':>7}")
-    for label, regime, overrides, twin in RUNS:
-        result, times = run(label, regime, overrides, cfg, data, device)
+    for label, regime, brute, twin in RUNS:
+        result, times = run(regime, brute, cfg, data, device)
         m = result.metrics
         peaks[label], method, models[label] = m["peak_memory_bytes"], m["memory_method"], result.model
         ratio = f"{peaks[label] / peaks[twin]:.3f}" if twin else "-"

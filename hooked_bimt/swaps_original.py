@@ -10,16 +10,16 @@ For every layer whose neurons move (each hidden layer in turn, then the output r
    argmin over y of the full connection cost C(y), scored with A on *every* linear layer, the last
    included (so outputs swap on the ring and the last hidden layer is pulled toward them).
 
-The notebook evaluates C(y) by brute force, a full cost of a swapped copy per candidate
-(``search="brute_force"``, kept for the claim-4 benchmark and as a check). ``search="fast"`` reaches the
-same decisions from one matrix per layer: with M[a, p] the position-dependent cost of the neuron at
+The notebook evaluates C(y) by brute force, a full cost of a swapped copy per candidate (kept outside the
+library, in ``benchmarks/_brute_relocate.py``, for the claim-4 benchmark and as the check of this one). Here the
+same decisions come from one matrix per layer: with M[a, p] the position-dependent cost of the neuron at
 position a placed at position p (``swaps.hidden_position_costs``),
 
     C(y) - C(x) = delta(y) = M[x, y] + M[y, x] - M[x, x] - M[y, y],   delta(x) = 0.
 
 Ties: candidates within rounding of the minimum, ``C(y) <= min C + tol``, tie, and the first in index
 order wins (a brute-force loop with a first-occurrence argmin, in exact arithmetic). tol is
-64 eps max|M| (fast) or 64 eps max|C| (brute force). Unlike ``swaps.relocate``, a swap needs no gain:
+64 eps max|M| (64 eps max|C| in the brute force). Unlike ``swaps.relocate``, a swap needs no gain:
 an equal-cost lower position takes the neuron. Layers whose cost has no distance term are skipped
 (every position costs the same there; the notebook's choice would be rounding noise).
 
@@ -31,14 +31,13 @@ slots, an output swap exchanges the two classes' moment rows so that they stay w
 
 from __future__ import annotations
 
-import copy
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooked_bimt.cost import connection_cost, distance_factors
+from hooked_bimt.cost import distance_factors
 from hooked_bimt.swaps import _check_args, hidden_position_costs, importance, output_position_costs, swap_deltas
 
 if TYPE_CHECKING:
@@ -47,9 +46,7 @@ if TYPE_CHECKING:
     from hooked_bimt.model import HookedMLP
 
 Moments = Literal["in_place", "moved"]
-Search = Literal["fast", "brute_force"]
 MOMENTS = ("in_place", "moved")
-SEARCHES = ("fast", "brute_force")
 Swap = tuple[int, int, int]  # (layer, position, position)
 
 
@@ -63,25 +60,12 @@ def first_min(cost: Float[Tensor, " n"], tol: float) -> int:
     return int(torch.nonzero(cost <= cost.min() + tol)[0])
 
 
-def _fast_choice(m: Float[Tensor, "n n"], x: int, tol: float) -> int:
+def _choice(m: Float[Tensor, "n n"], x: int, tol: float) -> int:
+    """Where the neuron at position ``x`` goes: the first position within ``tol`` of the least C(y) - C(x)."""
     return first_min(swap_deltas(m, x), tol)
 
 
-def _brute_choice(
-    model: "HookedMLP", swap: Callable[["HookedMLP", int], None], n: int, factors: list[float], y_star: float
-) -> int:
-    """Full cost of a swapped model copy for every candidate (``swap(copy, y)`` makes the swap)."""
-    costs = []
-    for y in range(n):
-        trial = copy.deepcopy(model)
-        swap(trial, y)
-        costs.append(connection_cost(trial, factors, y_star))
-        del trial
-    cost = torch.stack(costs)
-    return first_min(cost, 64 * torch.finfo(cost.dtype).eps * float(cost.abs().max()))
-
-
-def _swap_state_rows(optimizer: "Optimizer", params: Sequence[Tensor], c: int, d: int) -> None:
+def swap_state_rows(optimizer: "Optimizer", params: Sequence[Tensor], c: int, d: int) -> None:
     """Exchange rows ``c`` and ``d`` of every optimizer state tensor shaped like ``params``."""
     idx = torch.tensor([c, d], device=params[0].device)
     rev = torch.tensor([d, c], device=params[0].device)
@@ -92,54 +76,41 @@ def _swap_state_rows(optimizer: "Optimizer", params: Sequence[Tensor], c: int, d
 
 
 def _hidden_layer(
-    model: "HookedMLP", block: int, factors: list[float], top_k: int, optimizer: "Optimizer | None", search: str,
-    y_star: float,
+    model: "HookedMLP", block: int, factors: list[float], top_k: int, optimizer: "Optimizer | None"
 ) -> list[Swap]:
-    n = model.widths[block + 1]
     listed = listed_positions(importance(model, block + 1), top_k)
-    m = hidden_position_costs(model, block, factors) if search == "fast" else None
-    tol = 64 * torch.finfo(model.dtype).eps * float(m.abs().max()) if m is not None else 0.0
+    m = hidden_position_costs(model, block, factors)
+    tol = 64 * torch.finfo(model.dtype).eps * float(m.abs().max())
     swaps = []
     for x in listed:
-        if m is not None:
-            y = _fast_choice(m, x, tol)
-        else:
-            y = _brute_choice(model, lambda trial, y: trial.swap_neurons(block, x, y), n, factors, y_star)
+        y = _choice(m, x, tol)
         if y != x:
             model.swap_neurons(block, x, y, optimizer=optimizer)
-            if m is not None:
-                m[[x, y]] = m[[y, x]]
+            m[[x, y]] = m[[y, x]]
             swaps.append((block + 1, x, y))
     return swaps
 
 
 def _output_layer(
-    model: "HookedMLP", factors: list[float], top_k: int, optimizer: "Optimizer | None", moments: str, search: str,
-    y_star: float,
+    model: "HookedMLP", factors: list[float], top_k: int, optimizer: "Optimizer | None", moments: str
 ) -> list[Swap]:
     """Positions are ring slots; ``at[s]`` is the class in slot s (``out_perm`` inverted)."""
-    layer, n = model.n_layers, model.widths[-1]
+    layer = model.n_layers
     at = torch.argsort(model.out_perm).tolist()
     listed = listed_positions(importance(model, layer)[at], top_k)
-    m = None
-    if search == "fast":
-        m = output_position_costs(model, factors[-1])[at][:, at]  # m[s, t]: the class in slot s, at slot t
-        tol = 64 * torch.finfo(m.dtype).eps * float(m.abs().max())
+    m = output_position_costs(model, factors[-1])[at][:, at]  # m[s, t]: the class in slot s, at slot t
+    tol = 64 * torch.finfo(m.dtype).eps * float(m.abs().max())
     last = model.linears[-1]
     params = [last.weight] + ([last.bias] if last.bias is not None else [])
     swaps = []
     for x in listed:
-        if m is not None:
-            y = _fast_choice(m, x, tol)
-        else:
-            y = _brute_choice(model, lambda trial, y: trial.swap_positions(layer, at[x], at[y]), n, factors, y_star)
+        y = _choice(m, x, tol)
         if y != x:
             model.swap_positions(layer, at[x], at[y])
             if optimizer is not None and moments == "in_place":
-                _swap_state_rows(optimizer, params, at[x], at[y])
+                swap_state_rows(optimizer, params, at[x], at[y])
             at[x], at[y] = at[y], at[x]
-            if m is not None:
-                m[[x, y]] = m[[y, x]]
+            m[[x, y]] = m[[y, x]]
             swaps.append((layer, x, y))
     return swaps
 
@@ -151,7 +122,6 @@ def original_swaps(
     y_star: float = 0.5,
     optimizer: "Optimizer | None" = None,
     moments: Moments = "in_place",
-    search: Search = "fast",
 ) -> list[Swap]:
     """Relocate as the original notebook does (module docstring) and return the swaps made, in order,
     as ``(layer, position, position)``: layer 1..L-1 a hidden layer (positions = indices), L the output
@@ -159,17 +129,15 @@ def original_swaps(
     _check_args(model, top_k, y_star)
     if moments not in MOMENTS:
         raise ValueError(f"moments must be one of {MOMENTS}, got {moments!r}")
-    if search not in SEARCHES:
-        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     factors = distance_factors(model, distance_factor)
     hidden_opt = optimizer if moments == "moved" else None
     swaps: list[Swap] = []
     with torch.no_grad():
         for block in range(len(model.blocks)):
             if factors[block] != 0 or factors[block + 1] != 0:
-                swaps += _hidden_layer(model, block, factors, top_k, hidden_opt, search, y_star)
+                swaps += _hidden_layer(model, block, factors, top_k, hidden_opt)
         if factors[-1] != 0:
-            swaps += _output_layer(model, factors, top_k, optimizer, moments, search, y_star)
+            swaps += _output_layer(model, factors, top_k, optimizer, moments)
     return swaps
 
 
@@ -180,7 +148,6 @@ def relocate_original(
     y_star: float = 0.5,
     optimizer: "Optimizer | None" = None,
     moments: Moments = "in_place",
-    search: Search = "fast",
 ) -> int:
     """The original BIMT notebook's relocate (module docstring); the function computed is unchanged.
 
@@ -188,12 +155,11 @@ def relocate_original(
         model: a ``HookedMLP`` (the ``*_original`` regimes build it with the original's ring phase).
         top_k: positions listed per layer.
         distance_factor: A, a number or one per linear layer; the notebook scores with A on every layer.
-        y_star: layer spacing (a constant shift of every candidate's cost).
+        y_star: layer spacing (a constant shift of every candidate's cost: checked, it changes no decision).
         optimizer: its per-parameter state (AdamW moments), handled as ``moments`` says.
         moments: "in_place" (the notebook) or "moved" (with the neuron, as ``swaps.relocate``).
-        search: "fast" (one matrix per layer) or "brute_force" (a full cost of a model copy per candidate).
 
     Returns:
         The number of swaps made (a neuron that stays put is not a swap).
     """
-    return len(original_swaps(model, top_k, distance_factor, y_star, optimizer, moments, search))
+    return len(original_swaps(model, top_k, distance_factor, y_star, optimizer, moments))

@@ -11,10 +11,13 @@ import torch
 
 from hooked_bimt.batches import BATCH_MODES
 from hooked_bimt.regimes import Regime
-from hooked_bimt.swaps_original import MOMENTS, SEARCHES
+from hooked_bimt.swaps_original import MOMENTS
 from hooked_bimt.validate import check_config_fields
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Fields that configs written by earlier versions hold, at the one value that the training now always uses:
+# original_search "brute_force" moved out of the library (benchmarks/_brute_relocate.py), leaving the fast search.
+RETIRED = {"original_search": "fast"}
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,7 @@ class TrainConfig:
     Options of the ``*_original`` regimes (the original notebook's swaps, ``swaps_original``):
     ``batches`` "auto" (epoch-shuffled for them, with replacement otherwise), "epochs" or "replacement"
     (``hooked_bimt.batches``); ``original_moments`` "in_place" (AdamW moments stay at their position, as
-    the notebook) or "moved"; ``original_search`` "fast" or "brute_force" (the notebook's full cost per
-    candidate, for the claim-4 benchmark). The last two do nothing in the other regimes.
+    the notebook) or "moved", which does nothing in the other regimes.
     """
 
     widths: tuple[int, ...] = (784, 100, 100, 10)
@@ -54,7 +56,6 @@ class TrainConfig:
     memory_window: int = 3
     batches: str = "auto"
     original_moments: str = "in_place"
-    original_search: str = "fast"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(self.widths))
@@ -72,7 +73,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.lambda_ < 0 or any(not 0 <= f <= 1 for f in self.lambda_milestones):
             raise ValueError("TrainConfig.lambda_ must be >= 0 and lambda_milestones fractions in [0, 1]")
-        options = {"batches": ("auto", *BATCH_MODES), "original_moments": MOMENTS, "original_search": SEARCHES}
+        options = {"batches": ("auto", *BATCH_MODES), "original_moments": MOMENTS}
         for name, allowed in options.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -95,6 +96,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Inverts ``to_dict``; also reads the configs of earlier versions (``RETIRED`` fields at their one value)."""
+        d = dict(d)
+        for name, value in RETIRED.items():
+            if name in d and d[name] == value:
+                del d[name]
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -193,8 +193,7 @@ class Training:
         cfg = self.config
         if self.regime.is_original:
             return relocate_original(
-                self.model, cfg.top_k, self.swap_factors, cfg.y_star, self.optimizer,
-                moments=cfg.original_moments, search=cfg.original_search,
+                self.model, cfg.top_k, self.swap_factors, cfg.y_star, self.optimizer, moments=cfg.original_moments
             )
         return relocate(self.model, cfg.top_k, self.swap_factors, cfg.y_star, optimizer=self.optimizer)
 

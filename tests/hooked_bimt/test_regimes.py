@@ -54,11 +54,18 @@ def test_config_round_trips_and_rejects_bad_values():
         Regime("x", uses_cost=True, distance_factor=2.0, swaps=True, swap_distance_factor=2.0, swap_mode="notebook")
 
 
-@pytest.mark.parametrize(
-    "field, value", [("batches", "shuffled"), ("original_moments", "dropped"), ("original_search", "exhaustive")]
-)
+@pytest.mark.parametrize("field, value", [("batches", "shuffled"), ("original_moments", "dropped")])
 def test_original_options_reject_unknown_values(field, value):
     with pytest.raises(ValueError, match=f"TrainConfig.{field} must be one of"):
         TrainConfig(**{field: value})
-    cfg = TrainConfig(batches="epochs", original_moments="moved", original_search="brute_force")
+    cfg = TrainConfig(batches="epochs", original_moments="moved")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_configs_of_earlier_versions_still_read():
+    """Checkpoints and study directories written before the brute-force search left the library hold
+    ``original_search: "fast"``; they read as today's config. The brute force is no config value any more."""
+    old = {**TrainConfig.quick().to_dict(), "original_search": "fast"}
+    assert TrainConfig.from_dict(old) == TrainConfig.quick()
+    with pytest.raises(ValueError, match=r"unknown TrainConfig fields \['original_search'\]"):
+        TrainConfig.from_dict({**old, "original_search": "brute_force"})

@@ -158,12 +158,23 @@ def test_keeps_function_and_never_raises_the_scoring_cost(widths, seed, top_k):
     assert sorted(model.out_perm.tolist()) == list(range(widths[-1]))
 
 
-def test_brute_force_search_makes_the_same_decisions():
-    model = trained_like((9, 16, 16, 4), seed=3, dead=1)
-    fast, slow = copy.deepcopy(model), copy.deepcopy(model)
-    assert original_swaps(slow, 16, 2.0, search="brute_force") == original_swaps(fast, 16, 2.0)
+@pytest.mark.parametrize("moments", ["in_place", "moved"])
+def test_the_benchmarks_brute_force_search_makes_the_same_decisions(moments):
+    """The claim-4 benchmark's brute force (``benchmarks/_brute_relocate.py``, the notebook's way: a full cost of a
+    model copy per candidate) and the fast search: the same swaps, weights and optimizer moments."""
+    from benchmarks._brute_relocate import brute_force_swaps
+
+    fast, fast_opt = _with_moments(seed=3)
+    slow = copy.deepcopy(fast)
+    slow_opt = torch.optim.AdamW(slow.parameters(), lr=1e-3)
+    slow_opt.load_state_dict(fast_opt.state_dict())
+    expected = original_swaps(fast, 16, 2.0, optimizer=fast_opt, moments=moments)
+    assert brute_force_swaps(slow, 16, 2.0, optimizer=slow_opt, moments=moments) == expected
+    assert any(layer == slow.n_layers for layer, _, _ in expected)  # the output ring moved too
     for a, b in zip(fast.state_dict().values(), slow.state_dict().values()):
         assert torch.equal(a, b)
+    for p, q in zip(fast.parameters(), slow.parameters()):
+        assert all(torch.equal(fast_opt.state[p][k], slow_opt.state[q][k]) for k in fast_opt.state[p])
 
 
 # ---------------------------------------------------------------------------- optimizer moments
@@ -219,8 +230,8 @@ def test_bad_options_are_clear_errors():
     model = trained_like((9, 4, 3), 0)
     with pytest.raises(ValueError, match="moments"):
         relocate_original(model, moments="kept")
-    with pytest.raises(ValueError, match="search"):
-        relocate_original(model, search="exhaustive")
+    with pytest.raises(TypeError, match="search"):  # the library has the fast search only
+        relocate_original(model, search="brute_force")
     with pytest.raises(ValueError, match="top_k"):
         relocate_original(model, top_k=0)
 
