@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 # Subcommands living in other modules: name -> (module, help). Imported only when the parser is built.
 PLUGINS = {"reproduce": ("hooked_bimt.study.reproduce", "reproduce the paper's study (Nainani 2024)")}
@@ -75,7 +76,7 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise ValueError(f"--steps must be positive, got {args.steps}")
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _run_train(args: argparse.Namespace, data: Any = None, hook: Any = None) -> int:
     try:
         _check_counts(args)
         config, device = _train_setup(args)
@@ -90,7 +91,8 @@ def _run_train(args: argparse.Namespace) -> int:
     # train() prints its settings with its progress bar; without the bar, the CLI prints them
     print(f"preset={args.preset}" if not args.no_progress else
           settings_line(args.regime, args.seed, device, config, preset=args.preset), flush=True)
-    result = train(args.regime, config, seed=args.seed, device=device, progress=not args.no_progress)
+    result = train(args.regime, config, seed=args.seed, device=device, data=data, progress=not args.no_progress,
+                   hook=hook)
     path = result.save(args.out, overwrite=args.force)
     m = result.metrics
     print(
@@ -126,13 +128,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``hooked-bimt``; returns the exit status."""
+def main(argv: Sequence[str] | None = None, *, data: Any = None, hook: Any = None) -> int:
+    """Entry point of ``hooked-bimt``; returns the exit status.
+
+    ``data`` and ``hook`` go to ``train()`` when the command is ``train``: (train, test) splits to train on instead
+    of reading MNIST, and a ``hooked_bimt.training.StepsHook`` (the tests train on a few random images and watch
+    or interrupt the run through them)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
+    run = functools.partial(args.func, data=data, hook=hook) if args.func is _run_train else args.func
     try:
-        return int(args.func(args) or 0)
+        return int(run(args) or 0)
     except KeyboardInterrupt:
         print(f"\nhooked-bimt {args.command}: interrupted. {INTERRUPTED[args.command].format(out=args.out)}",
               file=sys.stderr)

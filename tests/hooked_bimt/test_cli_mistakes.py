@@ -13,56 +13,50 @@ from pathlib import Path
 import pytest
 import torch
 
-import hooked_bimt.training  # noqa: F401
-from hooked_bimt import MNISTSplit, TrainConfig
+from hooked_bimt import MNISTSplit, TrainConfig, train
 from hooked_bimt.cli import main
 
 from bimt_fixtures import random_mnist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_MODULE = sys.modules["hooked_bimt.training"]
 
 
 def _data() -> tuple[MNISTSplit, MNISTSplit]:
     return random_mnist(100)
 
 
-@pytest.fixture
-def train_calls(monkeypatch):
-    """``train`` as the CLI calls it, recorded and never run."""
-    calls = []
-    monkeypatch.setattr(TRAIN_MODULE, "train", lambda *a, **k: calls.append(a) or pytest.fail("trained"))
-    return calls
+class CtrlC:
+    """A ``StepsHook`` for ``main(..., hook=)``: KeyboardInterrupt (what Ctrl-C raises) when step ``at`` (0-based)
+    is about to run; ``done`` records how many optimiser steps the run had made by then."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.done = at, []
+
+    def window(self, config: TrainConfig) -> range:
+        return range(self.at, self.at + 1)
+
+    def around(self, training, run):
+        state = list(training.optimizer.state.values())
+        self.done.append(int(state[0]["step"]) if state else 0)
+        raise KeyboardInterrupt
 
 
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc (a folder nothing can be written in)")
-def test_an_unwritable_out_is_refused_before_training_even_as_root(train_calls, capsys):
+def test_an_unwritable_out_is_refused_before_training_even_as_root(capsys):
     """``--out /proc/x``: os.access says yes to root; a real probe says no, before any training."""
-    assert main(["train", "--regime", "bimt", "--out", "/proc/x", "--no-progress"]) == 2
+    ctrl_c = CtrlC(at=0)  # stops a run that starts at its first step
+    assert main(["train", "--regime", "bimt", "--out", "/proc/x", "--no-progress"], data=_data(), hook=ctrl_c) == 2
     assert "output path /proc/x: /proc is not writable" in capsys.readouterr().err
-    assert train_calls == []
+    assert ctrl_c.done == []
 
 
-def test_ctrl_c_in_train_says_nothing_was_saved_and_how_to_start_again(tmp_path, monkeypatch, capsys):
-    """The real training loop, its fourth optimiser step raising KeyboardInterrupt (what Ctrl-C does)."""
-    real_train, real_step, done = TRAIN_MODULE.train, TRAIN_MODULE.Training.step, []
-
-    def step(self, i):
-        done.append(i)
-        if len(done) > 3:
-            raise KeyboardInterrupt
-        return real_step(self, i)
-
-    def small_train(regime, config, *, seed, device, progress):
-        config = dataclasses.replace(config, train_subset=None, test_subset=None)
-        return real_train(regime, config, seed=seed, device=device, data=_data(), progress=progress)
-
-    monkeypatch.setattr(TRAIN_MODULE.Training, "step", step)
-    monkeypatch.setattr(TRAIN_MODULE, "train", small_train)
-    out = tmp_path / "run"
-    code = main(["train", "--regime", "l1", "--preset", "quick", "--steps", "20", "--out", str(out), "--no-progress"])
+def test_ctrl_c_in_train_says_nothing_was_saved_and_how_to_start_again(tmp_path, capsys):
+    """The real training loop, interrupted by KeyboardInterrupt (what Ctrl-C does) at its fourth optimiser step."""
+    ctrl_c, out = CtrlC(at=3), tmp_path / "run"
+    argv = ["train", "--regime", "l1", "--preset", "quick", "--steps", "20", "--out", str(out), "--no-progress"]
+    code = main(argv, data=_data(), hook=ctrl_c)
     err = capsys.readouterr().err
-    assert code == 130 and len(done) == 4
+    assert code == 130 and ctrl_c.done == [3]
     assert "hooked-bimt train: interrupted. Nothing was saved" in err and str(out) in err
     assert "Traceback" not in err and not out.exists()
 
@@ -105,11 +99,11 @@ def test_train_argument_errors_answer_without_importing_torch(argv, message):
 
 def test_python_train_prints_its_settings_unless_silent(capsys):
     config = dataclasses.replace(TrainConfig.quick(), steps=2, eval_every=2, train_subset=None, test_subset=None)
-    TRAIN_MODULE.train("l1", config, seed=3, data=_data(), progress=True)
+    train("l1", config, seed=3, data=_data(), progress=True)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("settings: "))
     assert line.startswith("settings: regime=l1 seed=3 device=cpu TrainConfig=")
     assert eval(line.split("TrainConfig=", 1)[1]) == config.to_dict()
-    TRAIN_MODULE.train("l1", config, seed=3, data=_data(), progress=False)
+    train("l1", config, seed=3, data=_data(), progress=False)
     assert "settings: " not in capsys.readouterr().out
 
 

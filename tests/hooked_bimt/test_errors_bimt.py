@@ -5,14 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 
 import pytest
 import torch
 from bimt_fixtures import small_model
 from safetensors.torch import load_file, save_file
 
-import hooked_bimt.training  # noqa: F401
 from hooked_bimt import HookedMLP, MNISTSplit, TrainConfig, train
 from hooked_bimt.checkpoint import CheckpointError
 
@@ -51,13 +49,18 @@ def test_train_config_refuses_bad_fields_by_name(field, value, message):
      ({"device": "meta"}, "unsupported device 'meta'"),
      ({"device": 3}, "device must be a string")],
 )
-def test_train_refuses_before_building_anything(monkeypatch, change, message):
-    built = []
-    monkeypatch.setattr(sys.modules["hooked_bimt.training"], "Training", lambda *a: built.append(a))
+def test_train_refuses_before_building_anything(change, message):
+    started = []
+
+    class Watch:  # a StepsHook: the run asks for its window before its first step
+        def window(self, config):
+            started.append(config)
+            return range(0)
+
     config = dataclasses.replace(TINY, **{k: v for k, v in change.items() if k != "device"})
     with pytest.raises((ValueError, TypeError), match=message):
-        train("bimt", config, device=change.get("device", "cpu"), data=_data(), progress=False)
-    assert built == []
+        train("bimt", config, device=change.get("device", "cpu"), data=_data(), progress=False, hook=Watch())
+    assert started == []
 
 
 @pytest.mark.parametrize("regime, steps, warns", [("bimt", 9, True), ("l1_swap", 9, True), ("bimt", 10, False),

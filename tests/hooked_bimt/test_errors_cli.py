@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import hooked_bimt
-import hooked_bimt.training  # noqa: F401
 from hooked_bimt import MNISTSplit, TrainConfig, TrainResult
 from hooked_bimt.cli import main
 
@@ -22,7 +20,6 @@ from bimt_fixtures import random_mnist  # noqa: E402
 from hooked_bimt.study.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_MODULE = sys.modules["hooked_bimt.training"]
 HEAVY = ("torch", "transformer_lens", "numpy", "matplotlib")
 
 
@@ -30,19 +27,24 @@ def _data() -> tuple[MNISTSplit, MNISTSplit]:
     return random_mnist(200)
 
 
-@pytest.fixture
-def fake_train(monkeypatch):
-    """``train`` as the CLI calls it, on 200 random images (seconds): records each call."""
-    calls = []
-    real = TRAIN_MODULE.train
+class Watch:
+    """A ``StepsHook`` for ``main(..., hook=)``: records the config of every training run started (its window is
+    empty, so it changes nothing in the run)."""
 
-    def fake(regime, config, *, seed, device, progress):
-        calls.append(config)
-        config = dataclasses.replace(config, train_subset=None, test_subset=None)
-        return real(regime, config, seed=seed, device=device, data=_data(), progress=False)
+    def __init__(self) -> None:
+        self.configs: list[TrainConfig] = []
 
-    monkeypatch.setattr(TRAIN_MODULE, "train", fake)
-    return calls
+    def window(self, config: TrainConfig) -> range:
+        self.configs.append(config)
+        return range(0)
+
+    def around(self, training, run):
+        raise AssertionError("an empty window never opens")
+
+
+def _main(argv: list[str], watch: Watch) -> int:
+    """The CLI, training (if it gets that far) on 200 random images: seconds."""
+    return main(argv, data=_data(), hook=watch)
 
 
 def _seconds(argv: list[str]) -> float:
@@ -66,15 +68,15 @@ def test_help_imports_no_torch_and_answers_well_under_import_torch(argv):
     assert help_s < 0.5 * torch_s, (help_s, torch_s)
 
 
-def test_train_onto_a_saved_model_needs_force(tmp_path, fake_train, capsys):
-    out = tmp_path / "run"
+def test_train_onto_a_saved_model_needs_force(tmp_path, capsys):
+    out, watch = tmp_path / "run", Watch()
     argv = ["train", "--regime", "vanilla", "--preset", "quick", "--steps", "5", "--out", str(out), "--no-progress"]
-    assert main(argv) == 0
+    assert _main(argv, watch) == 0
     first = (out / "model.safetensors").read_bytes()
-    assert main([*argv, "--seed", "1"]) == 2
-    assert "already holds a saved model.safetensors" in capsys.readouterr().err and len(fake_train) == 1
+    assert _main([*argv, "--seed", "1"], watch) == 2
+    assert "already holds a saved model.safetensors" in capsys.readouterr().err and len(watch.configs) == 1
     assert (out / "model.safetensors").read_bytes() == first
-    assert main([*argv, "--seed", "1", "--force"]) == 0
+    assert _main([*argv, "--seed", "1", "--force"], watch) == 0
     assert (out / "model.safetensors").read_bytes() != first and TrainResult.load(out).seed == 1
 
 
@@ -84,30 +86,35 @@ def test_train_onto_a_saved_model_needs_force(tmp_path, fake_train, capsys):
     [("under-a-file", "lies under .*afile, which is a file"), ("is-a-file", "is an existing file, not a directory"),
      ("device-foo", "unknown device 'foo'"), ("device-cuda-missing", "CUDA is not available")],
 )
-def test_impossible_output_or_device_is_refused_before_training(tmp_path, fake_train, capsys, command, case, message):
+def test_impossible_output_or_device_is_refused_before_training(tmp_path, monkeypatch, capsys, command, case,
+                                                                message):
     if case == "device-cuda-missing" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
+    import hooked_bimt.study.executors as executors
+
+    jobs, watch = [], Watch()
+    monkeypatch.setattr(executors, "run_jobs", lambda *a, **k: jobs.append(a))  # where reproduce starts training
     (tmp_path / "afile").write_text("x")
     out = {"under-a-file": tmp_path / "afile" / "sub", "is-a-file": tmp_path / "afile"}.get(case, tmp_path / "new")
     device = {"device-foo": "foo", "device-cuda-missing": "cuda"}.get(case, "cpu")
     argv = ["--out", str(out), "--device", device, "--no-progress"]
     argv = ["train", "--regime", "bimt", *argv] if command == "train" else ["reproduce", "--preset", "smoke", *argv]
-    assert main(argv) == 2
+    assert _main(argv, watch) == 2
     assert re.search(message, capsys.readouterr().err)
-    assert fake_train == [] and not (tmp_path / "new").exists()
+    assert watch.configs == [] and jobs == [] and not (tmp_path / "new").exists()
 
 
-def test_train_prints_and_stores_the_settings_it_used(tmp_path, fake_train, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--regime", "l1", "--preset", "quick", "--steps", "7", "--out", str(out), "--no-progress"]) == 0
+def test_train_prints_and_stores_the_settings_it_used(tmp_path, capsys):
+    out, watch = tmp_path / "run", Watch()
+    argv = ["train", "--regime", "l1", "--preset", "quick", "--steps", "7", "--out", str(out), "--no-progress"]
+    assert _main(argv, watch) == 0
     printed = capsys.readouterr().out
     line = next(x for x in printed.splitlines() if x.startswith("settings: "))
     assert "regime=l1 seed=0 device=cpu preset=quick" in line
     shown = eval(line.split("TrainConfig=", 1)[1])  # a dict literal of plain values
     stored = json.loads((out / "config.json").read_text())["train_config"]
     expected = dataclasses.replace(TrainConfig.quick(), steps=7, eval_every=7).to_dict()
-    assert shown == expected and fake_train[0].to_dict() == expected
-    assert {**stored, "train_subset": expected["train_subset"], "test_subset": expected["test_subset"]} == expected
+    assert shown == expected and stored == expected and [c.to_dict() for c in watch.configs] == [expected]
 
 
 def test_reproduce_prints_the_settings_it_stores(tmp_path, monkeypatch, capsys):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bimt_fixtures import mnist
-from hooked_bimt import HookedMLP, TrainConfig, TrainResult, train
+from hooked_bimt import TrainConfig, TrainResult, train
 from hooked_bimt.batches import batch_indices
 
 SMALL = dataclasses.replace(
@@ -34,31 +34,38 @@ def test_batch_mode_rejects_unknown():
         next(batch_indices(10, 2, "shuffle", torch.Generator()))
 
 
-def _training_rows(monkeypatch, regime, config):
+def _training_rows(regime, config):
     """The training examples each step saw (indices into the training subset), by recording the inputs
-    of the forward passes run with gradients on."""
+    of the forward passes run with gradients on: a ``StepsHook`` around every step."""
     seen = []
-    forward = HookedMLP.forward
 
-    def recording(self, x):
+    def record(module, args):
         if torch.is_grad_enabled():
-            seen.append(x.detach().clone())
-        return forward(self, x)
+            seen.append(args[0].detach().clone())
 
-    monkeypatch.setattr(HookedMLP, "forward", recording)
-    train(regime, config, seed=0, data=mnist(), progress=False)
+    class Record:
+        def window(self, config):
+            return range(config.steps)
+
+        def around(self, training, run):
+            handle = training.model.register_forward_pre_hook(record)
+            run()
+            handle.remove()
+            return {}
+
+    train(regime, config, seed=0, data=mnist(), progress=False, hook=Record())
     rows = {r.numpy().tobytes(): i for i, r in enumerate(mnist()[0].flat()[: config.train_subset].double())}
     assert len(rows) == config.train_subset  # distinct images, so an input row names its example
     return [[rows[r.numpy().tobytes()] for r in batch] for batch in seen]
 
 
-def test_original_regime_shuffles_the_training_set_each_epoch(monkeypatch):
+def test_original_regime_shuffles_the_training_set_each_epoch():
     cfg = dataclasses.replace(SMALL, steps=6, batch_size=100, swap_every=1000, eval_every=6)
-    batches = _training_rows(monkeypatch, "bimt_original", cfg)
+    batches = _training_rows("bimt_original", cfg)
     first, second = sum(batches[:3], []), sum(batches[3:], [])
     assert sorted(first) == sorted(second) == list(range(300))
     assert first != second and first != list(range(300))
-    drawn = _training_rows(monkeypatch, "bimt_original", dataclasses.replace(cfg, batches="replacement"))
+    drawn = _training_rows("bimt_original", dataclasses.replace(cfg, batches="replacement"))
     assert len(set(sum(drawn[:3], []))) < 300  # with replacement: repeats within an epoch
 
 
