@@ -131,15 +131,28 @@ def draw_network(
                                       scale=weight_scale))
     masks = None
     if circuit is not None:
-        ce = vd.circuit_edges(model, circuit)
-        by = vd.effective_width_by(circuit, width_by)
-        vals = np.nan_to_num(ce.effect if by == "effect" else ce.weight, nan=0.0)
-        style = dict(max_width=max_width, alpha=(0.25, 1.0)) if emphasis else dict(
-            max_width=max_width * 0.5, alpha=(0.0, 0.7), gamma=2.0)
-        ax.add_collection(_collection(_segments(pos, ce.layer, ce.sender, ce.receiver), vals, scale=weight_scale,
-                                      signs=np.nan_to_num(ce.weight, nan=0.0), **style))
+        _draw_circuit_edges(ax, model, circuit, pos, width_by, max_width, weight_scale, emphasis)
         masks = vd.node_membership(model, circuit)
     _draw_neurons(ax, model, pos, masks, labels)
+    _finish_axes(ax, lay, title)
+    return ax
+
+
+def _draw_circuit_edges(ax: Axes, model: Any, circuit: Circuit, pos: list[np.ndarray], width_by: str,
+                        max_width: float, weight_scale: Optional[float], emphasis: bool) -> None:
+    """The circuit's edges, width by |weight| or |effect| (``draw_network``)."""
+    ce = vd.circuit_edges(model, circuit)
+    by = vd.effective_width_by(circuit, width_by)
+    vals = np.nan_to_num(ce.effect if by == "effect" else ce.weight, nan=0.0)
+    style = dict(max_width=max_width, alpha=(0.25, 1.0)) if emphasis else dict(
+        max_width=max_width * 0.5, alpha=(0.0, 0.7), gamma=2.0)
+    ax.add_collection(_collection(_segments(pos, ce.layer, ce.sender, ce.receiver), vals, scale=weight_scale,
+                                  signs=np.nan_to_num(ce.weight, nan=0.0), **style))
+
+
+def _finish_axes(ax: Axes, lay: Any, title: Optional[str]) -> None:
+    """The layout's frames (if any) behind everything, the limits, no axes, the title."""
+    H = lay.size[1]
     if lay.frames is not None:
         for f in lay.frames:
             g = np.stack([f[:, 0], H - f[:, 1]], axis=1)
@@ -150,7 +163,6 @@ def draw_network(
     ax.axis("off")
     if title is not None:
         ax.set_title(title)
-    return ax
 
 
 def _check_path(path: Optional[str | Path], overwrite: bool) -> Optional[Path]:
