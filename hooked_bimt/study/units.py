@@ -40,6 +40,17 @@ def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[st
     return out
 
 
+def _current(config: Any) -> Any:
+    """A run.json configuration as this version writes it: train config fields retired at their one value dropped
+    (a DIR of an earlier version resumes when nothing but those differs)."""
+    if not isinstance(config, dict) or not isinstance(config.get("train_config"), dict):
+        return config
+    from hooked_bimt.train_config import RETIRED
+
+    tc = {k: v for k, v in config["train_config"].items() if not (k in RETIRED and v == RETIRED[k])}
+    return {**config, "train_config": tc}
+
+
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -70,8 +81,8 @@ class RunStore:
                 old = json.loads(run_json.read_text())
             except json.JSONDecodeError as err:
                 raise ConfigMismatchError(f"{run_json} is not valid JSON ({err}); use a fresh --out directory") from err
-            if old.get("config") != config:
-                lines = _summary(_diff(old.get("config") or {}, config)) or "unreadable configuration"
+            if _current(old.get("config")) != config:
+                lines = _summary(_diff(_current(old.get("config")) or {}, config)) or "unreadable configuration"
                 raise ConfigMismatchError(
                     f"{self.out} holds results of another configuration ({lines}); refusing to mix them. "
                     "Use a fresh --out directory or the original settings."

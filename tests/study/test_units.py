@@ -21,6 +21,16 @@ def test_claim_records_then_refuses_another_configuration(tmp_path):
     assert isinstance(ConfigMismatchError("x"), ValueError)
 
 
+def test_claim_resumes_a_directory_whose_train_config_holds_a_retired_field(tmp_path):
+    """Before the brute-force search left the library, run.json's train config held ``original_search: "fast"``."""
+    store = RunStore(tmp_path / "run", log=lambda m: None)
+    config = {"preset": "smoke", "train_config": {"steps": 40, "original_moments": "in_place"}}
+    store.claim({**config, "train_config": {**config["train_config"], "original_search": "fast"}})
+    assert store.claim(config) is True
+    with pytest.raises(ConfigMismatchError, match=r"train_config.steps: 40 \(in DIR\) vs 41"):
+        store.claim({**config, "train_config": {**config["train_config"], "steps": 41}})
+
+
 def test_claim_refuses_results_without_run_json(tmp_path):
     (tmp_path / "models").mkdir()
     with pytest.raises(ValueError, match="no run.json"):
