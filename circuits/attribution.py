@@ -111,9 +111,8 @@ def _gradients(model: Any, x: Any, graph: Graph, metric: Callable[[Tensor], Tens
         value = metric(logits)
         names = [h for h in receivers if h in captured and captured[h].requires_grad]
         grads = torch.autograd.grad(value, [captured[h] for h in names], allow_unused=True)
-    out = {h: torch.zeros_like(captured[h]) for h in receivers if h in captured}
-    out.update({h: g.detach() for h, g in zip(names, grads) if g is not None})
-    return kept, out
+    got = {h: g.detach() for h, g in zip(names, grads) if g is not None}
+    return kept, {h: got[h] if h in got else torch.zeros_like(captured[h]) for h in receivers if h in captured}
 
 
 def _input_hooks(graph: Graph) -> list[str]:
@@ -130,12 +129,13 @@ def _per_receiver_node(t: Tensor, nodes: Nodes) -> Tensor:
     return t.movedim(axis, 1).reshape(t.shape[0], nodes.count, -1).sum(2)
 
 
-def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor
-                      ) -> Float[Tensor, "n_receiver n_sender"]:
+def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor,
+                      flat: Optional[dict] = None) -> Float[Tensor, "n_receiver n_sender"]:
     """Scores of every edge of one connection: ``score[r, s] = sum c_{s->r} * grad`` (module docstring).
 
     Uses the dense ``weight`` when both hooks have their nodes on the last axis (one matrix product),
     else ``contribute`` on the sender nodes stacked in chunks (``circuits.patching.sender_contributions``).
+    ``flat``: a dict shared by the calls on one set of tensors, keeping their node-major copies (``node_mix``).
     """
     last = (-1, delta.dim() - 1), (-1, grad.dim() - 1)
     if (conn.weight is not None and senders.axis in last[0] and receivers.axis in last[1]
@@ -143,7 +143,7 @@ def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta:
         G, D = grad.reshape(-1, receivers.count), delta.reshape(-1, senders.count)
         return conn.weight().to(G.dtype) * (G.T @ D)
     if conn.node_mix is not None:
-        return _mixed_scores(conn.node_mix(), senders, receivers, delta, grad)
+        return _mixed_scores(conn.node_mix(), senders, receivers, delta, grad, flat)
     if receivers.count <= senders.count:
         return _adjoint_scores(conn, senders, receivers, delta, grad)
     every = torch.arange(senders.count, device=delta.device)
@@ -151,16 +151,28 @@ def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta:
     return torch.cat(rows, dim=0).T
 
 
-def _mixed_scores(M: Tensor, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor
-                  ) -> Float[Tensor, "n_receiver n_sender"]:
+def _mixed_scores(M: Tensor, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor,
+                  flat: Optional[dict] = None) -> Float[Tensor, "n_receiver n_sender"]:
     """The same scores for a declared ``node_mix`` ``M``: ``score[r, s] = M[r, s] <delta[.., s, ..], grad[.., r, ..]>``
     summed over every axis but the node axis: one matrix product of the node-major flattened tensors."""
     k = node_mix_axis(senders, receivers)
     M = M.to(grad.dtype)
     if k is None:
         return M * (delta * grad).sum()
-    D, G = nodes_first(delta, senders, k), nodes_first(grad, receivers, k)
-    return M * (G.reshape(G.shape[0], -1) @ D.reshape(D.shape[0], -1).T)
+    return M * (_node_major(grad, receivers, k, flat) @ _node_major(delta, senders, k, flat).T)
+
+
+def _node_major(t: Tensor, nodes: Nodes, k: int, flat: Optional[dict]) -> Tensor:
+    """``t`` as a (nodes, rest) matrix (a copy when the node axis is not first), kept in ``flat`` if given: a
+    sender feeds, and a receiver is fed by, many connections."""
+    key = (id(t), k)
+    if flat is not None and key in flat:
+        return flat[key][1]
+    m = nodes_first(t, nodes, k)
+    m = m.reshape(m.shape[0], -1)
+    if flat is not None:
+        flat[key] = (t, m)  # ``t`` kept alive with its id
+    return m
 
 
 def _adjoint_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor
@@ -244,12 +256,13 @@ def _plain_eap(model: Any, clean: Tensor, corrupted: Tensor, graph: Graph, fn: M
 
 def _scores(graph: Graph, a: dict, a_bad: dict, grads: dict) -> EdgeScores:
     blocks: dict[tuple[str, str], list[list[float]]] = {}
+    flat: dict = {}
     with torch.no_grad():
+        deltas = {s: a_bad[s] - a[s] for s in graph.senders()}
         for conn in graph.connections:
-            delta = a_bad[conn.sender] - a[conn.sender]
             blocks[(conn.sender, conn.receiver)] = connection_scores(
-                conn, graph.nodes[conn.sender], graph.nodes[conn.receiver], delta, grads[conn.receiver]
-            ).double().cpu().tolist()
+                conn, graph.nodes[conn.sender], graph.nodes[conn.receiver], deltas[conn.sender], grads[conn.receiver],
+                flat).double().cpu().tolist()
     return {e: blocks[(e.sender, e.receiver)][e.receiver_index][e.sender_index] for e in graph.edges()}
 
 
