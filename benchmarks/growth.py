@@ -15,7 +15,8 @@ with both engines (identical edge sets required). Writes ``growth.csv``, ``growt
 ``growth.png`` (log-log) into OUTDIR, one line printed per measurement as it ends.
 
     PYTHONPATH=. python benchmarks/growth.py OUTDIR [--sizes L2 L4 ...] [--prompts 16] [--tokens 12]
-        [--threshold 0.0002] [--samples 4] [--reference-full L2 L4] [--acdc-budget 900] [--gpt2-budget 300]
+        [--threshold 0.0002] [--samples 4] [--reference-full L2] [--acdc-budget 900] [--gpt2-budget 300]
+        [--methods eap acdc]
 """
 
 from __future__ import annotations
@@ -143,8 +144,10 @@ def measure(size: str, args, hooks_out: list) -> dict:
                tokens=args.tokens, params=sum(p.numel() for p in model.parameters()))
     say(row, f"{shape}, {row['edges']} edges, {row['params']:,} parameters (built in {t_build:.1f} s)")
     batch = make_batch(shape, args.prompts, args.tokens)
-    measure_eap(row, model, batch, args.repeats)
-    measure_acdc(row, model, batch, args, hooks_out)
+    if "eap" in args.methods:
+        measure_eap(row, model, batch, args.repeats)
+    if "acdc" in args.methods:
+        measure_acdc(row, model, batch, args, hooks_out)
     if size in args.reference_full:
         measure_reference(row, model, batch, args.threshold)
     return row
@@ -158,11 +161,13 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--tokens", type=int, default=12)
     ap.add_argument("--threshold", type=float, default=0.0002)
     ap.add_argument("--samples", type=int, default=4, help="receiver nodes per size also decided by the reference")
-    ap.add_argument("--reference-full", nargs="*", default=["L2", "L4"], choices=list(SIZES),
+    ap.add_argument("--reference-full", nargs="*", default=["L2"], choices=list(SIZES),
                     help="sizes on which the public acdc runs with both engines in full")
     ap.add_argument("--acdc-budget", type=float, default=900.0, help="fast-engine CPU seconds before a run stops")
     ap.add_argument("--gpt2-budget", type=float, default=300.0, help="the same for gpt2-small")
     ap.add_argument("--repeats", type=int, default=1, help="repeated (timed) EAP and EAP-IG calls after the first")
+    ap.add_argument("--methods", nargs="+", default=["eap", "acdc"], choices=["eap", "acdc"],
+                    help="eap: EAP and EAP-IG; acdc: the fast engine with sampled reference nodes")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
 

@@ -28,7 +28,7 @@ def table(rows: list[dict]) -> list[str]:
         ref = (f"{r['public_fast_s']:.2f} / {r['reference_s']:.2f} ({r['reference_identical']})"
                if "reference_s" in r else "-")
         out.append(f"| {r['size']} | {r['layers']} | {r['heads']} | {r['d_model']} | {r['vocab']} | {r['edges']} | "
-                   f"{_f(r.get('eap_s'))} | {_f(r.get('eap_ig5_s'))} | {acdc} | {r.get('acdc_tested')} / "
+                   f"{_f(r.get('eap_s'))} | {_f(r.get('eap_ig5_s'))} | {acdc} | {_f(r.get('acdc_tested'), '{}')} / "
                    f"{_f(r.get('acdc_kept'), '{}')} | {sampled} | {ref} |")
     return out
 
