@@ -21,14 +21,15 @@ Where the gradient is taken (``point``):
 ``steps=k`` (EAP-IG) ignores ``point``: it averages the gradient over k points on the straight line from the
 corrupted to the clean activations of the graph's *input* hooks (senders that are no node's output, e.g.
 ``hook_in`` or ``hook_embed``), at the midpoints ``alpha = (i - 1/2) / k``, i = 1..k (a midpoint Riemann sum of
-the path integral; Hanna et al. use the same path). Cost, independent of the number of edges: two forward
-passes (clean and corrupted: the activations, and the metric checked once on both runs' logits) plus one
-forward+backward pass (EAP) or k of them (EAP-IG).
+the path integral; Hanna et al. use the same path). Cost, independent of the number of edges: EAP, one forward
+pass of the batch the gradient is not taken at and one forward+backward pass of the other (which records its
+activations on the way); EAP-IG, two forward passes (clean and corrupted) and k forward+backward passes. The
+metric is checked on both runs' logits before any backward pass.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float
@@ -39,7 +40,7 @@ from circuits.circuit import Circuit, model_identity
 from circuits.graph import Connection, Edge, Graph, Nodes, graph_of, node_mix_axis, nodes_first
 from circuits.patching import check_batches, node_selector, sender_contributions
 from circuits.protocol_check import check_declaration
-from circuits.recording import record
+from circuits.recording import check_fired, record
 from circuits.hook_settings import keeps_hook_settings
 from circuits.validate import (
     check_distinct_pair,
@@ -73,10 +74,14 @@ def resolve_metric(metric: Union[str, Metric], point: str, steps: Optional[int])
     return resolved, point
 
 
-def _gradients(model: Any, x: Any, graph: Graph, metric: Callable[[Tensor], Tensor],
-               sources: dict[str, Tensor]) -> dict[str, Tensor]:
-    """One forward + backward pass: dM/dz at every receiver hook; ``sources`` replace input-hook values."""
+def _gradients(model: Any, x: Any, graph: Graph, metric: Callable[[Tensor], Tensor], sources: dict[str, Tensor],
+               keep: Sequence[str] = (), before_backward: Optional[Callable[[Tensor], None]] = None
+               ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """One forward + backward pass: the run's activations at the ``keep`` hooks (detached, as ``record`` gives
+    them) and dM/dz at every receiver hook; ``sources`` replace input-hook values;
+    ``before_backward(logits)`` runs between the two passes (the metric's checks)."""
     captured: dict[str, Tensor] = {}
+    kept: dict[str, Tensor] = {}
 
     def leaf(name: str):
         def fn(t: Tensor, hook: Any) -> Tensor:
@@ -90,16 +95,24 @@ def _gradients(model: Any, x: Any, graph: Graph, metric: Callable[[Tensor], Tens
             return t
         return fn
 
+    def save(name: str):
+        def fn(t: Tensor, hook: Any) -> None:
+            kept.setdefault(name, t.detach())
+        return fn
+
     receivers = graph.receivers()
-    hooks = [(h, leaf(h)) for h in _input_hooks(graph)] + [(h, grab(h)) for h in receivers]
+    hooks = ([(h, leaf(h)) for h in _input_hooks(graph)] + [(h, grab(h)) for h in receivers]
+             + [(h, save(h)) for h in dict.fromkeys(keep)])
     with torch.enable_grad():
         logits = model.run_with_hooks(x, fwd_hooks=hooks)
+        check_fired(model, keep, kept)
+        if before_backward is not None:
+            before_backward(logits.detach())
         value = metric(logits)
         names = [h for h in receivers if h in captured and captured[h].requires_grad]
         grads = torch.autograd.grad(value, [captured[h] for h in names], allow_unused=True)
-    out = {h: torch.zeros_like(captured[h]) for h in receivers if h in captured}
-    out.update({h: g.detach() for h, g in zip(names, grads) if g is not None})
-    return out
+    got = {h: g.detach() for h, g in zip(names, grads) if g is not None}
+    return kept, {h: got[h] if h in got else torch.zeros_like(captured[h]) for h in receivers if h in captured}
 
 
 def _input_hooks(graph: Graph) -> list[str]:
@@ -116,12 +129,13 @@ def _per_receiver_node(t: Tensor, nodes: Nodes) -> Tensor:
     return t.movedim(axis, 1).reshape(t.shape[0], nodes.count, -1).sum(2)
 
 
-def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor
-                      ) -> Float[Tensor, "n_receiver n_sender"]:
+def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor,
+                      flat: Optional[dict] = None) -> Float[Tensor, "n_receiver n_sender"]:
     """Scores of every edge of one connection: ``score[r, s] = sum c_{s->r} * grad`` (module docstring).
 
     Uses the dense ``weight`` when both hooks have their nodes on the last axis (one matrix product),
     else ``contribute`` on the sender nodes stacked in chunks (``circuits.patching.sender_contributions``).
+    ``flat``: a dict shared by the calls on one set of tensors, keeping their node-major copies (``node_mix``).
     """
     last = (-1, delta.dim() - 1), (-1, grad.dim() - 1)
     if (conn.weight is not None and senders.axis in last[0] and receivers.axis in last[1]
@@ -129,7 +143,7 @@ def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta:
         G, D = grad.reshape(-1, receivers.count), delta.reshape(-1, senders.count)
         return conn.weight().to(G.dtype) * (G.T @ D)
     if conn.node_mix is not None:
-        return _mixed_scores(conn.node_mix(), senders, receivers, delta, grad)
+        return _mixed_scores(conn.node_mix(), senders, receivers, delta, grad, flat)
     if receivers.count <= senders.count:
         return _adjoint_scores(conn, senders, receivers, delta, grad)
     every = torch.arange(senders.count, device=delta.device)
@@ -137,16 +151,28 @@ def connection_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta:
     return torch.cat(rows, dim=0).T
 
 
-def _mixed_scores(M: Tensor, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor
-                  ) -> Float[Tensor, "n_receiver n_sender"]:
+def _mixed_scores(M: Tensor, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor,
+                  flat: Optional[dict] = None) -> Float[Tensor, "n_receiver n_sender"]:
     """The same scores for a declared ``node_mix`` ``M``: ``score[r, s] = M[r, s] <delta[.., s, ..], grad[.., r, ..]>``
     summed over every axis but the node axis: one matrix product of the node-major flattened tensors."""
     k = node_mix_axis(senders, receivers)
     M = M.to(grad.dtype)
     if k is None:
         return M * (delta * grad).sum()
-    D, G = nodes_first(delta, senders, k), nodes_first(grad, receivers, k)
-    return M * (G.reshape(G.shape[0], -1) @ D.reshape(D.shape[0], -1).T)
+    return M * (_node_major(grad, receivers, k, flat) @ _node_major(delta, senders, k, flat).T)
+
+
+def _node_major(t: Tensor, nodes: Nodes, k: int, flat: Optional[dict]) -> Tensor:
+    """``t`` as a (nodes, rest) matrix (a copy when the node axis is not first), kept in ``flat`` if given: a
+    sender feeds, and a receiver is fed by, many connections."""
+    key = (id(t), k)
+    if flat is not None and key in flat:
+        return flat[key][1]
+    m = nodes_first(t, nodes, k)
+    m = m.reshape(m.shape[0], -1)
+    if flat is not None:
+        flat[key] = (t, m)  # ``t`` kept alive with its id
+    return m
 
 
 def _adjoint_scores(conn: Connection, senders: Nodes, receivers: Nodes, delta: Tensor, grad: Tensor
@@ -193,38 +219,50 @@ def eap(
     fn = scalar_metric(fn, "eap")  # a per-example metric is refused by name, before any backward pass
     clean, corrupted = check_batches(model, clean, corrupted)  # the same checks as ACDC: pairing, NaN, dtype
     graph = check_declaration(model, graph_of(model), clean, corrupted)
-    senders = graph.senders()
     check_distinct_pair(clean, corrupted, "eap")
+    if steps is None:
+        return _plain_eap(model, clean, corrupted, graph, fn, point)
+    senders = graph.senders()
     empty_logits, a_bad = record(model, corrupted, senders)
     full_logits, a = record(model, clean, senders)
     check_metric_values(fn, full_logits, empty_logits, "eap")  # one finite number on both ends, before any backward
-    if steps is None and point == "clean":  # one forward+backward on the clean batch gives dM/dz
-        grads = _gradients(model, clean, graph, lambda logits: fn(logits, logits.detach()), {})
-        return _scores(graph, a, a_bad, grads)
 
     def objective(logits: Tensor) -> Tensor:
         return fn(logits, full_logits)
 
-    if steps is None:
-        grads = _gradients(model, corrupted, graph, objective, {})
+    grads: dict[str, Tensor] = {}
+    for i in range(steps):
+        alpha = (i + 0.5) / steps
+        mix = {h: a_bad[h] + alpha * (a[h] - a_bad[h]) for h in _input_hooks(graph)}
+        for h, g in _gradients(model, clean, graph, objective, mix)[1].items():
+            grads[h] = grads[h] + g / steps if h in grads else g / steps
+    return _scores(graph, a, a_bad, grads)
+
+
+def _plain_eap(model: Any, clean: Tensor, corrupted: Tensor, graph: Graph, fn: Metric, point: str) -> EdgeScores:
+    """EAP in three passes: the batch the gradient is not taken at, recorded; the other one forward and backward,
+    its activations recorded on the way (the metric checked on both runs' logits before the backward pass)."""
+    senders = graph.senders()
+    if point == "clean":
+        empty_logits, a_bad = record(model, corrupted, senders)
+        a, grads = _gradients(model, clean, graph, lambda logits: fn(logits, logits.detach()), {}, senders,
+                                 lambda full: check_metric_values(fn, full, empty_logits, "eap"))
     else:
-        grads = {}
-        for i in range(steps):
-            alpha = (i + 0.5) / steps
-            mix = {h: a_bad[h] + alpha * (a[h] - a_bad[h]) for h in _input_hooks(graph)}
-            for h, g in _gradients(model, clean, graph, objective, mix).items():
-                grads[h] = grads[h] + g / steps if h in grads else g / steps
+        full_logits, a = record(model, clean, senders)
+        a_bad, grads = _gradients(model, corrupted, graph, lambda logits: fn(logits, full_logits), {}, senders,
+                                     lambda empty: check_metric_values(fn, full_logits, empty, "eap"))
     return _scores(graph, a, a_bad, grads)
 
 
 def _scores(graph: Graph, a: dict, a_bad: dict, grads: dict) -> EdgeScores:
     blocks: dict[tuple[str, str], list[list[float]]] = {}
+    flat: dict = {}
     with torch.no_grad():
+        deltas = {s: a_bad[s] - a[s] for s in graph.senders()}
         for conn in graph.connections:
-            delta = a_bad[conn.sender] - a[conn.sender]
             blocks[(conn.sender, conn.receiver)] = connection_scores(
-                conn, graph.nodes[conn.sender], graph.nodes[conn.receiver], delta, grads[conn.receiver]
-            ).double().cpu().tolist()
+                conn, graph.nodes[conn.sender], graph.nodes[conn.receiver], deltas[conn.sender], grads[conn.receiver],
+                flat).double().cpu().tolist()
     return {e: blocks[(e.sender, e.receiver)][e.receiver_index][e.sender_index] for e in graph.edges()}
 
 

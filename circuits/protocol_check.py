@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.graph import Connection, Graph, Nodes, graph_of, mix_nodes
-from circuits import families
+from circuits import declaration_cache, families
 from circuits.recording import record
 
 DECLARATION_ROWS = 4  # rows of the clean/corrupted batches the pre-discovery check runs on
@@ -138,7 +138,8 @@ def _check_activations(graph: Graph, caches: tuple[dict, ...], rtol: float) -> N
 
 def _verify(model: Any, graph: Graph, x1: Any, x2: Any, rtol: float) -> tuple[dict[str, float], list[str]]:
     """All checks on the pair (x1, x2); returns (max error per receiver, hooks in firing order)."""
-    missing = sorted(h for h in graph.hooks() if h not in model.hook_dict)
+    hook_dict = model.hook_dict  # a property rebuilt on every access on some models (TransformerBridge)
+    missing = sorted(h for h in graph.hooks() if h not in hook_dict)
     if missing:
         raise ValueError(f"{type(model).__name__} has no hook points named {missing} (declared in its graph)")
     hooks = sorted(graph.hooks())
@@ -196,17 +197,26 @@ def check_graph(
 
 def check_declaration(model: Any, graph: Graph, clean: Float[Tensor, "batch ..."],
                       corrupted: Float[Tensor, "batch ..."], *, rows: int = DECLARATION_ROWS,
-                      rtol: Optional[float] = None) -> Graph:
+                      rtol: Optional[float] = None, reuse: bool = True) -> Graph:
     """The pre-discovery check: every test of ``check_graph`` on the first ``rows`` clean/corrupted pairs
     (two forward passes of ``rows`` examples). Returns ``graph`` in forward order: receivers in the order
-    their hooks fired, the senders of each receiver likewise (``Graph.in_order``)."""
+    their hooks fired, the senders of each receiver likewise (``Graph.in_order``).
+
+    ``reuse``: skip the check when the same model, unchanged, passed it with the same declaration, rows and
+    tolerance before (``circuits.declaration_cache`` lists what "unchanged" covers); False always checks."""
+    x1, x2, tol = clean[:rows], corrupted[:rows], _rtol(model, rtol)
+    key = declaration_cache.declaration_key(model, graph, x1, x2, tol) if reuse else None
+    order = declaration_cache.passed(model, key)
+    if order is not None:
+        return graph.in_order(order)
     try:
-        errors, order = _verify(model, graph, clean[:rows], corrupted[:rows], _rtol(model, rtol))
+        errors, order = _verify(model, graph, x1, x2, tol)
     except ValueError as err:
         family = families.named(graph.family)
         if family is None or family.explain is None:
             raise
         raise ValueError(f"{err} [{family.explain(model)}]") from err
+    declaration_cache.remember(model, key, order)
     return graph.in_order(order)
 
 

@@ -31,7 +31,12 @@ def fired(model: Any, x: Tensor, hooks: Any) -> tuple[Tensor, dict[str, Float[Te
 def record(model: Any, x: Tensor, hooks: Any) -> tuple[Tensor, dict[str, Float[Tensor, "batch ..."]]]:
     """``fired``, and a ``ValueError`` naming the hooks that never fired."""
     out, store = fired(model, x, hooks)
+    check_fired(model, hooks, store)
+    return out, store
+
+
+def check_fired(model: Any, hooks: Any, store: dict) -> None:
+    """A ``ValueError`` naming the ``hooks`` that a run never fired (not in ``store``)."""
     missing = sorted(set(hooks) - set(store))
     if missing:
         raise ValueError(f"{type(model).__name__}: declared hook points never fired in a forward pass: {missing}")
-    return out, store

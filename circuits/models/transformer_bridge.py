@@ -207,7 +207,8 @@ def bridge_graph(bridge: Any) -> Graph:
     attn_only = bool(getattr(cfg, "attn_only", False))
     parallel = bool(getattr(cfg, "parallel_attn_mlp", False))
     enable_hooks(bridge)
-    missing = [h for h in required_hooks(L, attn_only) if h not in bridge.hook_dict]
+    hook_dict = bridge.hook_dict  # a property, rebuilt on every access
+    missing = [h for h in required_hooks(L, attn_only) if h not in hook_dict]
     if missing:
         raise ValueError(f"{architecture(bridge)}: the bridge lacks hook points the SPEC 7 graph needs: {missing}")
     _check_hooks_fire(bridge, required_hooks(L, attn_only))
