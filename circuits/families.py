@@ -3,12 +3,14 @@
 declaration error on the graph built for it, and (optionally) which fast ACDC engine decides its graphs.
 
 The core (``graph``, ``patching``, ``protocol_check``, ``acdc``) asks this registry and never imports a family:
-layers go one way, families -> core. ``circuits/__init__.py`` imports ``circuits.models``, which registers them.
+layers go one way, families -> core. The shipped families (``circuits.models``) register themselves when this
+registry is first asked for one (``family_of``, ``named``): the package itself loads lazily.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -33,6 +35,12 @@ class Family:
 
 
 _FAMILIES: list[Family] = []
+_SHIPPED = "circuits.models"  # imported (by name: it imports this module) before the first look-up
+
+
+def _shipped_registered() -> None:
+    if _SHIPPED not in sys.modules:
+        importlib.import_module(_SHIPPED)
 
 
 def register(family: Family) -> None:
@@ -44,11 +52,13 @@ def register(family: Family) -> None:
 
 def family_of(model: Any) -> Optional[Family]:
     """The registered family that recognises ``model`` (the first registered), or None."""
+    _shipped_registered()
     return next((f for f in _FAMILIES if f.recognise(model)), None)
 
 
 def named(name: Optional[str]) -> Optional[Family]:
     """The registered family called ``name`` (``Graph.family`` of a graph it built), or None."""
+    _shipped_registered()
     return next((f for f in _FAMILIES if f.name == name), None) if name is not None else None
 
 
