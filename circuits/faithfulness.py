@@ -38,6 +38,7 @@ from torch import Tensor
 
 from circuits import metrics
 from circuits.graph import Edge, Graph, graph_of
+from circuits.hook_settings import keeps_hook_settings
 from circuits.patching import (EdgeMask, check_ablation, check_batches, corrupted_activations, model_device_dtype,
                                patch_term)
 from circuits.validate import check_model_and_inputs, scalar_metric
@@ -246,6 +247,7 @@ def level_masks(graph: Graph, ranks: Ranks, levels: Sequence[float], prune: bool
     return masks, which, kept
 
 
+@keeps_hook_settings
 @torch.no_grad()
 def faithfulness_curve(
     model: Any,

@@ -23,7 +23,8 @@ def _no_check(model: Any, clean: Any, corrupted: Any) -> None:
 class Family:
     """``recognise(model)``; ``build_graph(model) -> Graph``; ``check_inputs(model, clean, corrupted)`` raises on
     inputs the family cannot patch (before any work); ``explain(model)`` is appended to a declaration error on a
-    graph it built; ``acdc_engine``: ``"module:Class"`` of its fast ACDC engine (a ``loop.Decider`` built from a
+    graph it built; ``prepare(model)`` turns on what running one of its graphs needs (a bridge's gated hooks: the
+    public functions turn them back on the way out); ``acdc_engine``: ``"module:Class"`` of its fast ACDC engine (a ``loop.Decider`` built from a
     ``loop.Problem``), imported when first used."""
 
     name: str
@@ -31,6 +32,7 @@ class Family:
     build_graph: Callable[[Any], Any]
     check_inputs: Callable[[Any, Any, Any], None] = _no_check
     explain: Optional[Callable[[Any], str]] = None
+    prepare: Optional[Callable[[Any], None]] = None
     acdc_engine: Optional[str] = None
 
 

@@ -27,7 +27,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.graph import Connection, Graph, Nodes, graph_of, mix_nodes
+from circuits.graph import Connection, Graph, Nodes, enable_graph_hooks, graph_of, mix_nodes
+from circuits.hook_settings import keeps_hook_settings
 from circuits import families
 from circuits.recording import record
 
@@ -161,6 +162,7 @@ def _second_input(x: Any) -> Any:
     return x.roll(1, dims=0)
 
 
+@keeps_hook_settings
 def check_graph(
     model: Any,
     graph: Optional[Graph] = None,
@@ -185,6 +187,7 @@ def check_graph(
     graph = graph_of(model) if graph is None else graph
     if not isinstance(graph, Graph):
         raise TypeError(f"graph must be a circuits.Graph, got {type(graph).__name__}")
+    enable_graph_hooks(model)  # a graph built earlier: graph_of left the model's settings as they were
     if example_input is None:
         raise ValueError("check_graph needs an example_input the model accepts")
     x2 = _second_input(example_input) if second_input is None else second_input

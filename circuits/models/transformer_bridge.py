@@ -27,7 +27,8 @@ several heads, so it is no one head's input); with full multi-head attention a h
 
 Names are the canonical hook names (those ``hook.name`` reports inside a hook): ``embed.hook_out`` is
 TL's ``hook_embed``, ``blocks.{l}.mlp.hook_out`` is ``blocks.{l}.hook_mlp_out``, ``blocks.{l}.hook_out``
-is ``blocks.{l}.hook_resid_post``. Building the graph turns on the gated hooks it needs
+is ``blocks.{l}.hook_resid_post``. Building the graph turns on the gated hooks it needs (``circuits.graph_of``
+and every public function turn them back to the user's settings on the way out, ``circuits.hook_settings``)
 (``set_use_attn_result``, ``set_use_split_qkv_input``, ``set_use_hook_mlp_in``) and runs two tokens through the
 bridge once to see them fire. What the graph cannot describe is refused, naming it: norms after the sublayers
 (Gemma 2/3, OLMo 2), scaled sublayer outputs (Granite's ``residual_multiplier``), mixture-of-experts MLPs, and
@@ -258,4 +259,4 @@ def _explain(bridge: Any) -> str:
 
 
 register(Family("transformer_bridge", is_bridge, bridge_graph, check_inputs=check_bridge_inputs, explain=_explain,
-                acdc_engine="circuits.acdc.attention.engine:Attention"))
+                prepare=enable_hooks, acdc_engine="circuits.acdc.attention.engine:Attention"))
