@@ -24,7 +24,8 @@ class Family:
     """``recognise(model)``; ``build_graph(model) -> Graph``; ``check_inputs(model, clean, corrupted)`` raises on
     inputs the family cannot patch (before any work); ``explain(model)`` is appended to a declaration error on a
     graph it built; ``prepare(model)`` turns on what running one of its graphs needs (a bridge's gated hooks: the
-    public functions turn them back on the way out); ``acdc_engine``: ``"module:Class"`` of its fast ACDC engine (a ``loop.Decider`` built from a
+    public functions turn them back on the way out); ``after_copy(copy)`` repairs a deep copy of one of its models
+    (``acdc``'s upcast working copy) whose copied state still points at the original; ``acdc_engine``: ``"module:Class"`` of its fast ACDC engine (a ``loop.Decider`` built from a
     ``loop.Problem``), imported when first used."""
 
     name: str
@@ -33,6 +34,7 @@ class Family:
     check_inputs: Callable[[Any, Any, Any], None] = _no_check
     explain: Optional[Callable[[Any], str]] = None
     prepare: Optional[Callable[[Any], None]] = None
+    after_copy: Optional[Callable[[Any], None]] = None
     acdc_engine: Optional[str] = None
 
 

@@ -213,6 +213,13 @@ def graph_of(model: Any) -> Graph:
     """The graph a model declares through ``model.circuit_graph()`` (or a registered family builder, e.g. for a
     TransformerLens ``TransformerBridge``: SPEC 7); a clear error if there is none. The model's settings are left as
     they were (``circuits.hook_settings``): the functions that run a graph turn on what it needs themselves."""
+    return runnable_graph(model)
+
+
+def runnable_graph(model: Any) -> Graph:
+    """``graph_of(model)`` with the model left ready to run it: a bridge's gated hooks stay on. For the functions
+    that run the graph next (``acdc``, ``eap``, ...), each restoring the user's settings itself on the way out
+    (``keeps_hook_settings``), also on a working copy of the model that the user never sees."""
     declare = getattr(model, "circuit_graph", None)
     family = families.family_of(model) if declare is None else None
     if family is not None:
@@ -235,7 +242,8 @@ def graph_of(model: Any) -> Graph:
 
 def enable_graph_hooks(model: Any) -> None:
     """Turn on what a registered family's graph needs on ``model`` (a bridge's gated hooks), for a graph built
-    earlier by ``graph_of``, which leaves the model's settings as they were; nothing for other models."""
+    earlier by ``graph_of``, which leaves the model's settings as they were; nothing for other models. (Cheaper
+    than ``runnable_graph``: nothing is built.)"""
     family = families.family_of(model) if getattr(model, "circuit_graph", None) is None else None
     if family is not None and family.prepare is not None:
         family.prepare(model)

@@ -3,36 +3,28 @@
 Building a bridge's graph (SPEC 7) switches on ``use_attn_result``, ``use_split_qkv_input`` and ``use_hook_mlp_in``
 (per-head results and split q/k/v inputs cost time and memory on every later forward pass). The public functions
 of ``circuits`` that build it (``graph_of`` itself included) restore the settings the user had on the way out,
-also when they raise. Only the outermost such call on a model restores: inside ``acdc``, the ``graph_of`` it calls
-leaves the hooks on for the search, and ``acdc`` turns them back when it returns.
+also when they raise. Inside them the graph comes from ``graph.runnable_graph``, which leaves the hooks on for
+the work (on the user's model or on a working copy of it, e.g. ``acdc``'s float64 copy).
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 from typing import Any, Callable, Iterator, TypeVar
 
 GATED = ("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in")
 F = TypeVar("F", bound=Callable[..., Any])
-_KEPT: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("hook_settings_kept", default=frozenset())
 
 
 @contextlib.contextmanager
 def hook_settings_kept(model: Any) -> Iterator[None]:
-    """Restore ``model.cfg``'s gated-hook flags on exit (through ``model.set_<flag>`` where it has one); a no-op
-    inside another ``hook_settings_kept`` of the same model (the outer one restores)."""
+    """Restore ``model.cfg``'s gated-hook flags on exit (through ``model.set_<flag>`` where it has one)."""
     cfg = getattr(model, "cfg", None)
     before = {flag: getattr(cfg, flag) for flag in GATED if isinstance(getattr(cfg, flag, None), bool)}
-    if not before or id(model) in _KEPT.get():
-        yield
-        return
-    token = _KEPT.set(_KEPT.get() | {id(model)})
     try:
         yield
     finally:
-        _KEPT.reset(token)
         _restore(model, cfg, before)
 
 

@@ -253,10 +253,30 @@ def check_bridge_inputs(bridge: Any, clean: Any, corrupted: Any) -> None:
             raise ValueError(f"{name}: a bridge takes token ids of shape (batch, pos), got {x.dtype} {tuple(x.shape)}")
 
 
+def unwire_copied_capture_hooks(bridge: Any) -> None:
+    """Make a deep copy of a bridge wire its own capture hooks. TransformerLens wires them on a block's first forward
+    (``_maybe_wire_capture_hooks``: the split q/k/v input fork, ``hook_mlp_in``), as closures over that block; a copy
+    of a bridge that has run keeps the original's closures, so its ``hook_mlp_in`` follows the original's setting and
+    never fires its own hooks. They are dropped from the copy (by handle id: the copy's hook dicts keep the ids)
+    and rewired, onto the copy, by its first forward."""
+    for block in getattr(bridge, "blocks", ()):
+        handles = getattr(block, "_capture_hook_handles", None)
+        if not handles:
+            continue
+        ids = {h.id for h in handles}
+        for module in block.modules():
+            for hooks in (module._forward_pre_hooks, module._forward_hooks, module._forward_pre_hooks_with_kwargs,
+                          module._forward_hooks_with_kwargs, module._forward_hooks_always_called):
+                for i in ids & set(hooks):
+                    del hooks[i]
+        handles.clear()
+        block._capture_hooks_wired = False
+
+
 def _explain(bridge: Any) -> str:
     return (f"{architecture(bridge)}: the SPEC 7 graph does not describe this bridge exactly; its architecture adds "
             "to the residual stream something the graph lacks, scaled or normalised sublayer outputs for instance")
 
 
 register(Family("transformer_bridge", is_bridge, bridge_graph, check_inputs=check_bridge_inputs, explain=_explain,
-                prepare=enable_hooks, acdc_engine="circuits.acdc.attention.engine:Attention"))
+                prepare=enable_hooks, after_copy=unwire_copied_capture_hooks, acdc_engine="circuits.acdc.attention.engine:Attention"))

@@ -9,7 +9,7 @@ import torch
 
 import circuits
 from circuits import Circuit
-from circuits.hook_settings import GATED, hook_settings_kept
+from circuits.hook_settings import GATED
 
 pytest.importorskip("transformer_lens.model_bridge")
 from test_bridge import gpt2_bridge, tokens  # noqa: E402
@@ -111,16 +111,15 @@ def test_the_settings_are_restored_when_the_function_raises_with_the_hooks_switc
     assert _flags(bridge) == SETTINGS["mixed"]
 
 
-def test_only_the_outermost_call_restores():
-    """Nested calls on one bridge (``acdc`` calling ``graph_of``) keep the hooks on until the outer call returns;
-    a different model inside is restored on its own."""
-    bridge, other = _bridge("all_off"), _bridge("all_off")
-    with hook_settings_kept(bridge):
-        circuits.graph_of(bridge)
-        assert _flags(bridge) == (True, True, True)  # still on: the outer scope restores
-        circuits.graph_of(other)
-        assert _flags(other) == (False, False, False)
-    assert _flags(bridge) == (False, False, False)
+@pytest.mark.parametrize("name", ["acdc", "eap_then_acdc", "threshold_sweep"])
+def test_a_float32_bridge_searched_on_a_float64_copy_is_left_alone(name):
+    """ACDC runs on an upcast working copy of a float32 bridge: the copy's graph keeps its hooks on for the search
+    (graph_of's restore would switch them off under it), and the user's bridge keeps the user's setting."""
+    bridge = gpt2_bridge().float()
+    for flag, value in zip(GATED, SETTINGS["mixed"]):
+        getattr(bridge, f"set_{flag}")(value)
+    CALLS[name][0](bridge, *tokens(6))
+    assert _flags(bridge) == SETTINGS["mixed"]
 
 
 def test_a_graph_of_kept_settings_still_runs():
