@@ -82,7 +82,10 @@ def check_batches(model: torch.nn.Module, clean: Any, corrupted: Any) -> tuple[T
             f"clean and corrupted batches must be paired row by row: batch sizes {clean.shape[0]} vs {corrupted.shape[0]}"
         )
     if clean.shape != corrupted.shape:
-        raise ValueError(f"clean and corrupted shapes differ: {tuple(clean.shape)} vs {tuple(corrupted.shape)}")
+        tokens = "" if clean.is_floating_point() or clean.dim() != 2 else (
+            "; patching pairs them position by position, so every clean and corrupted prompt needs the same number "
+            "of tokens, without padding (docs/transformers.md, 'Prompts of equal length')")
+        raise ValueError(f"clean and corrupted shapes differ: {tuple(clean.shape)} vs {tuple(corrupted.shape)}{tokens}")
     if clean.is_floating_point() != corrupted.is_floating_point():
         raise ValueError(f"clean ({clean.dtype}) and corrupted ({corrupted.dtype}) must both be floating or both integer")
     device, dtype = model_device_dtype(model)
