@@ -217,12 +217,14 @@ def graph_of(model: Any) -> Graph:
 
 
 def runnable_graph(model: Any) -> Graph:
-    """``graph_of(model)`` with the model left ready to run it: a bridge's gated hooks stay on. For the functions
-    that run the graph next (``acdc``, ``eap``, ...), each restoring the user's settings itself on the way out
-    (``keeps_hook_settings``), also on a working copy of the model that the user never sees."""
+    """``graph_of(model)`` with the model left ready to run it: a bridge's gated hooks stay on (also under a graph
+    the bridge declares itself). For the functions that run the graph next (``acdc``, ``eap``, ...), each restoring
+    the user's settings itself on the way out (``keeps_hook_settings``), also on a working copy of the model."""
     declare = getattr(model, "circuit_graph", None)
     family = families.family_of(model) if declare is None else None
-    if family is not None:
+    if declare is not None:
+        enable_graph_hooks(model)
+    elif family is not None:
         declare = lambda: dataclasses.replace(family.build_graph(model), family=family.name)  # noqa: E731
     if declare is None:
         raise TypeError(
@@ -241,10 +243,10 @@ def runnable_graph(model: Any) -> Graph:
 
 
 def enable_graph_hooks(model: Any) -> None:
-    """Turn on what a registered family's graph needs on ``model`` (a bridge's gated hooks), for a graph built
-    earlier by ``graph_of``, which leaves the model's settings as they were; nothing for other models. (Cheaper
-    than ``runnable_graph``: nothing is built.)"""
-    family = families.family_of(model) if getattr(model, "circuit_graph", None) is None else None
+    """Turn on what a registered family's model needs to run a graph (a bridge's gated hooks), for a graph built
+    earlier by ``graph_of``, which leaves the model's settings as they were, or declared by the model itself;
+    nothing for other models. (Cheaper than ``runnable_graph``: nothing is built.)"""
+    family = families.family_of(model)
     if family is not None and family.prepare is not None:
         family.prepare(model)
 

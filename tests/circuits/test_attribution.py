@@ -173,7 +173,6 @@ def test_eap_is_the_directional_derivative_on_a_bridge():
     from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from circuits.models.transformer_bridge import enable_hooks
 
     torch.manual_seed(0)
     cfg = GPT2Config(n_layer=2, n_head=4, n_embd=16, vocab_size=20, n_positions=16, initializer_range=0.3)
@@ -189,7 +188,6 @@ def test_eap_is_the_directional_derivative_on_a_bridge():
     graph = graph_of(model)
     plain = dataclasses.replace(graph, connections=tuple(dataclasses.replace(c, node_mix=None) for c in graph.connections))
     model.circuit_graph = lambda: plain  # the same bridge declared without node_mix: the generic paths
-    enable_hooks(model)  # a graph the model declares itself: its gated hooks are the declarer's to turn on
     try:
         generic = eap(model, clean, corrupted, metric, point="clean")
     finally:
