@@ -37,7 +37,7 @@ from torch import Tensor
 
 from circuits import metrics
 from circuits.circuit import Circuit, model_identity
-from circuits.graph import Connection, Edge, Graph, Nodes, graph_of, node_mix_axis, nodes_first
+from circuits.graph import Connection, Edge, Graph, Nodes, graph_of, node_mix_axis, nodes_first, runnable_graph
 from circuits.patching import check_batches, node_selector, sender_contributions
 from circuits.protocol_check import check_declaration
 from circuits.recording import check_fired, record
@@ -218,7 +218,7 @@ def eap(
     fn, point = resolve_metric(metric, point, steps)
     fn = scalar_metric(fn, "eap")  # a per-example metric is refused by name, before any backward pass
     clean, corrupted = check_batches(model, clean, corrupted)  # the same checks as ACDC: pairing, NaN, dtype
-    graph = check_declaration(model, graph_of(model), clean, corrupted)
+    graph = check_declaration(model, runnable_graph(model), clean, corrupted)
     check_distinct_pair(clean, corrupted, "eap")
     if steps is None:
         return _plain_eap(model, clean, corrupted, graph, fn, point)

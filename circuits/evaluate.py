@@ -27,7 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuits.circuit import Circuit
-from circuits.graph import Graph, graph_of
+from circuits.graph import Graph, runnable_graph
 from circuits.metrics import kl
 from circuits.patching import check_batches, run_circuit
 from circuits.validate import check_labels_range, check_model_and_inputs, check_scalar_labels
@@ -80,7 +80,7 @@ def evaluate(
     """The SPEC 5 measures of ``circuit`` (module docstring). Logit-difference measures need
     ``logit_diff`` or both label tensors; accuracies need ``clean_labels``; those keys are left out otherwise."""
     check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
-    graph = graph_of(model)
+    graph = runnable_graph(model)
     if not isinstance(circuit, Circuit):
         raise TypeError(f"circuit must be a circuits.Circuit, got {type(circuit).__name__}")
     circuit.check_model(model, graph, check_model=check_model)  # before any work; see run_circuit

@@ -37,7 +37,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits import metrics
-from circuits.graph import Edge, Graph, graph_of
+from circuits.graph import Edge, Graph, runnable_graph
+from circuits.hook_settings import keeps_hook_settings
 from circuits.patching import (EdgeMask, check_ablation, check_batches, corrupted_activations, model_device_dtype,
                                patch_term)
 from circuits.validate import check_model_and_inputs, scalar_metric
@@ -246,6 +247,7 @@ def level_masks(graph: Graph, ranks: Ranks, levels: Sequence[float], prune: bool
     return masks, which, kept
 
 
+@keeps_hook_settings
 @torch.no_grad()
 def faithfulness_curve(
     model: Any,
@@ -276,7 +278,7 @@ def faithfulness_curve(
     check_ablation(ablation)
     levels = check_levels(levels)
     fn = scalar_metric(metrics.resolve(metric), "faithfulness_curve")
-    graph = graph_of(model)
+    graph = runnable_graph(model)
     ranks = edge_ranks(scores, graph, absolute=absolute)  # every input check before the first forward pass
     clean, corrupted = check_batches(model, clean, corrupted)
     device, _ = model_device_dtype(model)

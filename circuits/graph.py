@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from circuits import families
+from circuits.hook_settings import keeps_hook_settings
 
 Elementwise = Callable[[Tensor], Tensor]
 
@@ -207,12 +208,23 @@ class Graph:
                 raise ValueError(f"edge {edge}: node index {idx} out of range for {hook} ({self.nodes[hook].count} nodes)")
 
 
+@keeps_hook_settings  # a bridge's gated hooks, turned on to build and check its graph, are turned back
 def graph_of(model: Any) -> Graph:
     """The graph a model declares through ``model.circuit_graph()`` (or a registered family builder, e.g. for a
-    TransformerLens ``TransformerBridge``: SPEC 7); a clear error if there is none."""
+    TransformerLens ``TransformerBridge``: SPEC 7); a clear error if there is none. The model's settings are left as
+    they were (``circuits.hook_settings``): the functions that run a graph turn on what it needs themselves."""
+    return runnable_graph(model)
+
+
+def runnable_graph(model: Any) -> Graph:
+    """``graph_of(model)`` with the model left ready to run it: a bridge's gated hooks stay on (also under a graph
+    the bridge declares itself). For the functions that run the graph next (``acdc``, ``eap``, ...), each restoring
+    the user's settings itself on the way out (``keeps_hook_settings``), also on a working copy of the model."""
     declare = getattr(model, "circuit_graph", None)
     family = families.family_of(model) if declare is None else None
-    if family is not None:
+    if declare is not None:
+        enable_graph_hooks(model)
+    elif family is not None:
         declare = lambda: dataclasses.replace(family.build_graph(model), family=family.name)  # noqa: E731
     if declare is None:
         raise TypeError(
@@ -228,6 +240,15 @@ def graph_of(model: Any) -> Graph:
         if missing:
             raise ValueError(f"{type(model).__name__}'s graph names hook points the model does not have: {missing}")
     return graph
+
+
+def enable_graph_hooks(model: Any) -> None:
+    """Turn on what a registered family's model needs to run a graph (a bridge's gated hooks), for a graph built
+    earlier by ``graph_of``, which leaves the model's settings as they were, or declared by the model itself;
+    nothing for other models. (Cheaper than ``runnable_graph``: nothing is built.)"""
+    family = families.family_of(model)
+    if family is not None and family.prepare is not None:
+        family.prepare(model)
 
 
 def mlp_graph(model: Any, activation: Optional[Elementwise] = None) -> Graph:

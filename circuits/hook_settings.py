@@ -2,7 +2,9 @@
 
 Building a bridge's graph (SPEC 7) switches on ``use_attn_result``, ``use_split_qkv_input`` and ``use_hook_mlp_in``
 (per-head results and split q/k/v inputs cost time and memory on every later forward pass). The public functions
-of ``circuits`` that build it restore the settings the user had on the way out, also when they raise.
+of ``circuits`` that build it (``graph_of`` itself included) restore the settings the user had on the way out,
+also when they raise. Inside them the graph comes from ``graph.runnable_graph``, which leaves the hooks on for
+the work (on the user's model or on a working copy of it, e.g. ``acdc``'s float64 copy).
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ def hook_settings_kept(model: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        for flag, value in before.items():
-            if getattr(cfg, flag) != value:
-                setter = getattr(model, f"set_{flag}", None)
-                if callable(setter):
-                    setter(value)
-                else:
-                    setattr(cfg, flag, value)
+        _restore(model, cfg, before)
+
+
+def _restore(model: Any, cfg: Any, before: dict[str, bool]) -> None:
+    for flag, value in before.items():
+        if getattr(cfg, flag) != value:
+            setter = getattr(model, f"set_{flag}", None)
+            if callable(setter):
+                setter(value)
+            else:
+                setattr(cfg, flag, value)
 
 
 def keeps_hook_settings(fn: F) -> F:

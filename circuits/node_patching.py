@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.graph import Graph, graph_of
+from circuits.graph import Graph, runnable_graph
 from circuits.patching import check_batches, node_selector
 from circuits.protocol_check import check_declaration
 from circuits.recording import record
@@ -59,7 +59,7 @@ def node_patching(
         raise TypeError(f"logit_diff must be a callable (logits) -> (batch,), got {type(logit_diff).__name__}")
     check_model_and_inputs(model, clean, corrupted)  # hooks set up, finite weights and inputs
     clean, corrupted = check_batches(model, clean, corrupted)
-    graph = check_declaration(model, graph_of(model), clean, corrupted)
+    graph = check_declaration(model, runnable_graph(model), clean, corrupted)
     hooks = hidden_sender_hooks(graph)
     _, clean_acts = record(model, clean, hooks)
     ld_clean = _mean_ld(model, clean, logit_diff)[0]

@@ -24,7 +24,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuits.circuit import Circuit
-from circuits.graph import Connection, Edge, Graph, Nodes, graph_of
+from circuits.graph import Connection, Edge, Graph, Nodes, runnable_graph
 from circuits.recording import record
 from circuits.validate import check_model_and_inputs
 from circuits import families
@@ -82,7 +82,10 @@ def check_batches(model: torch.nn.Module, clean: Any, corrupted: Any) -> tuple[T
             f"clean and corrupted batches must be paired row by row: batch sizes {clean.shape[0]} vs {corrupted.shape[0]}"
         )
     if clean.shape != corrupted.shape:
-        raise ValueError(f"clean and corrupted shapes differ: {tuple(clean.shape)} vs {tuple(corrupted.shape)}")
+        tokens = "" if clean.is_floating_point() or clean.dim() != 2 else (
+            "; patching pairs them position by position, so every clean and corrupted prompt needs the same number "
+            "of tokens, without padding (docs/transformers.md, 'Prompts of equal length')")
+        raise ValueError(f"clean and corrupted shapes differ: {tuple(clean.shape)} vs {tuple(corrupted.shape)}{tokens}")
     if clean.is_floating_point() != corrupted.is_floating_point():
         raise ValueError(f"clean ({clean.dtype}) and corrupted ({corrupted.dtype}) must both be floating or both integer")
     device, dtype = model_device_dtype(model)
@@ -168,7 +171,7 @@ def corrupted_activations(
     model: Any, corrupted: Float[Tensor, "batch ..."], ablation: str = "resample", graph: Optional[Graph] = None
 ) -> dict[str, Tensor]:
     """``a'`` for every sender hook: the corrupted run's activation, zeros, or its batch mean (broadcast)."""
-    graph = graph if graph is not None else graph_of(model)
+    graph = graph if graph is not None else runnable_graph(model)
     _, store = record(model, corrupted, graph.senders())
     if ablation == "zero":
         return {h: torch.zeros_like(a) for h, a in store.items()}
@@ -237,7 +240,7 @@ def run_with_mask(
 
     No validation (the engines call this in their loops); the hooks are removed on exit.
     """
-    graph = graph if graph is not None else graph_of(model)
+    graph = graph if graph is not None else runnable_graph(model)
     cache: dict[str, Tensor] = {}
     hooks = _patching_hooks(graph, a_prime, mask, cache, set(cache_hooks))
     with model.hooks(fwd_hooks=hooks):
@@ -266,7 +269,7 @@ def run_circuit(
     check_ablation(ablation)
     if not isinstance(circuit, Circuit):
         raise TypeError(f"circuit must be a circuits.Circuit, got {type(circuit).__name__}")
-    graph = graph_of(model)
+    graph = runnable_graph(model)
     circuit.check_model(model, graph, check_model=check_model)
     clean, corrupted = check_batches(model, clean, corrupted)
     device, _ = model_device_dtype(model)

@@ -24,7 +24,8 @@ from typing import Any, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-from circuits.graph import Edge, graph_of
+from circuits.graph import Edge, runnable_graph
+from circuits.hook_settings import keeps_hook_settings
 from circuits.metrics import Metric, resolve
 from circuits.patching import check_batches, corrupted_activations, full_mask, model_device_dtype, run_with_mask
 from circuits.protocol_check import check_declaration
@@ -40,6 +41,7 @@ class PlantedCircuit(NamedTuple):
     metric: str
 
 
+@keeps_hook_settings
 def removal_effects(model: Any, clean: Tensor, corrupted: Tensor, metric: Union[str, Metric] = "kl",
                     edges: Optional[list[Edge]] = None) -> dict[Edge, float]:
     """Exact effect of removing ONE edge from the full model: ``M(full without e) - M(full)``.
@@ -50,7 +52,7 @@ def removal_effects(model: Any, clean: Tensor, corrupted: Tensor, metric: Union[
     """
     fn = resolve(metric)
     clean, corrupted = check_batches(model, clean, corrupted)
-    graph = check_declaration(model, graph_of(model), clean, corrupted)
+    graph = check_declaration(model, runnable_graph(model), clean, corrupted)
     edges = list(graph.edges()) if edges is None else list(edges)
     for e in edges:
         graph.check_edge(e)

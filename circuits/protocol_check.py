@@ -27,7 +27,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.graph import Connection, Graph, Nodes, graph_of, mix_nodes
+from circuits.graph import Connection, Graph, Nodes, enable_graph_hooks, graph_of, mix_nodes, runnable_graph
+from circuits.hook_settings import keeps_hook_settings
 from circuits import declaration_cache, families
 from circuits.recording import record
 
@@ -162,6 +163,7 @@ def _second_input(x: Any) -> Any:
     return x.roll(1, dims=0)
 
 
+@keeps_hook_settings
 def check_graph(
     model: Any,
     graph: Optional[Graph] = None,
@@ -183,8 +185,11 @@ def check_graph(
     Returns:
         receiver hook -> the largest absolute error found (all within tolerance), in firing order.
     """
-    graph = graph_of(model) if graph is None else graph
-    if not isinstance(graph, Graph):
+    if graph is None:
+        graph = runnable_graph(model)
+    elif isinstance(graph, Graph):
+        enable_graph_hooks(model)  # a graph built earlier: graph_of left the model's settings as they were
+    else:
         raise TypeError(f"graph must be a circuits.Graph, got {type(graph).__name__}")
     if example_input is None:
         raise ValueError("check_graph needs an example_input the model accepts")

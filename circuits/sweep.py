@@ -18,7 +18,7 @@ from torch import Tensor
 
 from circuits.acdc import acdc, check_threshold
 from circuits.circuit import Circuit
-from circuits.graph import graph_of
+from circuits.graph import runnable_graph
 from circuits.hook_settings import keeps_hook_settings
 
 
@@ -43,7 +43,7 @@ def threshold_sweep(
     ts = sorted({check_threshold(t) for t in thresholds})
     if not ts:
         raise ValueError("thresholds is empty")
-    graph = graph_of(model)
+    graph = runnable_graph(model)
     ranking = EdgeRanking({e: math.inf for e in graph.edges()})
     ranking.circuits = {}
     for t in ts:

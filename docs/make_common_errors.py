@@ -202,6 +202,18 @@ def _bridge(**config):
                                     tokenizer=None, device="cpu")
 
 
+def _llama():
+    """A 1-layer Llama bridge (rotary positions, context 6): runs on past its context without an error of its own."""
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(num_hidden_layers=1, num_attention_heads=2, hidden_size=8, intermediate_size=16, vocab_size=20,
+                      max_position_embeddings=6)
+    return build_bridge_from_module(LlamaForCausalLM(cfg).double().eval(), "LlamaForCausalLM", hf_config=cfg,
+                                    tokenizer=None, device="cpu")
+
+
 def _tokens(seq: int = 5):
     g = torch.Generator().manual_seed(0)
     return torch.randint(1, 20, (4, seq), generator=g), torch.randint(1, 20, (4, seq), generator=g)
@@ -233,6 +245,12 @@ TRANSFORMER_CASES: list[tuple[str, str, Callable[[], object]]] = [
     ("Transformers", "a token id past the vocabulary", _on_bridge(threshold=0.1, change=lambda c, d: (_set(c, 20), d))),
     ("Transformers", "a negative token id", _on_bridge("eap", change=lambda c, d: (c, _set(d, -1)))),
     ("Transformers", "prompts longer than the context (`n_positions` 8)", _on_bridge(threshold=0.1, seq=9)),
+    ("Transformers", "a Llama's prompts past its rotary context (`max_position_embeddings` 6)",
+     _on_bridge(threshold=0.1, seq=7, bridge=_llama)),
+    ("Transformers", "clean and corrupted prompts of different token lengths",
+     _on_bridge(threshold=0.1, change=lambda c, d: (c, d[:, :4]))),
+    ("Transformers", "a tokenizer's padded output (`input_ids` with an `attention_mask`)",
+     _on_bridge(threshold=0.1, change=lambda c, d: ({"input_ids": c, "attention_mask": torch.ones_like(c)}, d))),
     ("Transformers", "tokens on the meta device", _on_bridge(threshold=0.1, change=lambda c, d: (c.to("meta"), d))),
     ("Transformers", "the config's pad token (`pad_token_id=3`, `tokenizer=None`)",
      _on_bridge(threshold=0.1, change=lambda c, d: (_set(c, 3), d), bridge=lambda: _bridge(pad_token_id=3))),
@@ -242,6 +260,8 @@ TRANSFORMER_CASES: list[tuple[str, str, Callable[[], object]]] = [
      _on_bridge(threshold=0.1, metric=lambda logits, full: (logits - full).sum() * float("nan"))),
     ("Transformers", "a metric returning one value per example",
      _on_bridge(threshold=0.1, metric=lambda logits, full: (logits - full)[:, -1].pow(2).sum(-1))),
+    ("Transformers", "`node_patching` with a logit difference of NaN",
+     _on_bridge("node_patching", logit_diff=lambda logits: logits[:, -1, 0] * float("nan"))),
     ("Transformers", "`logit_diff` labels past the vocabulary",
      lambda: _on_bridge(threshold=0.1, metric=_ld([0, 1, 25, 2], [1, 0, 2, 3]))()),
     ("Transformers", "`logit_diff(y, y)`", lambda: _ld([1, 2, 3, 4], [1, 2, 3, 4])),
@@ -250,13 +270,28 @@ TRANSFORMER_CASES: list[tuple[str, str, Callable[[], object]]] = [
      lambda: _on_bridge(threshold=0.1, metric=__import__("circuits").metrics.kl(pos=torch.tensor([0, 1, 9, -1])))()),
     ("Transformers", "`eap_then_acdc` with a misspelt ACDC option",
      _on_bridge("eap_then_acdc", top_n=3, threshold=0.1, thresold=0.2)),
+    ("Transformers", "`eap_then_acdc` with `top_n=-1` (checked before EAP runs)",
+     _on_bridge("eap_then_acdc", top_n=-1, threshold=0.1)),
+    ("Transformers", "a circuit view saved over an existing page (the README's `induction.html`, rerun)",
+     lambda: _page_over_existing()),
 ]
+
+
+def _page_over_existing() -> None:
+    import circuits
+    import circuits.viz
+
+    Path("induction.html").write_text("from the first run")
+    bridge = _bridge()
+    circuits.viz.circuit_graph(bridge, circuits.Circuit.full(circuits.graph_of(bridge))).save("induction.html")
 
 CASES: list[tuple[str, str, Callable[[], object]]] = [
     ("Command line", "`train --out` onto a saved model (without `--force`)", _cli("train", "--regime", "bimt", "--out", "runs/m")),
     ("Command line", "`train --out` under a file", _cli("train", "--regime", "bimt", "--out", "afile/sub")),
     ("Command line", "`train --device foo`", _cli("train", "--regime", "bimt", "--out", "runs/new", "--device", "foo")),
+    ("Command line", "`train --steps 0`", _cli("train", "--regime", "bimt", "--out", "runs/new", "--steps", "0")),
     ("Command line", "`reproduce --out` an existing file", _cli("reproduce", "--out", "afile")),
+    ("Command line", "`reproduce --device mps`", _cli("reproduce", "--out", "runs/new", "--device", "mps")),
     ("Training", "`TrainConfig(lr=inf)`", _config(lr=float("inf"))),
     ("Training", "`TrainConfig(steps=2.5)`", _config(steps=2.5)),
     ("Training", "`TrainConfig(y_star=-0.5)`", _config(y_star=-0.5)),

@@ -25,11 +25,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from circuits.validate import check_output_dir
+from circuits.paths import check_output_dir
 from hooked_bimt.atomic import atomic_write_bytes, atomic_write_json
+from hooked_bimt.files import CONFIG, WEIGHTS
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 FORMAT_VERSION = 1
 
 

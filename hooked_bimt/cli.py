@@ -54,18 +54,21 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_setup(args: argparse.Namespace):
-    """Everything checked before training: threads, steps, device, the output directory."""
-    from hooked_bimt.checkpoint import CONFIG, WEIGHTS
-    from hooked_bimt.train_config import TrainConfig
-    from circuits.validate import check_output_dir
-    from hooked_bimt.validate import check_device
+    """Everything checked before training: threads, steps, the device's spelling and the output directory first,
+    torch-free (an argument error answers at once); then the preset and whether CUDA is there (imports torch)."""
+    from circuits.paths import check_output_dir
+    from hooked_bimt.files import CONFIG, WEIGHTS
+    from hooked_bimt.validate import check_device, check_device_name
+
+    _check_counts(args)
+    check_device_name(args.device)
+    check_output_dir(args.out, overwrite=args.force, holds=(WEIGHTS, CONFIG))
+    from hooked_bimt import TrainConfig
 
     config = TrainConfig.quick() if args.preset == "quick" else TrainConfig.paper()
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps, eval_every=min(config.eval_every, args.steps))
-    device = check_device(args.device)
-    check_output_dir(args.out, overwrite=args.force, holds=(WEIGHTS, CONFIG))
-    return config, device
+    return config, check_device(args.device)
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -78,7 +81,6 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 def _run_train(args: argparse.Namespace, data: Any = None, hook: Any = None) -> int:
     try:
-        _check_counts(args)
         config, device = _train_setup(args)
     except (ValueError, FileExistsError) as err:
         print(f"hooked-bimt train: error: {err}", file=sys.stderr)

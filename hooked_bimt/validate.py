@@ -1,15 +1,34 @@
 """Checks run before any work starts: each raises an error that names the problem and what to do.
 
-Imports nothing heavy at module level. Output-path checks live in ``circuits.validate``
-(``check_output_dir``, ``check_output_file``), shared by both packages.
+Imports nothing heavy at module level. Output-path checks live in ``circuits.paths``
+(``check_output_dir``, ``check_output_file``, torch-free), shared by both packages.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import warnings
 from typing import Any
+
+
+# Device types torch knows that this toolkit does not run on (a name outside these and cpu/cuda is unknown).
+_OTHER_TORCH_DEVICES = ("mps", "xpu", "meta", "hip", "xla", "lazy", "vulkan", "ipu", "hpu", "mtia", "maia", "ve",
+                        "fpga", "ort", "mkldnn", "opengl", "opencl", "ideep", "privateuseone")
+_DEVICE = re.compile(r"(cpu|cuda)(:\d+)?")
+
+
+def check_device_name(device: Any) -> str:
+    """The spelling of a device, checked without importing torch (the command line answers at once): 'cpu',
+    'cuda' or 'cuda:N', else ``ValueError``; whether CUDA is there is ``check_device``'s question."""
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {type(device).__name__}")
+    if _DEVICE.fullmatch(device):
+        return device
+    if device.split(":", 1)[0] in _OTHER_TORCH_DEVICES:
+        raise ValueError(f"unsupported device {device!r}; expected 'cpu' or 'cuda[:N]'")
+    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda[:N]'")
 
 
 def check_device(device: Any) -> str:
@@ -18,17 +37,10 @@ def check_device(device: Any) -> str:
 
     if isinstance(device, torch.device):
         device = str(device)
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {type(device).__name__}")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda[:N]'") from err
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; expected 'cpu' or 'cuda[:N]'")
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    device = check_device_name(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available on this machine; use 'cpu'")
-    return str(dev)
+    return str(torch.device(device))
 
 
 def _check_value(name: str, kind: str, value: Any) -> None:

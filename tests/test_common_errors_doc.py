@@ -28,3 +28,15 @@ def test_common_errors_page_is_current_and_every_case_is_refused():
 
 def test_readme_links_the_page():
     assert "(docs/common_errors.md)" in (ROOT / "README.md").read_text()
+
+
+def test_the_page_lists_a_transformer_users_mistakes():
+    """Issue 24: the Transformers section names each mistake a transformer user meets (the page's messages are the
+    code's own: the test above)."""
+    text = (ROOT / "docs" / "common_errors.md").read_text()
+    section = text.split("\n## Transformers\n", 1)[1]
+    for what in ("past the vocabulary", "negative token id", "longer than the context", "rotary context",
+                 "different token lengths", "attention_mask", "meta device", "pad token", "not wrapped in a bridge",
+                 "metric returning NaN", "one value per example", "`logit_diff(y, y)`", "clean identical to corrupted",
+                 "`pos` past the sequence", "`eap_then_acdc`", "over an existing page"):
+        assert what in section, what

@@ -24,7 +24,7 @@ from circuits.acdc.options import Options, check_options
 from circuits.acdc.reference import Reference
 from circuits import families
 from circuits.circuit import Circuit, model_identity
-from circuits.graph import Edge, graph_of
+from circuits.graph import Edge, runnable_graph
 from circuits.metrics import resolve
 from circuits.validate import check_model_and_inputs
 from circuits.patching import (
@@ -51,10 +51,18 @@ def working_copy(model: Any, dtype: Optional[torch.dtype]) -> Any:
         raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float64) or None, got {dtype!r}")
     if model_device_dtype(model)[1] == dtype:
         return model
-    return copy.deepcopy(model).to(dtype)
+    # Tensors a module keeps from its last forward with gradients on (TransformerLens's attention keeps its
+    # ``_pattern``, after ``eap`` for instance) cannot be deep-copied: they are copied detached.
+    memo = {id(v): v.detach().clone() for m in model.modules() for v in vars(m).values()
+            if isinstance(v, torch.Tensor) and v.grad_fn is not None}
+    work = copy.deepcopy(model, memo)
+    family = families.family_of(work)
+    if family is not None and family.after_copy is not None:
+        family.after_copy(work)  # e.g. a bridge's hooks wired as closures over the original's blocks
+    return work.to(dtype)
 
 
-@keeps_hook_settings  # a bridge's gated hooks (graph_of turns them on) are restored on the way out
+@keeps_hook_settings  # a bridge's gated hooks (runnable_graph turns them on) are restored on the way out
 def acdc(
     model: Any,
     clean: Float[Tensor, "batch ..."],
@@ -91,7 +99,7 @@ def acdc(
     options = check_options(options)
     metric_obj = resolve(metric)
     user_model, model = model, working_copy(model, dtype)
-    graph = graph_of(model)
+    graph = runnable_graph(model)
     clean, corrupted = check_batches(model, clean, corrupted)
     graph = check_declaration(model, graph, clean, corrupted)  # refuses a lying graph; forward order as fired
     device, used_dtype = model_device_dtype(model)

@@ -27,7 +27,8 @@ several heads, so it is no one head's input); with full multi-head attention a h
 
 Names are the canonical hook names (those ``hook.name`` reports inside a hook): ``embed.hook_out`` is
 TL's ``hook_embed``, ``blocks.{l}.mlp.hook_out`` is ``blocks.{l}.hook_mlp_out``, ``blocks.{l}.hook_out``
-is ``blocks.{l}.hook_resid_post``. Building the graph turns on the gated hooks it needs
+is ``blocks.{l}.hook_resid_post``. Building the graph turns on the gated hooks it needs (``circuits.graph_of``
+and every public function turn them back to the user's settings on the way out, ``circuits.hook_settings``)
 (``set_use_attn_result``, ``set_use_split_qkv_input``, ``set_use_hook_mlp_in``) and runs two tokens through the
 bridge once to see them fire. What the graph cannot describe is refused, naming it: norms after the sublayers
 (Gemma 2/3, OLMo 2), scaled sublayer outputs (Granite's ``residual_multiplier``), mixture-of-experts MLPs, and
@@ -253,10 +254,30 @@ def check_bridge_inputs(bridge: Any, clean: Any, corrupted: Any) -> None:
             raise ValueError(f"{name}: a bridge takes token ids of shape (batch, pos), got {x.dtype} {tuple(x.shape)}")
 
 
+def unwire_copied_capture_hooks(bridge: Any) -> None:
+    """Make a deep copy of a bridge wire its own capture hooks. TransformerLens wires them on a block's first forward
+    (``_maybe_wire_capture_hooks``: the split q/k/v input fork, ``hook_mlp_in``), as closures over that block; a copy
+    of a bridge that has run keeps the original's closures, so its ``hook_mlp_in`` follows the original's setting and
+    never fires its own hooks. They are dropped from the copy (by handle id: the copy's hook dicts keep the ids)
+    and rewired, onto the copy, by its first forward."""
+    for block in getattr(bridge, "blocks", ()):
+        handles = getattr(block, "_capture_hook_handles", None)
+        if not handles:
+            continue
+        ids = {h.id for h in handles}
+        for module in block.modules():
+            for hooks in (module._forward_pre_hooks, module._forward_hooks, module._forward_pre_hooks_with_kwargs,
+                          module._forward_hooks_with_kwargs, module._forward_hooks_always_called):
+                for i in ids & set(hooks):
+                    del hooks[i]
+        handles.clear()
+        block._capture_hooks_wired = False
+
+
 def _explain(bridge: Any) -> str:
     return (f"{architecture(bridge)}: the SPEC 7 graph does not describe this bridge exactly; its architecture adds "
             "to the residual stream something the graph lacks, scaled or normalised sublayer outputs for instance")
 
 
 register(Family("transformer_bridge", is_bridge, bridge_graph, check_inputs=check_bridge_inputs, explain=_explain,
-                acdc_engine="circuits.acdc.attention.engine:Attention"))
+                prepare=enable_hooks, after_copy=unwire_copied_capture_hooks, acdc_engine="circuits.acdc.attention.engine:Attention"))

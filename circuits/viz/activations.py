@@ -17,6 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.circuit import Circuit
+from circuits.hook_settings import keeps_hook_settings
 from circuits.viz import data as vd
 from circuits.viz.render import OfflineHTML
 
@@ -34,6 +35,7 @@ def _names(prefix: str, n: int, labels: Optional[Sequence[Any]]) -> list[str]:
     return [f" {prefix} {k}" + (f" (y={labels[k]}) " if labels is not None else " ") for k in range(n)]
 
 
+@keeps_hook_settings
 def neuron_activations(
     model: Any,
     circuit: Circuit,

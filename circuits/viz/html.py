@@ -15,6 +15,7 @@ import numpy as np
 
 from circuits.circuit import Circuit
 from circuits.graph import graph_of
+from circuits.hook_settings import keeps_hook_settings
 from circuits.viz import data as vd
 from circuits.viz import graph_view
 from circuits.viz.layout import LAYOUTS, check_layout, node_layout
@@ -99,6 +100,7 @@ def view_data(
     }
 
 
+@keeps_hook_settings
 def circuit_graph(
     model: Any,
     circuit: Circuit,

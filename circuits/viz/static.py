@@ -20,6 +20,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from circuits.circuit import Circuit
+from circuits.hook_settings import keeps_hook_settings
 from circuits.viz import data as vd
 from circuits.viz.layout import check_layout, node_layout
 from circuits._io import atomic_write
@@ -84,6 +85,7 @@ def _draw_neurons(ax: Axes, model: Any, pos: list[np.ndarray], masks: Optional[l
         ax.text(x, y, labels[c], ha="center", va="center", fontsize=7, color="white", fontweight="bold", zorder=5)
 
 
+@keeps_hook_settings
 def draw_network(
     model: Any,
     circuit: Optional[Circuit] = None,
@@ -175,6 +177,7 @@ def _check_path(path: Optional[str | Path], overwrite: bool) -> Optional[Path]:
     return check_output_file(p, overwrite=overwrite)
 
 
+@keeps_hook_settings
 def network_vs_circuit(
     model: Any,
     circuit: Circuit,

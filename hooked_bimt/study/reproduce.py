@@ -26,6 +26,7 @@ from hooked_bimt.study.environment import machine  # noqa: F401  (re-exported: r
 from hooked_bimt.study.executors import EXECUTORS, SlurmOptions, check_executor
 from hooked_bimt.study.presets import PRESETS, Preset, get_preset
 from hooked_bimt.validate import check_device as _check_device
+from hooked_bimt.validate import check_device_name
 
 # torch, circuits and the tasks load inside the functions that need them: `hooked-bimt reproduce --help` and
 # argument errors answer without importing torch (tests/hooked_bimt/test_errors_cli.py).
@@ -84,7 +85,7 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     p, n_seeds, device, thr, task_objs = _validate(preset, seeds, device, thresholds, tasks)
     kind = executor if executor is not None else ("local" if isinstance(jobs, int) and jobs > 1 else "inline")
     check_executor(kind, jobs, threads, slurm, device)
-    from circuits.validate import check_output_dir
+    from circuits.paths import check_output_dir
     from hooked_bimt.study.units import RunStore
 
     check_output_dir(out)  # an existing file, or a path under one, is refused before any training
@@ -142,6 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; prints where the report is. Returns 0, or 2 on bad input (message on stderr)."""
+    from circuits.paths import check_output_dir
+
     tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t.strip()]
     try:
         thresholds = None
@@ -150,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
                 thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
             except ValueError as err:
                 raise ValueError(f"--thresholds must be comma-separated numbers, got {args.thresholds!r}") from err
+        check_device_name(args.device)  # a misspelt device or an impossible --out answers before torch loads
+        check_output_dir(args.out)
         slurm = SlurmOptions(partition=args.slurm_partition, time_min=args.slurm_time, gpus_per_node=args.slurm_gpus,
                              cpus_per_task=args.threads if args.slurm_cpus is None else args.slurm_cpus,
                              mem_gb=args.slurm_mem_gb, account=args.slurm_account)

@@ -22,11 +22,11 @@ from safetensors.torch import save as st_save
 from circuits.validate import check_output_dir
 from hooked_bimt.atomic import atomic_write_bytes, atomic_write_json
 from hooked_bimt.checkpoint import CheckpointError, _check_values, _read_tensors, read_json
+from hooked_bimt.files import CONFIG, WEIGHTS
 from hooked_bimt.regimes import get_regime
 from hooked_bimt.transformer.tasks import TASKS
 from hooked_bimt.transformer.training import DTYPES, TrainConfig, TrainResult, to_bridge
 
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
 KIND = "bimt_transformer"
 FORMAT_VERSION = 1
 

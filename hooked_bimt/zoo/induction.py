@@ -30,10 +30,10 @@ from jaxtyping import Int
 from torch import Tensor
 
 from hooked_bimt.atomic import atomic_write_bytes, atomic_write_json
+from hooked_bimt.files import CONFIG, WEIGHTS
 
 BOS = 0
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}  # learned positions / rotary
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "induction"  # the model trained by demos/induction_circuit.py
 
 

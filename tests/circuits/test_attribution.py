@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import circuits
 from circuits.attribution import circuit_from_scores, eap, eap_then_acdc, kl_metric
-from circuits.graph import Edge, graph_of
+from circuits.graph import Edge, enable_graph_hooks, graph_of
 from circuits.planted import removal_effects
 from hooked_bimt.zoo.planted import planted_mlp
 from hooked_bimt.model import HookedMLP
@@ -69,6 +69,7 @@ def _scaled_removal(model, clean, corrupted, edge, t, metric=linear_metric):
         return out
 
     graph = graph_of(model)
+    enable_graph_hooks(model)  # graph_of leaves a bridge's gated hooks as they were; the cache below reads them
     conn = next(c for c in graph.connections if (c.sender, c.receiver) == (edge.sender, edge.receiver))
     _, ca = model.run_with_cache(clean)
     _, cb = model.run_with_cache(corrupted)

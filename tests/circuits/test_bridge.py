@@ -168,12 +168,12 @@ def spec7_acdc(bridge, clean, corrupted, threshold: float) -> set:
 
 
 # ---------------------------------------------------------------------------- item 1: the graph
-def test_graph_of_a_bridge_has_spec7_edges_and_turns_on_the_gated_hooks():
+def test_graph_of_a_bridge_has_spec7_edges_and_leaves_the_gated_hooks_as_they_were():
     bridge = gpt2_bridge()
     assert not bridge.cfg.use_attn_result and not bridge.cfg.use_split_qkv_input
     graph = circuits.graph_of(bridge)
     assert graph.n_edges == 110
-    assert bridge.cfg.use_attn_result and bridge.cfg.use_split_qkv_input and bridge.cfg.use_hook_mlp_in
+    assert not (bridge.cfg.use_attn_result or bridge.cfg.use_split_qkv_input or bridge.cfg.use_hook_mlp_in)
     assert list(graph.edges()) == spec7_edges(bridge.cfg)
 
 

@@ -17,6 +17,7 @@ from test_bridge import _GPT2, _LLAMA, VOCAB, gpt2_bridge, spec7_edges, spec7_ru
 from circuits.acdc.attention import delta as bridge_delta  # noqa: E402
 from circuits.acdc.attention.blocks import BridgeBlocks  # noqa: E402
 from circuits.acdc.options import Options  # noqa: E402
+from circuits.graph import enable_graph_hooks  # noqa: E402
 from circuits.patching import corrupted_activations, mask_of_edges  # noqa: E402
 
 
@@ -56,6 +57,7 @@ def _independent_forward(bridge, clean):
 def test_functional_blocks_equal_the_bridges_own_blocks(which):
     bridge = BRIDGES[which]
     graph = circuits.graph_of(bridge)
+    enable_graph_hooks(bridge)  # graph_of leaves the gated hooks as they were; the cache below reads them
     clean, _ = tokens(7)
     logits, cache = _independent_forward(bridge, clean)
     bb = BridgeBlocks(bridge)
