@@ -100,6 +100,16 @@ def view_data(
     }
 
 
+def _resolve(placement: Any, model: Any) -> Optional[Placement]:
+    """A ``Placement`` as given, or what a callable returns for ``model`` (checked in ``graph_view``)."""
+    if placement is None or isinstance(placement, Placement):
+        return placement
+    if not callable(placement):
+        raise TypeError(f"placement must be a circuits.viz.Placement or a callable model -> Placement, "
+                        f"got {type(placement).__name__}")
+    return placement(model)
+
+
 def circuit_graph(
     model: Any,
     circuit: Circuit,
@@ -148,11 +158,7 @@ def circuit_graph(
         title = f"Circuit: {circuit.n_edges} of {circuit.n_total_edges} edges" if isinstance(circuit, Circuit) else ""
     if not vd.is_mlp_shaped(model):
         vd.check_circuit(model, circuit, check_model)
-        if placement is not None and not isinstance(placement, Placement):
-            if not callable(placement):
-                raise TypeError(f"placement must be a circuits.viz.Placement or a callable model -> Placement, "
-                                f"got {type(placement).__name__}")
-            placement = placement(model)
+        placement = _resolve(placement, model)
         return CircuitGraph(graph_view.view_data(graph_of(model), circuit, str(title), placement), kind="graph")
     if placement is not None:
         raise ValueError("placement applies to the unit view; a HookedMLP-shaped model is drawn at its own neuron "

@@ -1,15 +1,15 @@
 """The picture of a BIMT transformer: every neuron at its SPEC 8 position, the weights drawn, beside its circuit.
 
-Left panel, bottom to top (the original notebook's figure, ``incontext_3.4``): input tokens, the residual stream
-after the embedding, then per block the attention's head dimensions (q/k/v outputs = output-map inputs, head h a
-contiguous block, tinted), the residual stream, the MLP neurons, the residual stream; last the output tokens.
-Each row is one line of coordinates (x = (i + 1/2) / n), so a local network shows as short, near-vertical lines.
-A line joins neurons i -> j of a penalised map with width and opacity by |W[j, i]| / max |W| of that map
-(red positive, blue negative; the q/k/v map is drawn as |W_q| + |W_k| + |W_v|, grey; a map that reads a LayerNorm's
-output is drawn times that norm's weight, the effective weight, as in the original plot); lines under ``min_weight``
-of the map's maximum are left out. Right panel: the discovered circuit (SPEC 7 nodes: the embedding, each head at
-the centre of its block, each MLP, the output) on the same rows, an edge coloured by what it feeds (query, key,
-value, MLP or output); heads in the circuit are tinted on the left too.
+Left panel: the rows of ``drawing`` (bottom to top: input tokens, the residual stream, per block the head dimensions,
+tinted per head, the residual stream, the MLP neurons, the residual stream; last the output tokens), each neuron at
+its coordinate, so a local network shows as short, near-vertical lines. A line joins neurons i -> j of a penalised
+map when its strength a = |W[j, i]| / max |W| of that map is at least ``min_weight``, with opacity a^2 and width
+0.2 + 1.8 a^2 (the square lets the few strong weights stand out of thousands of faint ones), red positive, blue
+negative, grey for the q/k/v map (|W_q| + |W_k| + |W_v|); maps reading a LayerNorm's output are drawn times that
+norm's weight, as the original plot. Under the panels: the measured wiring length (``locality``) against random
+placements of the same weights; beside each map, its own L / E[L]. Right panel: the discovered circuit (SPEC 7
+nodes: the embedding, each head at the centre of its block, each MLP, the output) on the same rows, an edge coloured
+by what it feeds (query, key, value, MLP or output); heads in the circuit are tinted on the left too.
 """
 
 from __future__ import annotations
