@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hooked_bimt.transformer.geometry import PenalisedMap, dims, penalised_maps
+from hooked_bimt.transformer.llama import is_llama
 
 
 def rows_of(n_layer: int) -> dict[str, int]:
@@ -103,6 +104,8 @@ class DrawnMap:
 
 def drawn_maps(module: Any) -> list[DrawnMap]:
     """Every penalised map as drawn, in forward order (embedding, per block q/k/v, out, MLP in, MLP out, W_U)."""
+    if is_llama(module):
+        raise NotImplementedError("the BIMT transformer pictures (figure, locality, viewer) are GPT-2 only for now")
     d = dims(module)
     rows = map_rows(d["n_layer"])
     out = []
