@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked_bimt.transformer.geometry import PenalisedMap, line, plain
+from hooked_bimt.transformer.coords import PenalisedMap, line, plain
 
 
 def is_llama(module: Any) -> bool:
