@@ -6,14 +6,16 @@ Trains ``hooked_bimt.transformer.train(regime, task)`` (SPEC 8: the original Bio
 swaps on a Hugging Face ``GPT2LMHeadModel``), saves it (safetensors + JSON, hashed), loads it back as a
 TransformerLens 4 ``TransformerBridge``, runs ACDC (logit difference, fast engine) and EAP-IG on the task's
 clean/corrupted prompts, compares the two circuits by logit-difference recovery, and writes
-``network_vs_circuit.png`` (neurons at their positions, weights, the circuit beside) and the offline viewer's page
-of the circuit. Modular addition uses p = 23 here (the full table; ``--p``). Existing outputs are kept unless
+``network_vs_circuit.png`` (neurons at their positions, weights, the circuit beside, the measured wiring length
+against random placements) and the offline viewer's page: the circuit over every neuron at its BIMT position
+with its weights (``hooked_bimt.transformer.viewer.bimt_placement``). Modular addition uses p = 23 here (the full table; ``--p``). Existing outputs are kept unless
 ``--overwrite``. HOOKED_BIMT_QUICK=1: ``TrainConfig.quick()`` and p = 11 (well under a minute).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import circuits.viz as viz
 from circuits.validate import check_output_file
 from hooked_bimt.transformer import InductionTask, ModularAdditionTask, TrainConfig, connection_cost, load, save, train
 from hooked_bimt.transformer.figure import bimt_transformer_figure
+from hooked_bimt.transformer.viewer import bimt_placement
 
 
 def recovery(bridge, circuit, task) -> float:
@@ -42,6 +45,9 @@ def main() -> None:
     ap.add_argument("--regime", default="bimt", help="vanilla | l1 | l1_local | l1_swap | bimt")
     ap.add_argument("--p", type=int, default=None, help="modulus of modular addition (default 23; quick: 11)")
     ap.add_argument("--threshold", type=float, default=0.05, help="ACDC threshold on the logit difference")
+    ap.add_argument("--lambda", dest="lambda_", type=float, default=None,
+                    help="first lambda of the schedule (default TrainConfig's 1e-3; 1e-2 wires more locally)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps (default TrainConfig's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("HOOKED_BIMT_OUT", "out")) / "bimt_transformer")
     ap.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -51,6 +57,8 @@ def main() -> None:
     for path in (figure, page):  # before any work
         check_output_file(path, overwrite=args.overwrite)
     config = TrainConfig.quick() if args.quick else TrainConfig()
+    config = dataclasses.replace(config, **{k: v for k, v in (("lambda_", args.lambda_), ("steps", args.steps))
+                                           if v is not None})
     task = (ModularAdditionTask(p=args.p or (11 if args.quick else 23)) if args.task == "modular_addition"
             else InductionTask())
     result = train(args.regime, task, config, seed=args.seed)
@@ -65,8 +73,11 @@ def main() -> None:
           f"{acdc.seconds:.2f} s")
     print(f"EAP-IG (top {eap_ig.n_edges}): recovery {recovery(bridge, eap_ig, task):.3f}, "
           f"shared with ACDC: {len(acdc.edges & eap_ig.edges)}")
-    bimt_transformer_figure(loaded.module, acdc, figure, title=f"{args.regime}, {task.name}: ", overwrite=args.overwrite)
-    viz.circuit_graph(bridge, acdc).save(page, overwrite=args.overwrite)
+    fig = bimt_transformer_figure(loaded.module, acdc, figure, title=f"{args.regime}, {task.name}: ",
+                                  overwrite=args.overwrite)
+    loc = fig.locality
+    print(f"wiring length {loc.length:.3f}, random placements {loc.expected_random:.3f} (ratio {loc.ratio:.2f})")
+    viz.circuit_graph(bridge, acdc, placement=bimt_placement(loaded.module)).save(page, overwrite=args.overwrite)
     print(f"wrote {figure} and {page}")
 
 

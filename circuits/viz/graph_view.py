@@ -26,6 +26,7 @@ import numpy as np
 
 from circuits.circuit import Circuit
 from circuits.graph import Graph
+from circuits.viz.placement import Placement, placement_data
 
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 _ROW_GAP, _MARGIN, _SPACING = 150.0, 50.0, 80.0
@@ -149,11 +150,17 @@ def positions(units: list[Unit]) -> tuple[np.ndarray, tuple[float, float], float
     return pos, (width, height), spacing
 
 
-def view_data(graph: Graph, circuit: Circuit, title: str) -> dict[str, Any]:
-    """The JSON-able description of the view: units (label, row, position, ports), edges, effects."""
+def view_data(graph: Graph, circuit: Circuit, title: str, placement: Optional[Placement] = None) -> dict[str, Any]:
+    """The JSON-able description of the view: units (label, row, position, ports), edges, effects; with a
+    ``placement`` (``circuits.viz.placement``), the caller's positions and backdrop instead of rows."""
     units, where = units_of(graph)
     rows = sorted({u.row for u in units})
-    pos, size, spacing = positions(units)
+    placed = None
+    if placement is not None:
+        placed, pos, spacing = placement_data(placement, graph, where, len(units))
+        size = (placed["frame"]["width"], placed["frame"]["height"])
+    else:
+        pos, size, spacing = positions(units)
     kinds = list(dict.fromkeys(port_kind(p) for u in units for p in u.ports))
     hooks = list(graph.nodes)
     hook_no = {h: n for n, h in enumerate(hooks)}
@@ -164,6 +171,7 @@ def view_data(graph: Graph, circuit: Circuit, title: str) -> dict[str, Any]:
     effects = [circuit.effects.get(e) for e in edges]
     return {
         "title": title,
+        "placement": placed,
         "n_edges": circuit.n_edges,
         "n_total_edges": circuit.n_total_edges,
         "sparsity": circuit.sparsity,

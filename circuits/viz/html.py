@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from importlib import resources
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from circuits.hook_settings import keeps_hook_settings
 from circuits.viz import data as vd
 from circuits.viz import graph_view
 from circuits.viz.layout import LAYOUTS, check_layout, node_layout
+from circuits.viz.placement import Placement
 from circuits.viz.render import OfflineHTML
 
 _DATA_CLASS = "hb-data"
@@ -100,6 +101,16 @@ def view_data(
     }
 
 
+def _resolve(placement: Any, model: Any) -> Optional[Placement]:
+    """A ``Placement`` as given, or what a callable returns for ``model`` (checked in ``graph_view``)."""
+    if placement is None or isinstance(placement, Placement):
+        return placement
+    if not callable(placement):
+        raise TypeError(f"placement must be a circuits.viz.Placement or a callable model -> Placement, "
+                        f"got {type(placement).__name__}")
+    return placement(model)
+
+
 @keeps_hook_settings
 def circuit_graph(
     model: Any,
@@ -112,6 +123,7 @@ def circuit_graph(
     output_labels: Optional[Sequence[Any]] = None,
     title: Optional[str] = None,
     check_model: bool = True,
+    placement: Union[Placement, Callable[[Any], Placement], None] = None,
 ) -> CircuitGraph:
     """An interactive, self-contained view of ``circuit`` on ``model``: any model with a circuit graph.
 
@@ -129,11 +141,18 @@ def circuit_graph(
     v, MLP in, output), width by |effect|, names and effect sizes on hover. ``layout``, ``width_by``,
     ``background``, ``input_shape`` and ``output_labels`` only apply to the neuron view.
 
+    ``placement`` (unit view only): your own positions instead of rows, a ``circuits.viz.Placement`` or a
+    callable ``model -> Placement``: a position per unit, and optionally a ``Backdrop`` of points and weighted
+    lines (e.g. every neuron at a coordinate your training method gives it, and its weights) drawn faintly under
+    the circuit, with a button to hide it. It is checked before anything is drawn (every unit placed once,
+    finite numbers, line indices in range, strengths in [0, 1]); the page keeps your positions as given.
+
     Raises:
         ValueError: the circuit is not from this model (hook names, indices, total edge count; its graph
             signature or model fingerprint, unless ``check_model=False`` for a deliberate transfer), an
             unknown ``layout`` / ``width_by``, an ``input_shape`` or ``output_labels`` that does not fit.
-        TypeError: ``model`` declares no circuit graph or ``circuit`` is not a ``Circuit``.
+        TypeError: ``model`` declares no circuit graph, ``circuit`` is not a ``Circuit``, ``placement`` is
+            neither a ``Placement`` nor a callable returning one.
     """
     check_layout(layout)
     vd.check_width_by(width_by)
@@ -141,7 +160,11 @@ def circuit_graph(
         title = f"Circuit: {circuit.n_edges} of {circuit.n_total_edges} edges" if isinstance(circuit, Circuit) else ""
     if not vd.is_mlp_shaped(model):
         vd.check_circuit(model, circuit, check_model)
-        return CircuitGraph(graph_view.view_data(graph_of(model), circuit, str(title)), kind="graph")
+        placement = _resolve(placement, model)
+        return CircuitGraph(graph_view.view_data(graph_of(model), circuit, str(title), placement), kind="graph")
+    if placement is not None:
+        raise ValueError("placement applies to the unit view; a HookedMLP-shaped model is drawn at its own neuron "
+                         "coordinates (layout='bimt' or 'layered')")
     vd.check_circuit(model, circuit, check_model)
     shape = vd.check_input_shape(model, input_shape)
     labels = vd.check_output_labels(model, output_labels)

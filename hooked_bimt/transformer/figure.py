@@ -1,15 +1,15 @@
 """The picture of a BIMT transformer: every neuron at its SPEC 8 position, the weights drawn, beside its circuit.
 
-Left panel, bottom to top (the original notebook's figure, ``incontext_3.4``): input tokens, the residual stream
-after the embedding, then per block the attention's head dimensions (q/k/v outputs = output-map inputs, head h a
-contiguous block, tinted), the residual stream, the MLP neurons, the residual stream; last the output tokens.
-Each row is one line of coordinates (x = (i + 1/2) / n), so a local network shows as short, near-vertical lines.
-A line joins neurons i -> j of a penalised map with width and opacity by |W[j, i]| / max |W| of that map
-(red positive, blue negative; the q/k/v map is drawn as |W_q| + |W_k| + |W_v|, grey; a map that reads a LayerNorm's
-output is drawn times that norm's weight, the effective weight, as in the original plot); lines under ``min_weight``
-of the map's maximum are left out. Right panel: the discovered circuit (SPEC 7 nodes: the embedding, each head at
-the centre of its block, each MLP, the output) on the same rows, an edge coloured by what it feeds (query, key,
-value, MLP or output); heads in the circuit are tinted on the left too.
+Left panel: the rows of ``drawing`` (bottom to top: input tokens, the residual stream, per block the head dimensions,
+tinted per head, the residual stream, the MLP neurons, the residual stream; last the output tokens), each neuron at
+its coordinate, so a local network shows as short, near-vertical lines. A line joins neurons i -> j of a penalised
+map when its strength a = |W[j, i]| / max |W| of that map is at least ``min_weight``, with opacity a^2 and width
+0.2 + 1.8 a^2 (the square lets the few strong weights stand out of thousands of faint ones), red positive, blue
+negative, grey for the q/k/v map (|W_q| + |W_k| + |W_v|); maps reading a LayerNorm's output are drawn times that
+norm's weight, as the original plot. Under the panels: the measured wiring length (``locality``) against random
+placements of the same weights; beside each map, its own L / E[L]. Right panel: the discovered circuit (SPEC 7
+nodes: the embedding, each head at the centre of its block, each MLP, the output) on the same rows, an edge coloured
+by what it feeds (query, key, value, MLP or output); heads in the circuit are tinted on the left too.
 """
 
 from __future__ import annotations
@@ -25,72 +25,44 @@ from matplotlib.figure import Figure
 
 from circuits._io import atomic_write
 from circuits.validate import check_output_file
-from hooked_bimt.transformer.geometry import dims, penalised_maps
+from hooked_bimt.transformer.drawing import drawn_maps, row_coordinates, row_label, rows_of
+from hooked_bimt.transformer.geometry import dims
+from hooked_bimt.transformer.locality import Locality, locality
 
 ROLE_COLOURS = {"q": "#1f77b4", "k": "#2ca02c", "v": "#ff7f0e", "mlp": "#7f7f7f", "out": "#000000"}
 HEAD_TINTS = ("#fde0dd", "#deebf7", "#e5f5e0", "#fff7bc", "#efedf5", "#fee6ce")
 
 
-def rows_of(n_layer: int) -> dict[str, int]:
-    """Row index of every neuron line: ``vocab_in``, ``res0``, per block ``attn{l}``, ``mid{l}``, ``mlp{l}``,
-    ``res{l+1}``, and ``vocab_out``."""
-    rows = {"vocab_in": 0, "res0": 1}
-    for l in range(n_layer):
-        base = 1 + 4 * l
-        rows.update({f"attn{l}": base + 1, f"mid{l}": base + 2, f"mlp{l}": base + 3, f"res{l + 1}": base + 4})
-    rows["vocab_out"] = 2 + 4 * n_layer
-    return rows
+_RGB = np.array([[0.12, 0.47, 0.71], [0.3, 0.3, 0.3], [0.84, 0.15, 0.16]])  # by sign + 1: negative, q/k/v, positive
 
 
-def _map_rows(n_layer: int) -> dict[str, tuple[str, str]]:
-    """(sender row, receiver row) of every penalised map."""
-    out = {"embed": ("vocab_in", "res0"), "unembed": (f"res{n_layer}", "vocab_out")}
-    for l in range(n_layer):
-        out.update({f"blocks.{l}.attn.qkv": (f"res{l}", f"attn{l}"), f"blocks.{l}.attn.out": (f"attn{l}", f"mid{l}"),
-                    f"blocks.{l}.mlp.in": (f"mid{l}", f"mlp{l}"), f"blocks.{l}.mlp.out": (f"mlp{l}", f"res{l + 1}")})
-    return out
+def network_lines(module: Any, min_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every drawn line, weakest first: segments ((x, row) -> (x, row)), strengths a and signs (+1, -1; 0 for the
+    unsigned q/k/v map); weights with a < ``min_weight`` are left out."""
+    rows = rows_of(dims(module)["n_layer"])
+    segs, strength, sign = [], [], []
+    for m in drawn_maps(module):
+        j, i, a, sg = m.visible(min_weight)
+        y0, y1 = rows[m.sender_row], rows[m.receiver_row]
+        segs.append(np.stack([np.stack([m.x_in[i], np.full(len(i), y0)], 1),
+                              np.stack([m.x_out[j], np.full(len(j), y1)], 1)], 1))
+        strength.append(a)
+        sign.append(sg)
+    segs, strength, sign = np.concatenate(segs), np.concatenate(strength), np.concatenate(sign)
+    order = np.argsort(strength, kind="stable")
+    return segs[order], strength[order], sign[order]
 
 
-def _reads_after_norm(module: Any, name: str) -> Any:
-    """The LayerNorm whose output a map reads (q/k/v: ln_1, MLP in: ln_2, unembedding: ln_f), else None."""
-    parts = name.split(".")
-    if name == "unembed":
-        return module.transformer.ln_f
-    if name.endswith("attn.qkv") or name.endswith("mlp.in"):
-        block = module.transformer.h[int(parts[1])]
-        return block.ln_1 if parts[2] == "attn" else block.ln_2
-    return None
-
-
-def _weights(module: Any, m: Any, d_model: int) -> np.ndarray:
-    """The map's weights as drawn: a map reading a LayerNorm's output times that norm's weight (the effective
-    weight on the normalised stream, as the original notebook's plot), q/k/v as |W_q| + |W_k| + |W_v|."""
-    w = m.out_in().detach().double()
-    norm = _reads_after_norm(module, m.name)
-    if norm is not None:
-        w = w * norm.weight.detach().double()[None, :]
-    w = w.cpu().numpy()
-    if m.name.endswith("qkv"):
-        return np.abs(w).reshape(3, d_model, -1).sum(0)
-    return w
-
-
-def draw_network(module: Any, ax: Any, *, min_weight: float = 0.15, tint_heads: frozenset = frozenset()) -> None:
-    """The left panel on ``ax``; ``tint_heads``: (layer, head) pairs to tint strongly (e.g. the circuit's heads)."""
+def draw_network(module: Any, ax: Any, *, min_weight: float = 0.15, tint_heads: frozenset = frozenset(),
+                 loc: Optional[Locality] = None) -> int:
+    """The left panel on ``ax``: a line per weight with a = |w| / max|w| of its map >= ``min_weight``, opacity a^2
+    and width 0.2 + 1.8 a^2 (the strong weights stand out of thousands of faint ones), strongest on top; ``tint_heads``: (layer, head) pairs to outline (the circuit's heads);
+    ``loc``: each map's L / E[L] written beside it. Returns the number of lines drawn."""
     d = dims(module)
-    rows, map_rows = rows_of(d["n_layer"]), _map_rows(d["n_layer"])
-    for m in penalised_maps(module):
-        w = _weights(module, m, d["d_model"])
-        scale = np.abs(w).max() or 1.0
-        j, i = np.nonzero(np.abs(w) >= min_weight * scale)
-        a = np.abs(w[j, i]) / scale
-        y0, y1 = rows[map_rows[m.name][0]], rows[map_rows[m.name][1]]
-        x_in, x_out = (i + 0.5) / w.shape[1], (j + 0.5) / w.shape[0]
-        segs = np.stack([np.stack([x_in, np.full_like(x_in, y0)], 1), np.stack([x_out, np.full_like(x_out, y1)], 1)], 1)
-        base = np.where(w[j, i] > 0, 0, 1) if not m.name.endswith("qkv") else np.full(len(j), 2)
-        colours = np.array([[0.84, 0.15, 0.16, 0], [0.12, 0.47, 0.71, 0], [0.35, 0.35, 0.35, 0]])[base]
-        colours[:, 3] = np.clip(0.15 + 0.85 * a, 0, 1)
-        ax.add_collection(LineCollection(segs, linewidths=0.3 + 1.7 * a, colors=colours, zorder=1))
+    rows = rows_of(d["n_layer"])
+    segs, a, sign = network_lines(module, min_weight)
+    rgba = np.concatenate([_RGB[sign + 1], a[:, None] ** 2], 1)
+    ax.add_collection(LineCollection(segs, linewidths=0.2 + 1.8 * a ** 2, colors=rgba, zorder=1))
     for l in range(d["n_layer"]):
         for h in range(d["n_head"]):
             strong = (l, h) in tint_heads
@@ -98,19 +70,21 @@ def draw_network(module: Any, ax: Any, *, min_weight: float = 0.15, tint_heads: 
                                        color=HEAD_TINTS[h % len(HEAD_TINTS)], alpha=1.0 if strong else 0.45,
                                        ec="#d62728" if strong else "none", lw=1.2, zorder=0))
             ax.text((h + 0.5) / d["n_head"], rows[f"attn{l}"] + 0.3, f"L{l}H{h}", ha="center", fontsize=6, zorder=3)
-    sizes = {"vocab_in": d["d_vocab"], "vocab_out": d["d_vocab"]}
-    for name, y in rows.items():
-        n = sizes.get(name, d["d_mlp"] if name.startswith("mlp") else d["d_model"])
-        ax.scatter((np.arange(n) + 0.5) / n, np.full(n, y), s=min(6.0, 300 / n), c="k", zorder=2, linewidths=0)
+    for name, x in row_coordinates(module).items():
+        ax.scatter(x, np.full(len(x), rows[name]), s=min(6.0, 300 / len(x)), c="k", zorder=2, linewidths=0)
+    if loc is not None:
+        for m in drawn_maps(module):
+            length, expected = loc.per_map.get(m.name, (0.0, 0.0))
+            if expected > 0:
+                ax.text(1.02, (rows[m.sender_row] + rows[m.receiver_row]) / 2, f"L/E[L] {length / expected:.2f}",
+                        va="center", fontsize=6, color="#777")
     _label_rows(ax, rows)
+    return len(segs)
 
 
 def _label_rows(ax: Any, rows: dict[str, int]) -> None:
-    names = {"vocab_in": "tokens in", "vocab_out": "tokens out"}
     for name, y in rows.items():
-        text = names.get(name) or re.sub(r"^(attn|mid|mlp|res)(\d+)$", lambda m: {
-            "attn": f"heads {m[2]}", "mid": "residual", "mlp": f"MLP {m[2]}", "res": "residual"}[m[1]], name)
-        ax.text(1.02, y, text, va="center", fontsize=7)
+        ax.text(1.02, y, row_label(name), va="center", fontsize=7)
     ax.set_xlim(-0.02, 1.16)
     ax.set_ylim(-0.6, max(rows.values()) + 0.6)
     ax.axis("off")
@@ -167,28 +141,39 @@ def draw_circuit(module: Any, circuit: Any, ax: Any) -> frozenset:
     return frozenset(used)
 
 
+def locality_caption(loc: Locality, n_drawn: int, min_weight: float) -> str:
+    """The figure's footnote: the measured wiring length against random placements, and what is drawn."""
+    return (f"{loc.summary()}.\nDrawn: the {n_drawn:,} weights with a = |w| / max|w| of their map >= {min_weight:g} "
+            "(opacity and width by a\u00b2); L and, beside each map, L / E[L] count every weight, faint ones included.")
+
+
 def bimt_transformer_figure(module: Any, circuit: Any = None, path: "str | Path | None" = None, *,
-                            title: str = "", min_weight: float = 0.15, dpi: int = 150,
+                            title: str = "", min_weight: float = 0.15, n_shuffles: int = 200, dpi: int = 150,
                             overwrite: bool = False) -> Figure:
-    """Network (left) beside its circuit (right, if given); saved to ``path`` (.png/.svg/.pdf) atomically, never
-    over an existing file unless ``overwrite``. ``circuit``: found on the module's bridge (SPEC 7 edges)."""
+    """Network (left) beside its circuit (right, if given), the measured wiring length under them
+    (``locality.locality(module, n_shuffles)``, also on the returned figure as ``fig.locality``); saved to ``path``
+    (.png/.svg/.pdf) atomically, never over an existing file unless ``overwrite``. ``circuit``: found on the
+    module's bridge (SPEC 7 edges)."""
     target = None
     if path is not None:
         if Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
             raise ValueError(f"cannot tell the figure format from {Path(path).name!r}: use .png, .svg or .pdf")
         target = check_output_file(path, overwrite=overwrite)
-    if not 0 <= min_weight < 1:
+    if isinstance(min_weight, bool) or not isinstance(min_weight, (int, float)) or not 0 <= min_weight < 1:
         raise ValueError(f"min_weight must be in [0, 1), got {min_weight!r}")
     d = dims(module)
+    loc = locality(module, n_shuffles)
     panels = 2 if circuit is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.5 + 4.0 * (panels - 1), 1.0 + 0.75 * (3 + 4 * d["n_layer"])),
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 + 4.0 * (panels - 1), 1.6 + 0.75 * (3 + 4 * d["n_layer"])),
                              squeeze=False, gridspec_kw={"width_ratios": [1.6, 1.0][:panels]})
     used = draw_circuit(module, circuit, axes[0, 1]) if circuit is not None else frozenset()
-    draw_network(module, axes[0, 0], min_weight=min_weight, tint_heads=used)
+    n_drawn = draw_network(module, axes[0, 0], min_weight=min_weight, tint_heads=used, loc=loc)
     axes[0, 0].set_title(f"{title}network: |W| per map, neurons at SPEC 8 positions".strip(), fontsize=9)
     if circuit is not None:
         axes[0, 1].set_title(f"circuit: {circuit.n_edges} of {circuit.n_total_edges} edges", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.text(0.01, 0.01, locality_caption(loc, n_drawn, min_weight), fontsize=7, va="bottom", wrap=True)
+    fig.locality = loc
     if target is not None:
         atomic_write(target, lambda tmp: fig.savefig(tmp, format=target.suffix.lstrip(".").lower(), dpi=dpi))
     return fig

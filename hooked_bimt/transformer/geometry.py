@@ -17,70 +17,36 @@ the weights: a swap permutes weights, the positions stay put.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
-import torch
-from jaxtyping import Float
-from torch import Tensor, nn
+from torch import nn
 
+from hooked_bimt.transformer.coords import PenalisedMap, folded, line, plain
+from hooked_bimt.transformer.llama import is_llama, llama_dims, llama_maps
 
-def line(n: int, device: Any = None) -> Float[Tensor, " n"]:
-    """``n`` evenly spaced cell centres in [0, 1]: (i + 1/2) / n (float64)."""
-    return (torch.arange(n, dtype=torch.float64, device=device) + 0.5) / n
-
-
-def folded(n: int, folds: int, device: Any = None) -> Float[Tensor, " folds_n"]:
-    """``folds`` copies of ``line(n)`` one after another (the original BioLinear's ``out_fold``)."""
-    return line(n, device).repeat(folds)
-
-
-@dataclass(frozen=True)
-class PenalisedMap:
-    """One linear map of the cost: ``weight`` read as (out x in) is ``weight.T`` when ``transposed``."""
-
-    name: str
-    weight: nn.Parameter
-    transposed: bool
-    bias: Optional[nn.Parameter]
-    x_out: Float[Tensor, " n_out"]
-    x_in: Float[Tensor, " n_in"]
-
-    def out_in(self) -> Float[Tensor, "n_out n_in"]:
-        """The weight as (out x in), a view (differentiable)."""
-        return self.weight.T if self.transposed else self.weight
-
-    def distances(self) -> Float[Tensor, "n_out n_in"]:
-        """D[j, i] = |x_out[j] - x_in[i]| (1-D; the layer gap enters the cost as y*)."""
-        return (self.x_out[:, None] - self.x_in[None, :]).abs()
-
-
-def _plain(module: nn.Module) -> nn.Module:
-    """``module`` itself; refuse one a TransformerBridge has rewired (its maps are no longer the HF ones)."""
-    if hasattr(module, "_original_component"):
-        raise ValueError(
-            f"{type(module).__name__} is wrapped by a TransformerLens TransformerBridge (building a bridge rewires the "
-            "Hugging Face module in place and splits its fused q/k/v map); BIMT operations need the plain "
-            "GPT2LMHeadModel: use TrainResult.module, or build the bridge from a copy (to_bridge does)")
-    return module
+__all__ = ["PenalisedMap", "check_gpt2", "dims", "folded", "line", "penalised_maps", "plain"]
 
 
 def check_gpt2(module: Any) -> None:
     """A plain Hugging Face GPT-2-style LM (``GPT2LMHeadModel``) with untied embeddings; else a clear error."""
     if not isinstance(module, nn.Module) or not hasattr(module, "transformer") or not hasattr(module, "lm_head"):
-        raise TypeError(f"hooked_bimt.transformer needs a Hugging Face GPT2LMHeadModel, got {type(module).__name__}")
+        raise TypeError(f"hooked_bimt.transformer needs a Hugging Face GPT2LMHeadModel (cost and swaps also take a "
+                        f"LlamaForCausalLM), got {type(module).__name__}")
     for sub in (module.transformer, module.lm_head, module.transformer.wte):
-        _plain(sub)
+        plain(sub)
     for block in module.transformer.h:
-        _plain(block)
-        _plain(block.attn)
+        plain(block)
+        plain(block.attn)
     if module.lm_head.weight is module.transformer.wte.weight:
         raise ValueError("the embedding and unembedding are tied (tie_word_embeddings=True): SPEC 8 penalises them as "
                          "two maps; build the model with tie_word_embeddings=False")
 
 
 def dims(module: Any) -> dict[str, int]:
-    """``d_vocab``, ``d_model``, ``n_head``, ``d_head``, ``d_mlp``, ``n_layer`` of a GPT-2-style module."""
+    """``d_vocab``, ``d_model``, ``n_head``, ``d_head``, ``d_mlp``, ``n_layer`` of a GPT-2-style module (a Llama
+    module: ``llama.llama_dims``, with ``n_kv``)."""
+    if is_llama(module):
+        return llama_dims(module)
     check_gpt2(module)
     cfg = module.config
     d_vocab, d_model = module.transformer.wte.weight.shape
@@ -90,7 +56,10 @@ def dims(module: Any) -> dict[str, int]:
 
 
 def penalised_maps(module: Any) -> list[PenalisedMap]:
-    """SPEC 8's maps in forward order: W_E; per block q/k/v, attention output, MLP in, MLP out; W_U."""
+    """SPEC 8's maps in forward order: W_E; per block q/k/v, attention output, MLP in, MLP out; W_U (a Llama
+    module: ``llama.llama_maps``)."""
+    if is_llama(module):
+        return llama_maps(module)
     d = dims(module)
     dev = module.transformer.wte.weight.device
     vocab, res = line(d["d_vocab"], dev), line(d["d_model"], dev)

@@ -30,6 +30,7 @@ from torch import Tensor
 from hooked_bimt.swaps import greedy_order
 from hooked_bimt.transformer.cost import check_cost_args
 from hooked_bimt.transformer.geometry import PenalisedMap, dims, penalised_maps
+from hooked_bimt.transformer.llama import is_llama
 from hooked_bimt.transformer.swaps import swap_heads, swap_mlp_neurons, swap_residual
 
 
@@ -96,6 +97,9 @@ def relocate(module: Any, top_k: int = 30, distance_factor: float = 2.0, y_star:
     (it is checked, never changes a choice). ``optimizer``: its per-parameter state moves with the weights."""
     check_top_k(top_k)
     check_cost_args(distance_factor, y_star)
+    if is_llama(module):
+        raise NotImplementedError("relocate is GPT-2 only for now; a Llama module has SPEC 8's cost and swaps "
+                                  "(connection_cost, swap_residual, swap_mlp_neurons, swap_heads, swap_kv_groups)")
     d = dims(module)
     if float(distance_factor) == 0:
         return 0  # every position costs the same: nothing to gain

@@ -11,6 +11,9 @@ are Conv1D rows (dim 0); ``nn.Embedding`` is (vocab x d_model), ``lm_head`` (voc
 - ``swap_heads(layer, h, g)``: the d_head-blocks of heads h and g in q, k and v (and their biases) and in the
   attention output map's inputs; attention is computed per head, so the heads simply trade places.
 
+A Llama-style module (``llama``: RMSNorm, gated MLP, grouped-query attention) is dispatched to its own moves; under
+GQA ``swap_heads`` takes two heads of one key/value group and ``swap_kv_groups`` moves whole groups.
+
 Every optimizer state tensor shaped like a moved parameter (AdamW's ``exp_avg``, ``exp_avg_sq``) is permuted
 identically, so the next optimizer step is the swapped image of the step without the swap.
 """
@@ -23,6 +26,7 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor
 
+from hooked_bimt.transformer import llama
 from hooked_bimt.transformer.geometry import dims
 
 
@@ -65,7 +69,8 @@ def swap_residual(module: Any, i: int, j: int, optimizer: Optional[torch.optim.O
     d = dims(module)
     i, j = _index(i, d["d_model"], "i"), _index(j, d["d_model"], "j")
     if i != j:
-        exchange(residual_moves(module, torch.tensor([i]), torch.tensor([j])), optimizer)
+        moves = llama.residual_moves if llama.is_llama(module) else residual_moves
+        exchange(moves(module, torch.tensor([i]), torch.tensor([j])), optimizer)
 
 
 def swap_mlp_neurons(module: Any, layer: int, i: int, j: int, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
@@ -75,8 +80,11 @@ def swap_mlp_neurons(module: Any, layer: int, i: int, j: int, optimizer: Optiona
     i, j = _index(i, d["d_mlp"], "i"), _index(j, d["d_mlp"], "j")
     if i == j:
         return
-    mlp = module.transformer.h[layer].mlp
     a, b = torch.tensor([i]), torch.tensor([j])
+    if llama.is_llama(module):
+        exchange(llama.mlp_moves(module, layer, a, b), optimizer)
+        return
+    mlp = module.transformer.h[layer].mlp
     exchange([(mlp.c_fc.weight, 1, a, b), (mlp.c_fc.bias, 0, a, b), (mlp.c_proj.weight, 0, a, b)], optimizer)
 
 
@@ -93,7 +101,23 @@ def swap_heads(module: Any, layer: int, h: int, g: int, optimizer: Optional[torc
     h, g = _index(h, d["n_head"], "h"), _index(g, d["n_head"], "g")
     if h == g:
         return
+    if llama.is_llama(module):
+        exchange(llama.head_moves(module, layer, h, g), optimizer)
+        return
     attn = module.transformer.h[layer].attn
     (qkv_h, out_h), (qkv_g, out_g) = head_slots(d, h), head_slots(d, g)
     exchange([(attn.c_attn.weight, 1, qkv_h, qkv_g), (attn.c_attn.bias, 0, qkv_h, qkv_g),
               (attn.c_proj.weight, 0, out_h, out_g)], optimizer)
+
+
+def swap_kv_groups(module: Any, layer: int, a: int, b: int, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+    """Llama with grouped-query attention: swap key/value groups ``a`` and ``b`` of block ``layer`` together with
+    their query heads (k/v row blocks and biases, the groups' q row blocks and o column blocks, in order)."""
+    if not llama.is_llama(module):
+        raise TypeError(f"swap_kv_groups is for Llama-style modules (grouped-query attention), got "
+                        f"{type(module).__name__}: use swap_heads")
+    d = dims(module)
+    layer = _index(layer, d["n_layer"], "layer")
+    a, b = _index(a, d["n_kv"], "a"), _index(b, d["n_kv"], "b")
+    if a != b:
+        exchange(llama.kv_group_moves(module, layer, a, b), optimizer)

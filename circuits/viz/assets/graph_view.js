@@ -27,8 +27,11 @@ function hbGraphView(root) {
     (inEdges[E.r[k]] = inEdges[E.r[k]] || []).push(k);
   }
 
+  var PL = D.placement, BD = PL ? PL.backdrop : null;
+  if (PL) root.classList.add("hb-placed");
   root.insertAdjacentHTML("beforeend",
-    '<div class="hb-bar"><span class="hb-title"></span><button class="hb-clear">clear highlight</button></div>' +
+    '<div class="hb-bar"><span class="hb-title"></span><button class="hb-clear">clear highlight</button>' +
+    (BD ? '<button class="hb-backdrop hb-on">network</button>' : '') + '</div>' +
     '<div class="hb-main"><div class="hb-stage"><svg class="hb-svg"></svg></div><div class="hb-legend"></div></div>' +
     '<div class="hb-tip"></div>');
   root.querySelector(".hb-title").textContent = D.title;
@@ -44,14 +47,51 @@ function hbGraphView(root) {
   }
   function top(u) { var xy = U.xy[u]; return [xy[0], xy[1] - boxH / 2]; }
 
+  /* a placement's backdrop: the caller's points and weighted lines, once, on a canvas under the SVG */
+  function toScreen(p) {
+    var F = PL.frame;
+    return [F.left + (p[0] - F.x0) * F.sx, F.height - F.bottom - (p[1] - F.y0) * F.sy];
+  }
+  function backdropCanvas() {
+    var dpr = Math.max(1, window.devicePixelRatio || 1), NB = 8, paths = [], drawn = 0;
+    var c = document.createElement("canvas");
+    c.className = "hb-bg"; c.width = Math.round(W * dpr); c.height = Math.round(H * dpr);
+    c.style.width = W + "px"; c.style.height = H + "px";
+    var ctx = c.getContext("2d"); ctx.scale(dpr, dpr);
+    var P = BD.points.map(toScreen);
+    for (var p = 0; p < 3 * NB; p++) paths.push(new Path2D());
+    for (var k = 0; k < BD.a.length; k++) {
+      var s = BD.strength[k]; if (s <= 0) continue;
+      var bin = Math.min(NB - 1, Math.floor(s * NB)), a = P[BD.a[k]], b = P[BD.b[k]];
+      var path = paths[(BD.sign[k] + 1) * NB + bin];
+      path.moveTo(a[0], a[1]); path.lineTo(b[0], b[1]); drawn++;
+    }
+    var SIGN = ["#1f77b4", "#555", "#d62728"];  /* negative, unsigned, positive */
+    for (var q = 0; q < 3 * NB; q++) {
+      var lv = ((q % NB) + 0.5) / NB;
+      ctx.strokeStyle = SIGN[Math.floor(q / NB)]; ctx.globalAlpha = 0.5 * lv; ctx.lineWidth = 0.3 + 1.4 * lv;
+      ctx.stroke(paths[q]);
+    }
+    ctx.globalAlpha = 1; ctx.fillStyle = "#222";
+    var r = P.length > 400 ? 1 : 1.6;
+    P.forEach(function (xy) { ctx.beginPath(); ctx.arc(xy[0], xy[1], r, 0, 2 * Math.PI); ctx.fill(); });
+    root.setAttribute("data-backdrop-lines", drawn);
+    root.setAttribute("data-backdrop-points", P.length);
+    return c;
+  }
+
   function render() {
     var t1 = performance.now();
     stage.style.width = W + "px"; stage.style.height = H + "px";
+    if (BD && !stage.querySelector("canvas.hb-bg")) stage.insertBefore(backdropCanvas(), svg);
     svg.setAttribute("width", W); svg.setAttribute("height", H);
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     var parts = [];
-    /* row labels */
-    D.rows.forEach(function (r, n) {
+    /* row labels: the caller's (placement) or one per row of units */
+    if (PL) PL.row_labels.forEach(function (rl) {
+      parts.push('<text class="hb-layer" x="12" y="' + (toScreen([0, rl[0]])[1] + 4).toFixed(1) + '">' + esc(rl[1]) + '</text>');
+    });
+    else D.rows.forEach(function (r, n) {
       var y = null;
       for (var u = 0; u < nU; u++) if (U.row[u] === r) { y = U.xy[u][1]; break; }
       parts.push('<text class="hb-layer" x="12" y="' + (y + 4) + '">' + esc(D.row_labels[n]) + '</text>');
@@ -101,6 +141,7 @@ function hbGraphView(root) {
       (D.has_effects ? '<div>line width \u221d |effect size|; dashed: negative effect</div>'
                      : '<div class="hb-note">this circuit records no effect sizes: all edges drawn alike</div>') +
       '<div><span class="hb-box"></span>unit in the circuit, <span class="hb-box hb-out"></span>outside</div>' +
+      (BD ? '<div>under the circuit: ' + esc(BD.description || "the network") + ' (button \u201cnetwork\u201d hides it)</div>' : '') +
       '<div class="hb-hint">hover: names and effect sizes; click a unit: its paths to the output</div>';
   }
 
@@ -154,6 +195,12 @@ function hbGraphView(root) {
     applyHighlight();
   });
   root.querySelector(".hb-clear").addEventListener("click", function () { state.hl = null; applyHighlight(); });
+  if (BD) root.querySelector(".hb-backdrop").addEventListener("click", function (ev) {
+    var c = stage.querySelector("canvas.hb-bg"), on = c.style.display === "none";
+    c.style.display = on ? "" : "none";
+    ev.target.classList.toggle("hb-on", on);
+    root.setAttribute("data-backdrop-shown", on ? "1" : "0");
+  });
 
   function reportResources() {
     var n = (performance.getEntriesByType ? performance.getEntriesByType("resource").length : -1);

@@ -28,8 +28,11 @@ def test_demo_trains_finds_and_draws(monkeypatch, tmp_path, capsys):
     kept, total = map(int, re.search(r"ACDC: (\d+) of (\d+) edges", out).groups())
     assert 0 < kept < total
     assert float(re.search(r"EAP-IG \(top \d+\): recovery ([-0-9.]+)", out).group(1)) > 0.5
+    assert 0 < float(re.search(r"wiring length [0-9.]+, random placements [0-9.]+ \(ratio ([0-9.]+)\)", out).group(1)) < 1.5
     folder = tmp_path / "out" / "bimt_transformer"
-    assert (folder / "network_vs_circuit.png").stat().st_size > 10_000 and (folder / "circuit.html").stat().st_size > 0
+    assert (folder / "network_vs_circuit.png").stat().st_size > 10_000
+    page = (folder / "circuit.html").read_text()
+    assert '"placement":{"frame":' in page and '"backdrop":{"points":' in page  # the circuit at BIMT positions
 
 
 def test_notebook_cells_run(tmp_path):
@@ -39,3 +42,4 @@ def test_notebook_cells_run(tmp_path):
         exec(compile("".join(cell["source"]), "bimt_transformer.ipynb", "exec"), ns)
     assert ns["gap"] < 1e-10 and 0 < ns["acdc"].n_edges < ns["acdc"].n_total_edges
     assert (tmp_path / "out" / "bimt_transformer_notebook" / "network_vs_circuit.png").is_file()
+    assert ns["view"].data["placement"]["backdrop"]["points"]

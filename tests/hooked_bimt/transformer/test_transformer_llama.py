@@ -1,0 +1,166 @@
+"""SPEC 8 on a Llama-style module (RMSNorm, gated MLP, rotary, grouped-query attention): every swap kind keeps the
+logits and the next AdamW step (float64, 1e-12), and the cost equals the formula written out here.
+
+Hugging Face's ``LlamaRMSNorm`` computes in float32 whatever the model's dtype (it casts the stream down, then the
+result back), so a float64 Llama is float64 only up to that norm: a residual swap reorders the norm's float32 sum
+and moves the logits by float32 rounding (~1e-7). To test the swaps at float64 precision the tests here give the
+norm the same formula at the input's precision (``exact_rms_norm``); one test checks the stock norm to 1e-5."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from hooked_bimt.transformer import (connection_cost, relocate, swap_heads, swap_kv_groups, swap_mlp_neurons,
+                                     swap_residual)
+from gpt2_fixtures import tiny_gpt2
+
+D_MODEL, N_HEAD, N_KV, D_MLP, VOCAB = 16, 4, 2, 12, 11  # d_head 4; query heads 0, 1 read group 0, heads 2, 3 group 1
+TOKENS = torch.tensor([[1, 4, 2, 9, 4, 7], [3, 3, 0, 10, 5, 1]])
+
+
+def exact_rms_norm(self, x):
+    """``LlamaRMSNorm``'s formula, weight * x / sqrt(mean(x^2) + eps), at the input's precision."""
+    return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def float64_norm():
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    stock = LlamaRMSNorm.forward
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LlamaRMSNorm, "forward", exact_rms_norm)
+        yield stock
+
+
+def tiny_llama(seed: int = 0, bias: bool = True):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=2,
+                      num_attention_heads=N_HEAD, num_key_value_heads=N_KV, max_position_embeddings=8,
+                      attention_bias=bias, mlp_bias=bias, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).double().eval()
+    with torch.no_grad():  # RMSNorm weights start at 1, biases at 0: make every parameter distinct
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def adam_step(model, opt) -> None:
+    opt.zero_grad()
+    logits = model(TOKENS).logits
+    torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), TOKENS[:, 1:].reshape(-1)).backward()
+    opt.step()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model = tiny_llama()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    for _ in range(3):
+        adam_step(model, opt)
+    return model, opt
+
+
+def clone(model, opt):
+    m2 = copy.deepcopy(model)
+    o2 = torch.optim.AdamW(m2.parameters(), lr=1e-2, weight_decay=0.01)
+    o2.load_state_dict(copy.deepcopy(opt.state_dict()))
+    return m2, o2
+
+
+def swap(kind, model, opt, a, b, layer):
+    if kind == "residual":
+        swap_residual(model, a % D_MODEL, b % D_MODEL, optimizer=opt)
+    elif kind == "mlp":
+        swap_mlp_neurons(model, layer, a % D_MLP, b % D_MLP, optimizer=opt)
+    elif kind == "head":  # two query heads of one key/value group
+        group = a % N_KV
+        swap_heads(model, layer, 2 * group, 2 * group + 1, optimizer=opt)
+    else:
+        swap_kv_groups(model, layer, a % N_KV, b % N_KV, optimizer=opt)
+
+
+@settings(max_examples=16, deadline=None)
+@given(kind=st.sampled_from(["residual", "mlp", "head", "kv_group"]), a=st.integers(0, 15), b=st.integers(0, 15),
+       layer=st.integers(0, 1))
+def test_swap_preserves_logits_and_the_next_optimizer_step(trained, kind, a, b, layer):
+    model, opt = trained
+    ref, ref_opt = clone(model, opt)
+    swapped, sw_opt = clone(model, opt)
+    before = ref(TOKENS).logits
+    swap(kind, swapped, sw_opt, a, b, layer)
+    torch.testing.assert_close(swapped(TOKENS).logits, before, rtol=0, atol=1e-12)
+    adam_step(ref, ref_opt)
+    adam_step(swapped, sw_opt)
+    swap(kind, swapped, sw_opt, a, b, layer)  # its own inverse: back to ref's layout
+    for (name, p), q in zip(ref.named_parameters(), swapped.parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-12, msg=name)
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(sw_opt.state[q][key], ref_opt.state[p][key], rtol=0, atol=1e-12, msg=name)
+
+
+def test_with_the_stock_float32_norm_a_swap_moves_logits_by_float32_rounding_only(float64_norm):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    model = tiny_llama(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LlamaRMSNorm, "forward", float64_norm)  # Hugging Face's own
+        before = model(TOKENS).logits
+        swap_residual(model, 0, 13)
+        swap_kv_groups(model, 1, 0, 1)
+        torch.testing.assert_close(model(TOKENS).logits, before, rtol=0, atol=1e-5)
+
+
+def test_every_swap_kind_really_moves_weights(trained):
+    model, opt = trained
+    for kind in ("residual", "mlp", "head", "kv_group"):
+        m2, o2 = clone(model, opt)
+        before = [p.clone() for p in m2.parameters()]
+        swap(kind, m2, o2, 0, 1, 1)
+        assert any(not torch.equal(p, q) for p, q in zip(before, m2.parameters())), kind
+
+
+def test_a_head_swap_across_key_value_groups_is_refused():
+    with pytest.raises(ValueError, match="different key/value groups"):
+        swap_heads(tiny_llama(), 0, 1, 2)
+    with pytest.raises(TypeError, match="Llama-style"):
+        swap_kv_groups(tiny_gpt2(), 0, 0, 1)
+    with pytest.raises(NotImplementedError, match="GPT-2 only"):
+        relocate(tiny_llama())
+
+
+def plain_cost(model, A: float, y: float) -> float:
+    """sum over maps of mean(|W| (A D + y)) + mean(|b| y), nn.Linear weights (out x in), written out."""
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+
+    def pos(n):
+        return [(i + 0.5) / n for i in range(n)]
+
+    def term(w, x_out, x_in, bias):
+        total = sum(abs(float(w[j, i])) * (A * abs(xo - xi) + y) for j, xo in enumerate(x_out)
+                    for i, xi in enumerate(x_in)) / (len(x_out) * len(x_in))
+        return total + (sum(abs(float(b)) * y for b in bias) / len(bias) if bias is not None else 0.0)
+
+    res, voc, q, kv, mlp = pos(D_MODEL), pos(VOCAB), pos(D_MODEL), pos(N_KV * 4), pos(D_MLP)
+    cc = term(sd["model.embed_tokens.weight"].T, res, voc, None)
+    for l in range(2):
+        p = f"model.layers.{l}."
+        for name, x_out, x_in in (("self_attn.q_proj", q, res), ("self_attn.k_proj", kv, res),
+                                  ("self_attn.v_proj", kv, res), ("self_attn.o_proj", res, q),
+                                  ("mlp.gate_proj", mlp, res), ("mlp.up_proj", mlp, res), ("mlp.down_proj", res, mlp)):
+            cc += term(sd[p + name + ".weight"], x_out, x_in, sd.get(p + name + ".bias"))
+    return cc + term(sd["lm_head.weight"], voc, res, None)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_cost_equals_the_formula_written_plainly(bias):
+    model = tiny_llama(3, bias)
+    cc = connection_cost(model, distance_factor=2.0, y_star=0.5)
+    assert cc.requires_grad
+    assert cc.item() == pytest.approx(plain_cost(model, 2.0, 0.5), rel=1e-12)
