@@ -27,7 +27,7 @@ import torch
 from circuits import families
 from circuits.acdc.loop import Decisions, Node, Problem, run
 from circuits.acdc.reference import Reference
-from circuits.graph import graph_of
+from circuits.graph import runnable_graph
 from circuits.metrics import resolve
 from circuits.patching import corrupted_activations, edges_of_mask, full_mask
 from circuits.protocol_check import check_declaration
@@ -174,7 +174,7 @@ def run_sampled(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, thresh
                 budget_s: Optional[float] = None, seed: int = 0) -> Outcome:
     """The loop with the fast engine of the bridge family deciding and ``sample_k`` sampled nodes checked against
     the reference (KL at the last position, resample ablation: ``circuits.acdc``'s defaults)."""
-    graph = check_declaration(model, graph_of(model), clean, corrupted)
+    graph = check_declaration(model, runnable_graph(model), clean, corrupted)
     device = next(model.parameters()).device
     fast_cls = families.engine_class(families.named(graph.family))
     with torch.no_grad():
