@@ -56,9 +56,11 @@ class Preset:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     train_subset: tuple[int, int] | None = None  # (train images, test images) passed to train(); None = all
     note: str = ""
+    family: str = "mnist"  # "transformer": train_overrides keyed by task kind (``transformer_family``)
 
     def train_config(self) -> Any:
-        """The ``TrainConfig`` this preset trains with (overrides applied to the fields that exist)."""
+        """The MNIST ``TrainConfig`` this preset trains with (overrides applied to the fields that exist); a
+        transformer preset's configs come from ``family.family_of("transformer").train_config``."""
         from hooked_bimt.train import TrainConfig
 
         cfg = TrainConfig.paper() if self.base_config == "paper" else TrainConfig.quick()
