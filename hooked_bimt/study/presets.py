@@ -16,12 +16,16 @@ x10 at 25% and 75% of the steps, A = 2, relocate every 100 steps (top 30).
 
 - ``transformer``: a + b mod 59 (all 3,481 pairs, batch 256, lr 3e-3) and induction (``InductionTask()``: vocabulary 32,
   sequences of 16, repeats of 3-6; batch 64, lr 3e-3), 1,500 steps each; 3 seeds, 3 batches of 32 prompt pairs per
-  task, 7 thresholds. Sized on this 2-core VM (shared, load 4-9): one model trains in 60-115 s (bimt the slowest,
-  ~1.2x vanilla); accuracy mod 59: l1 0.96, bimt 1.00, vanilla 1.00; induction (worst repeat length): vanilla 0.88,
-  l1 0.87, bimt 0.83.
-- ``transformer_quick``: a + b mod 23 (400 steps: accuracy 1.00) and induction (700 steps, lr 5e-3: 0.6-0.7, the
-  phase change not finished: indicative only), 2 seeds, 2 batches of 32 pairs, 4 thresholds: under 10 minutes with
-  ``--executor local --jobs 2``.
+  task, 7 thresholds. Sized on this 2-core VM (shared with other sessions, load 4-9): one model trains in 60-115 s
+  (bimt the slowest, ~1.2x vanilla); accuracy mod 59: l1 0.96, bimt 1.00, vanilla 1.00; induction (worst repeat
+  length): vanilla 0.88, l1 0.87, bimt 0.83. A job (one regime and seed: two models and their 2 x 2 batches), from
+  the step and ACDC times measured at load 6 (0.11-0.13 s per step, 1-4 s per ACDC run), takes ~8 minutes there
+  and ~2 on a quiet machine: 15 jobs two at a time, ~20 minutes quiet, close to 60 at load 6 (an estimate; the
+  full preset was not run while this was written).
+- ``transformer_quick``: a + b mod 23 (600 steps: accuracy 1.00; at 400 vanilla reached only 0.72) and induction
+  (500 steps, lr 5e-3: 0.55-0.65, the phase change not finished: indicative only), 2 seeds, 1 batch of 32 pairs per
+  task, 4 thresholds: about 4 minutes on a quiet machine with ``--executor local --jobs 2``, 2-3x that under the
+  load other sessions put on this VM.
 - ``transformer_smoke``: for tests only: tiny models (a + b mod 5; induction on 12 tokens, sequences of 8), 24
   steps, l1 and bimt, one batch of 8 pairs, 3 thresholds. Means nothing.
 
@@ -124,20 +128,20 @@ _MODADD = {"d_model": 32, "n_head": 4, "d_mlp": 64, "steps": 1500, "batch": 256,
 _INDUCTION = {"d_model": 32, "n_head": 4, "d_mlp": 64, "steps": 1500, "batch": 64, "lr": 3e-3}
 PRESETS.update({
     "transformer": Preset(
-        name="transformer", family="transformer", base_config="default", n_seeds=3, n_batches=3, batch_size=32,
+        name="transformer", family="transformer", base_config="default", n_seeds=3, n_batches=2, batch_size=32,
         thresholds=TRANSFORMER_THRESHOLDS, tasks=TRANSFORMER_TASKS,
         train_overrides={"modular_addition": _MODADD, "induction": _INDUCTION},
         note="GPT-2-style transformers (hooked_bimt.transformer, SPEC 8), one per regime, seed and task (a + b mod 59; "
-             "induction), 2 layers, d_model 32, 4 heads, 1,500 steps; 3 seeds, 3 batches of 32 prompt pairs per "
+             "induction), 2 layers, d_model 32, 4 heads, 1,500 steps; 3 seeds, 2 batches of 32 prompt pairs per "
              f"task, {len(TRANSFORMER_THRESHOLDS)} ACDC thresholds.",
     ),
     "transformer_quick": Preset(
-        name="transformer_quick", family="transformer", base_config="default", n_seeds=2, n_batches=2,
+        name="transformer_quick", family="transformer", base_config="default", n_seeds=2, n_batches=1,
         batch_size=32, thresholds=TRANSFORMER_QUICK_THRESHOLDS, tasks=("modular_addition:23", "induction"),
-        train_overrides={"modular_addition": {**_MODADD, "steps": 400},
-                         "induction": {**_INDUCTION, "steps": 700, "lr": 5e-3}},
-        note="Reduced for a few-minute CPU run: a + b mod 23 (400 steps) and induction (700 steps), the transformer "
-             f"preset's model size, 2 seeds, 2 batches of 32 prompt pairs per task, {len(TRANSFORMER_QUICK_THRESHOLDS)} "
+        train_overrides={"modular_addition": {**_MODADD, "steps": 600},
+                         "induction": {**_INDUCTION, "steps": 500, "lr": 5e-3}},
+        note="Reduced for a few-minute CPU run: a + b mod 23 (600 steps) and induction (500 steps), the transformer "
+             f"preset's model size, 2 seeds, 1 batch of 32 prompt pairs per task, {len(TRANSFORMER_QUICK_THRESHOLDS)} "
              "ACDC thresholds. Indicative only.",
     ),
     "transformer_smoke": Preset(

@@ -8,7 +8,9 @@ reproduced if not reproduced on every one, mixed otherwise.
 Claim 4 (swaps cost training memory, the paper: ~1.5x): each swap regime against its no-swap twin,
 the same loss without swaps (bimt and bimt_original / l1_local, l1_swap and l1_swap_original / l1);
 r = the mean of those ratios. Reproduced if r >= 1.2 and each swap regime's interval lies above its
-twin's (>= 2 seeds); not reproduced if r <= 1.05 (no memory cost worth the name); mixed otherwise.
+twin's (>= 2 seeds); not reproduced if r <= 1.05 (no memory cost worth the name); mixed otherwise. Where each
+task has its own trained models (transformers: ``training_groups``), claim 4 and the training table are per task,
+the verdicts combined over tasks as for claims 1-3.
 """
 
 from __future__ import annotations
