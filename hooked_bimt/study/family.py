@@ -29,8 +29,13 @@ class Mnist:
     """SPEC 2 MLPs (784-100-100-10) trained on MNIST; the paper's tasks on the MNIST test set (``tasks``)."""
 
     name = "mnist"
-    title = "hooked-bimt: reproduction of Nainani 2024 (arXiv 2401.03646) on MNIST"
     pairs_label = "MNIST pairs"
+
+    @property
+    def title(self) -> str:
+        from hooked_bimt.study.report import MNIST_TITLE
+
+        return MNIST_TITLE
 
     @property
     def measures(self) -> tuple[str, ...]:

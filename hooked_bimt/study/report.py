@@ -153,6 +153,7 @@ CIRCUIT_TABLE = (("edge_sparsity", "edge sparsity", 1.0), ("logit_gap", "logit g
 TRAIN_TABLE = (("test_accuracy", "test acc", 1.0), ("train_seconds", "train s", 1.0),
                ("seconds_per_step", "s / step", 1.0), ("peak_memory_bytes", "peak MiB", 1 / 2**20),
                ("inference_ms_per_batch", "inference ms / batch", 1.0))
+MNIST_TITLE = "hooked-bimt: reproduction of Nainani 2024 (arXiv 2401.03646) on MNIST"
 MEASURES_TEXT = (
     "All circuit measures are on the clean batch of a unit (regime x seed x task x example batch x threshold), "
     "the circuit run with resample ablation (edges outside it carry the corrupted run's activation), float64.",
@@ -205,16 +206,14 @@ def write_report(path: str | Path, *, setup: dict[str, Any], results: Sequence[d
                  training_groups: dict[str, Training] | None = None) -> Path:
     """Write report.md; ``results``: results.csv's rows, ``rows``: summary.csv's, ``figures``: (path, caption),
     ``methods``: ``methods.summarize_methods`` of methods.csv (its section left out when None or empty); ``family``
-    (``family.family_of``, default MNIST): the title and the measures' text; ``training_groups``: the training
+    (``family.family_of``; None: MNIST's): the title and the measures' text; ``training_groups``: the training
     measures per task when each task has its own models (else ``training``)."""
-    from hooked_bimt.study.family import family_of
-
-    fam = family if family is not None else family_of("mnist")
+    title, measures = (MNIST_TITLE, MEASURES_TEXT) if family is None else (family.title, family.measures)
     groups = training_groups if training_groups is not None else {"": training or {}}
     path = Path(path)
-    parts = [f"# {fam.title}", "", "## Set-up", ""]
+    parts = [f"# {title}", "", "## Set-up", ""]
     parts += [f"- **{k}**: {v}" for k, v in setup.items()]
-    parts += ["", "## Measures", "", *fam.measures, ""]
+    parts += ["", "## Measures", "", *measures, ""]
     parts += ["## The paper's claims", "", _claims_rule(any(groups)), ""]
     for v in verdicts(results, None, tasks, regimes, groups=groups):
         each = ", ".join(f"{r}: {w}" for r, w in (v.get("per_variant") or v.get("per_task") or {}).items())
