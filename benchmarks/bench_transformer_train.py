@@ -23,24 +23,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
-from hooked_bimt.memory import CPU_METHOD, PeakMemory, optimizer_tensors  # noqa: E402
+from hooked_bimt.memory import CPU_METHOD  # noqa: E402
 from hooked_bimt.transformer import ModularAdditionTask, TrainConfig, Trainer  # noqa: E402
 
 REGIMES = ("vanilla", "l1", "l1_local", "l1_swap", "bimt")
 STEPS_PER_ROUND = 100
-
-
-def peak_bytes(trainer: Trainer, steps: int) -> int:
-    """Peak bytes over ``steps`` steps (the trainer is positioned so a swap step falls inside)."""
-    params = list(trainer.module.parameters())
-    alive = params + [p.grad for p in params if p.grad is not None] + optimizer_tensors(trainer.optimizer)
-    if trainer.cost is not None:
-        alive += [scale for _, scale, _ in trainer.cost.terms]
-    with PeakMemory(alive) as meter:
-        del alive, params
-        for _ in range(steps):
-            trainer.step()
-    return meter.peak
 
 
 def main() -> None:
@@ -74,7 +61,7 @@ def main() -> None:
         t = Trainer(r, task, config, seed=0)
         for _ in range(config.swap_every * 3 - 1):
             t.step()
-        peaks[r] = peak_bytes(t, 3)
+        peaks[r] = t.measured_steps(3)
         print(f"  {r:<9} {peaks[r] / 2**20:.3f} MiB (swaps in the window: {t.history['swaps'][-1:] if t.history['swaps'] else '-'})")
     print(f"  bimt / l1_local = {peaks['bimt'] / peaks['l1_local']:.3f}")
 

@@ -35,6 +35,7 @@ from hooked_bimt.model import HookedMLP
 from hooked_bimt.regimes import Regime, get_regime
 from hooked_bimt.swaps import relocate
 from hooked_bimt.swaps_original import relocate_original
+from hooked_bimt.timing import inference_ms, sync as _sync  # noqa: F401 (inference_ms re-exported)
 from hooked_bimt.train_config import DTYPES, TrainConfig
 from hooked_bimt.validate import check_data_fits, check_device, warn_surprising
 
@@ -95,24 +96,6 @@ def accuracy(model: HookedMLP, x: Float[Tensor, "n d"], y: Int64[Tensor, " n"], 
     """Fraction of ``x`` whose argmax logit is the label."""
     correct = sum(int((model(x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum()) for i in range(0, len(x), batch))
     return correct / len(x)
-
-
-@torch.no_grad()
-def inference_ms(model: HookedMLP, x: Float[Tensor, "batch d"], repeats: int = 50) -> float:
-    """Median wall time of one forward pass over ``x``, in milliseconds."""
-    times = []
-    for _ in range(repeats + 5):
-        _sync(x.device)
-        t0 = time.perf_counter()
-        model(x)
-        _sync(x.device)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * sorted(times[5:])[len(times[5:]) // 2]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _check_data(data: Any) -> tuple[MNISTSplit, MNISTSplit]:

@@ -1,4 +1,5 @@
-"""The paper's study: MNIST tasks, the ``reproduce`` pipeline and its report.
+"""The paper's study: MNIST tasks, the ``reproduce`` pipeline and its report (on MNIST MLPs, and on transformers
+through the model-family seam, ``family`` and ``transformer_family``).
 
 The only subpackage that imports both ``hooked_bimt`` (training) and ``circuits`` (discovery); those
 heavier imports happen inside the functions that need them, so importing this package loads neither torch

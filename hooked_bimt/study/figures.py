@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import matplotlib
 
@@ -109,18 +109,33 @@ def training_bar(training: Training, measure: str, path: Path, *, regimes: Seque
     return _save(fig, path)
 
 
+def frontier_figures(summary: Summary, fig_dir: str | Path, *, regimes: Sequence[str], tasks: Sequence[str],
+                     slug: Callable[[str], str] | None = None) -> list[Figure]:
+    """The frontier figure of each task, ``b_frontier_{slug(task)}.png`` (default slug: the MNIST tasks')."""
+    if slug is None:
+        from hooked_bimt.study.tasks import get_task, task_slug
+
+        slug = lambda t: task_slug(get_task(t))  # noqa: E731
+    return [frontier_figure(summary, t, Path(fig_dir) / f"b_frontier_{slug(t)}.png", regimes=regimes) for t in tasks]
+
+
+def training_figures(training: Training, fig_dir: str | Path, *, regimes: Sequence[str], group: str = "",
+                     slug: str = "") -> list[Figure]:
+    """Figures (d)-(f) of one group of trained models (``group``: its name in the captions, ``slug`` in the file
+    names; empty for MNIST, whose models serve every task)."""
+    figs = []
+    for name, (measure, ylabel, scale, caption) in TRAIN_BARS.items():
+        path = Path(fig_dir) / (name if not slug else name.replace(".png", f"_{slug}.png"))
+        figs.append((training_bar(training, measure, path, regimes=regimes, ylabel=ylabel, scale=scale),
+                     f"{group}: {caption}" if group else caption))
+    return figs
+
+
 def summary_figures(summary: Summary, training: Training, fig_dir: str | Path, *, regimes: Sequence[str],
                     tasks: Sequence[str]) -> list[Figure]:
     """Write the frontier figure of each task and figures (d)-(f) into ``fig_dir``; returns (path, caption)s."""
-    from hooked_bimt.study.tasks import get_task, task_slug
-
-    fig_dir = Path(fig_dir)
-    figs = [frontier_figure(summary, t, fig_dir / f"b_frontier_{task_slug(get_task(t))}.png", regimes=regimes)
-            for t in tasks]
-    for name, (measure, ylabel, scale, caption) in TRAIN_BARS.items():
-        figs.append((training_bar(training, measure, fig_dir / name, regimes=regimes, ylabel=ylabel, scale=scale),
-                     caption))
-    return figs
+    return (frontier_figures(summary, fig_dir, regimes=regimes, tasks=tasks)
+            + training_figures(training, fig_dir, regimes=regimes))
 
 
 def network_figure(model: Any, circuit: Any, path: Path, regime: str, what: str) -> Figure:

@@ -84,6 +84,23 @@ def warm_up(model64: torch.nn.Module, batch: Any, threshold: float) -> float:
     return time.perf_counter() - t0
 
 
+def logit_diff_of(task: Any, batch: Any) -> Any:
+    """The task's logit difference ``(logits) -> (batch,)``: its own (the MNIST tasks: 8 vs 3, circle) or, for a task
+    judged on its prompts' labels (``logit_diff`` None: the transformer tasks), ``logit[clean label] - logit[corrupt
+    label]`` at the last position, ``circuits.evaluate``'s default."""
+    if task.logit_diff is not None:
+        return task.logit_diff
+    clean, corrupt = batch.clean_labels, batch.corrupt_labels
+
+    def label_logit_diff(logits: torch.Tensor) -> torch.Tensor:
+        """Rows ``m * b + i`` (``node_patching`` stacks copies of the batch) take example i's labels."""
+        last = logits[:, -1] if logits.dim() == 3 else logits
+        k, rows = last.shape[0] // len(clean), torch.arange(last.shape[0], device=last.device)
+        return last[rows, clean.to(last.device).repeat(k)] - last[rows, corrupt.to(last.device).repeat(k)]
+
+    return label_logit_diff
+
+
 def discover_unit(model64: torch.nn.Module, task: Any, batch: Any, threshold: float) -> tuple[Any, dict[str, Any]]:
     """ACDC at ``threshold`` + evaluation on one batch; returns (circuit, measures row)."""
     # Import the functions from their modules: ``circuits.acdc`` the attribute is shadowed by the submodule.
@@ -96,7 +113,7 @@ def discover_unit(model64: torch.nn.Module, task: Any, batch: Any, threshold: fl
     )
     ev = evaluate(
         model64, circuit, batch.clean, batch.corrupted, clean_labels=batch.clean_labels,
-        corrupt_labels=batch.corrupt_labels, logit_diff=task.logit_diff, ablation="resample",
+        corrupt_labels=batch.corrupt_labels, logit_diff=logit_diff_of(task, batch), ablation="resample",
     )
     row = {k: _plain(ev.get(k)) for k in EVAL_COLUMNS}
     row["n_total_edges"] = circuit.n_total_edges
@@ -110,7 +127,7 @@ def node_patching_unit(model64: torch.nn.Module, task: Any, batch: Any) -> tuple
     from circuits.node_patching import node_patching
 
     t0 = time.perf_counter()
-    restored = node_patching(model64, batch.clean, batch.corrupted, task.logit_diff)
+    restored = node_patching(model64, batch.clean, batch.corrupted, logit_diff_of(task, batch))
     np_seconds = time.perf_counter() - t0
     flat = torch.cat([v.detach().flatten().double().cpu() for v in restored.values()])
     row = {"node_patching_seconds": np_seconds, "node_patch_max": float(flat.max()) if flat.numel() else 0.0,

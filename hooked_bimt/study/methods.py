@@ -47,12 +47,11 @@ def sweep_scores(circuits: dict[float, Any], edges: Sequence[Any]) -> dict[Any, 
 def methods_unit(model64: Any, task: Any, batch: Any, circuits: dict[float, Any], acdc_seconds: float
                  ) -> dict[str, dict[str, Any]]:
     """``{method: {"seconds", "cpr", "cmd", "faithfulness", "n_edges", "levels", ...}}`` for one batch: any hooked
-    model with a circuit graph (an MLP, a TransformerBridge), ``batch`` anything with ``.clean`` / ``.corrupted``."""
+    model with a circuit graph (an MLP, a TransformerBridge), ``batch`` anything with ``.clean`` / ``.corrupted`` (and
+    ``.clean_labels`` / ``.corrupt_labels`` for a task judged on its labels, ``task_metric``)."""
     from circuits import MIB_LEVELS, eap, faithfulness_curve, graph_of
-    from circuits.metrics import Metric
 
-    # MNIST tasks give ``metric()``; the transformer tasks (``hooked_bimt.transformer``) a ``metric`` property
-    metric = task.metric if isinstance(task.metric, Metric) else task.metric()
+    metric = task_metric(task, batch)
     scores: dict[str, tuple[dict, float]] = {
         "acdc": (sweep_scores(circuits, list(graph_of(model64).edges())), float(acdc_seconds))}
     for name, steps in (("eap", None), ("eap_ig", EAP_IG_STEPS)):
@@ -65,6 +64,16 @@ def methods_unit(model64: Any, task: Any, batch: Any, circuits: dict[float, Any]
                                    ablation="resample")
         out[name] = {"seconds": seconds, **curve.to_dict()}
     return out
+
+
+def task_metric(task: Any, batch: Any) -> Any:
+    """``-mean(logit difference)``: the MNIST tasks' ``metric()``; a task without a logit difference of its own (the
+    transformer tasks) is judged on the batch's labels, ``circuits.metrics.logit_diff`` at the last position."""
+    if getattr(task, "logit_diff", None) is not None:
+        return task.metric()
+    from circuits.metrics import logit_diff
+
+    return logit_diff(batch.clean_labels, batch.corrupt_labels)
 
 
 def method_rows(key: dict[str, Any], record: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hooked_bimt.study import measure
-from hooked_bimt.study.figures import network_caption, summary_figures
+from hooked_bimt.study.family import family_of
 from hooked_bimt.study.methods import summarize_methods
-from hooked_bimt.study.pipeline import FIGURE_A_REGIMES, setup_lines
+from hooked_bimt.study.pipeline import FIGURE_A_REGIMES, figure_a_what, setup_lines, summaries
 from hooked_bimt.study.presets import get_preset
 from hooked_bimt.study.report import write_report
-from hooked_bimt.study.summary import (read_csv, summarize, summarize_training, summary_columns, summary_rows,
-                                       write_csv)
-from hooked_bimt.study.tasks import get_task
+from hooked_bimt.study.summary import read_csv
 
 TEXT_COLUMNS = ("regime", "task", "memory_method")
 
@@ -68,24 +66,21 @@ def rebuild(out: str | Path, *, executor: str = "inline", skipped: Sequence[str]
     missing = [c for c in measure.KEY_COLUMNS if rows and c not in rows[0]]
     if not rows or missing:
         raise ValueError(f"{out / 'results.csv'} has no rows or lacks the columns {missing}")
-    regimes, names = config["regimes"], [get_task(t).name for t in config["tasks"]]
-    summary, training = summarize(rows), summarize_training(rows)
-    srows = summary_rows(summary, training, regimes)
-    write_csv(out / "summary.csv", srows, summary_columns())
+    fam = family_of(config)
+    names = [fam.get_task(t).name for t in config["tasks"]]
     figs = []
-    thr = sorted(config["thresholds"])[len(config["thresholds"]) // 2]
+    what = figure_a_what(config)
     for regime in FIGURE_A_REGIMES:
         path = out / "figures" / f"a_network_vs_circuit_{regime}.png"
         if path.exists():
-            what = f"{names[0]}, seed {config['seeds'][0]}, batch 0, threshold {thr:g}"
-            figs.append((path, network_caption(regime, what)))
-    figs += summary_figures(summary, training, out / "figures", regimes=regimes, tasks=names)
+            figs.append((path, fam.figure_caption(regime, what)))
+    srows, training, more = summaries(config, rows, out)
     setup = {**setup_lines(get_preset(config["preset"]), config, rows, skipped, executor),
              **_kept_setup(out / "report.md")}
     setup["resumed"] = "True (report rebuilt from results.csv by hooked_bimt.study.rebuild)"
     methods = summarize_methods(read_csv(out / "methods.csv")) if (out / "methods.csv").is_file() else None
-    return write_report(out / "report.md", setup=setup, results=rows, training=training, rows=srows, figures=figs,
-                        tasks=names, regimes=regimes, methods=methods)
+    return write_report(out / "report.md", setup=setup, results=rows, training_groups=training, rows=srows,
+                        figures=figs + more, tasks=names, regimes=config["regimes"], methods=methods, family=fam)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

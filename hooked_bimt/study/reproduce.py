@@ -1,12 +1,13 @@
 """``hooked-bimt reproduce``: train every regime x seed, discover and measure circuits, write the report.
 
-    hooked-bimt reproduce --preset quick|paper|smoke --out DIR [--seeds N] [--device cpu|cuda]
+    hooked-bimt reproduce --preset quick|paper|smoke|transformer|transformer_quick|transformer_smoke --out DIR
+        [--seeds N] [--device cpu|cuda]
         [--thresholds 1e-5,1e-4] [--executor inline|local|slurm] [--jobs N] [--threads T]
         [--slurm-partition P --slurm-time MIN --slurm-gpus G --slurm-cpus C --slurm-mem-gb M --slurm-account A]
     python -m hooked_bimt.study ...        (the same, without the main CLI)
 
-One job per trained model (regime x seed): train it, then every discovery unit of it (task x example
-batch x ACDC threshold); jobs run on the executor asked for (``executors``: in-process, local
+One job per regime x seed: train its model (MNIST; transformers: one model per task), then every discovery unit
+of it (task x example batch x ACDC threshold); jobs run on the executor asked for (``executors``: in-process, local
 subprocesses, Slurm), at most ``--jobs`` at once. Resumable: each trained model and each discovery unit
 is written atomically under DIR as soon as it is finished (``units``); running the same command again
 redoes only what is missing, reusing stored numbers (timings included), so a resumed run ends with the
@@ -34,14 +35,18 @@ from hooked_bimt.validate import check_device_name
 
 def study_config(preset: Preset, seeds: int, device: str, thresholds: Sequence[float],
                  tasks: Sequence[str]) -> dict[str, Any]:
-    """Everything that determines the results; stored in DIR/run.json, compared on resume, read by the jobs."""
-    cfg = preset.train_config()
-    return {
+    """Everything that determines the results; stored in DIR/run.json, compared on resume, read by the jobs. A
+    transformer preset records ``"family": "transformer"``; MNIST ones record no family (run.json as before)."""
+    from hooked_bimt.study.family import family_of
+
+    fam = family_of(preset.family)
+    config = {
         "preset": preset.name, "regimes": list(preset.regimes), "seeds": list(range(seeds)), "tasks": list(tasks),
         "n_batches": preset.n_batches, "batch_size": preset.batch_size, "thresholds": list(thresholds),
         "acdc": {"engine": "fast", "metric": "kl", "ablation": "resample", "dtype": "float64"},
-        "train_config": cfg.to_dict(), "train_subset": preset.train_subset, "device": device,
+        "train_config": fam.train_config(preset, tasks), "train_subset": preset.train_subset, "device": device,
     }
+    return config if fam.name == "mnist" else {"family": fam.name, **config}
 
 
 def _check_thresholds(thresholds: Any) -> list[float]:
@@ -57,9 +62,10 @@ def _check_thresholds(thresholds: Any) -> list[float]:
 
 
 def _validate(preset: str, seeds: int | None, device: str, thresholds: Any, tasks: Sequence[str] | None):
-    from hooked_bimt.study.tasks import get_task
+    from hooked_bimt.study.family import family_of
 
     p = get_preset(preset)
+    get_task = family_of(p.family).get_task
     n_seeds = p.n_seeds if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
@@ -77,7 +83,8 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     """Run (or resume) the study into ``out``; returns the path of ``report.md``.
 
     ``seeds``: number of seeds (0..N-1), default the preset's; ``thresholds``: ACDC KL thresholds, default
-    the preset's; ``tasks``: task names (``get_task``), default 8 vs 3 and circle; ``executor``: "inline",
+    the preset's; ``tasks``: task names of the preset's family, default the preset's (MNIST: 8 vs 3 and circle;
+    transformers: modular addition and induction); ``executor``: "inline",
     "local" or "slurm" (default: local when ``jobs`` > 1, else inline); ``jobs``: jobs at once;
     ``threads``: torch CPU threads per job; ``slurm``: sbatch options. All input is checked (``ValueError``)
     before any work starts.
@@ -125,7 +132,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--thresholds", "--threshold", default=None,
                         help="comma-separated ACDC KL thresholds, e.g. '1e-5,1e-4' (default: the preset's sweep)")
-    parser.add_argument("--tasks", default=None, help="comma-separated tasks, e.g. '8v3,circle' (default both)")
+    parser.add_argument("--tasks", default=None, help="comma-separated tasks, e.g. '8v3,circle' (MNIST presets) or "
+                        "'modular_addition:59,induction' (transformer presets); default: the preset's")
     parser.add_argument("--executor", choices=EXECUTORS, default=None,
                         help="where jobs run: inline (this process), local (subprocesses), slurm "
                              "(default: local when --jobs > 1, else inline)")

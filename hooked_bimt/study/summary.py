@@ -76,14 +76,16 @@ def summarize_training(rows: Sequence[dict[str, Any]], *, n_resamples: int = 200
             for regime, models in per_model.items()}
 
 
-def summary_rows(summary: Summary, training: Training, regimes: Sequence[str]) -> list[dict[str, Any]]:
+def summary_rows(summary: Summary, training: Training, regimes: Sequence[str], *,
+                 by_task: dict[str, Training] | None = None) -> list[dict[str, Any]]:
     """Wide rows for summary.csv: regime, task, threshold, n, n_seeds, then ``{measure}_mean/_low/_high``
-    (training measures repeated on each of the regime's rows); regimes in ``regimes`` order."""
+    (training measures repeated on each of the regime's rows: ``training``, or ``by_task[task]`` where each task has
+    its own models); regimes in ``regimes`` order."""
     order = {r: i for i, r in enumerate(regimes)}
     rows = []
     for (regime, task, thr), ivs in sorted(summary.items(), key=lambda kv: (kv[0][1], order.get(kv[0][0], 99), kv[0][2])):
         row: dict[str, Any] = {"regime": regime, "task": task, "threshold": thr}
-        tr = training.get(regime, {})
+        tr = (by_task.get(task, {}) if by_task is not None else training).get(regime, {})
         row["n"] = max((iv.n for iv in ivs.values()), default=0)
         row["n_seeds"] = max((iv.n for iv in tr.values()), default=0)
         for m, iv in list(ivs.items()) + list(tr.items()):

@@ -83,16 +83,7 @@ class _Task:
         labels = split.labels
         ok = _correct(model, images[clean_idx], labels[clean_idx], device, dtype)
         ok &= _correct(model, images[corrupt_idx], labels[corrupt_idx], device, dtype)
-        kept = torch.nonzero(ok).flatten()
-        need = (batch_index + 1) * n
-        if len(kept) < need:
-            raise ValueError(
-                f"task {self.name}: only {len(kept)} of {len(ok)} candidate pairs are classified correctly by the "
-                f"model; batch {batch_index} of size {n} needs {need}"
-            )
-        rows = kept[batch_index * n : need]
-        start = int(kept[batch_index * n - 1]) + 1 if batch_index > 0 else 0
-        n_candidates = int(rows[-1]) + 1 - start
+        rows, n_candidates = take_batch(ok, n, batch_index, self.name)
         ci, xi = clean_idx[rows], corrupt_idx[rows]
         return TaskBatch(
             clean=images[ci].to(device=device, dtype=dtype),
@@ -185,6 +176,20 @@ def get_task(name: str) -> Task:
 def task_slug(task: Task) -> str:
     """A file-name-safe name: ``circle`` or ``8v3``."""
     return f"{task.a}v{task.b}" if isinstance(task, DigitPair) else task.name
+
+
+def take_batch(ok: Tensor, n: int, batch_index: int, task: str) -> tuple[Tensor, int]:
+    """Batch ``batch_index`` of ``n`` among candidate pairs scanned in order, ``ok`` marking the ones the model gets
+    right: (the candidates' indices, how many candidates were looked at to fill it). Batch b takes kept pairs
+    ``b*n .. (b+1)*n - 1``; ``ValueError`` when too few are kept (the study skips that batch)."""
+    kept = torch.nonzero(ok).flatten()
+    need = (batch_index + 1) * n
+    if len(kept) < need:
+        raise ValueError(f"task {task}: only {len(kept)} of {len(ok)} candidate pairs are classified correctly by the "
+                         f"model; batch {batch_index} of size {n} needs {need}")
+    rows = kept[batch_index * n : need]
+    start = int(kept[batch_index * n - 1]) + 1 if batch_index > 0 else 0
+    return rows, int(rows[-1]) + 1 - start
 
 
 def _check_pairs_args(split, n: int, seed: int, batch_index: int) -> None:

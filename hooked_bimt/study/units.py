@@ -4,6 +4,7 @@ Layout of ``DIR``::
 
     run.json                                     the study configuration (a DIR holds one configuration)
     models/{regime}/seed{seed}/                  TrainResult.save() + study.json (metrics; written last)
+        {task}/                                  instead, one per task, for a family with a model per task
     units/{regime}/seed{seed}/{task}/batch{b}/   node_patching.json, or skipped.json (too few usable pairs)
         thr{threshold}/                          circuit.json + measures.json (written last), one per threshold
     submitit/                                    the executor's job files and logs (``executors``)
@@ -94,8 +95,9 @@ class RunStore:
         return False
 
     # ------------------------------------------------------------------ paths
-    def model_dir(self, regime: str, seed: int) -> Path:
-        return self.out / "models" / regime / f"seed{seed}"
+    def model_dir(self, regime: str, seed: int, slug: str | None = None) -> Path:
+        d = self.out / "models" / regime / f"seed{seed}"
+        return d if slug is None else d / slug
 
     def batch_dir(self, regime: str, seed: int, task_slug: str, batch: int) -> Path:
         return self.out / "units" / regime / f"seed{seed}" / task_slug / f"batch{batch}"
@@ -117,27 +119,33 @@ class RunStore:
         return dest
 
     # ------------------------------------------------------------------ trained models
-    def load_model(self, regime: str, seed: int, fingerprint: Callable[[Any], str]) -> tuple[Any, dict] | None:
-        """(TrainResult, study info) of a finished model unit, None if unfinished; corrupt ones are moved aside."""
-        d = self.model_dir(regime, seed)
+    def load_model(self, regime: str, seed: int, fingerprint: Callable[[Any], str], *, family: Any = None,
+                   slug: str | None = None) -> tuple[Any, dict] | None:
+        """(TrainResult, study info) of a finished model unit, None if unfinished; corrupt ones are moved aside.
+
+        ``family`` (``family.family_of``; default MNIST) reads the checkpoint; ``slug``: the task of a per-task model."""
+        from hooked_bimt.study.family import family_of
+
+        fam = family if family is not None else family_of("mnist")
+        d = self.model_dir(regime, seed, slug)
         marker = d / "study.json"
         if not marker.exists():
             return None
         try:
-            from hooked_bimt.training import TrainResult
-
             info = json.loads(marker.read_text())
-            result = TrainResult.load(d)
-            if fingerprint(result.model) != info["fingerprint"]:
+            result = fam.load(d)
+            if fingerprint(fam.network(result)) != info["fingerprint"]:
                 raise ValueError("the weights do not match the fingerprint recorded when the unit was written")
         except Exception as err:  # any unreadable checkpoint: CheckpointError, JSON, safetensors, KeyError...
             self.move_aside(d, f"{type(err).__name__}: {err}")
             return None
         return result, info
 
-    def save_model(self, result: Any, info: dict[str, Any]) -> None:
-        d = self.model_dir(result.regime.name, result.seed)
-        result.save(d, overwrite=True)  # the store redoes an unfinished unit of its own run (claim checked)
+    def save_model(self, result: Any, info: dict[str, Any], *, family: Any = None, slug: str | None = None) -> None:
+        from hooked_bimt.study.family import family_of
+
+        d = self.model_dir(result.regime.name, result.seed, slug)
+        (family if family is not None else family_of("mnist")).save(result, d)
         atomic_write_json(d / "study.json", {**info, "finished": True})
 
     # ------------------------------------------------------------------ discovery units

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import torch
 
+from hooked_bimt.memory import PeakMemory, optimizer_tensors
 from hooked_bimt.regimes import Regime, get_regime
 from hooked_bimt.transformer.cost import CostTerms
 from hooked_bimt.transformer.relocate import relocate
@@ -163,6 +164,27 @@ class Trainer:
         self.history["loss"].append(loss.item())
         return self.history["loss"][-1]
 
+    def alive_tensors(self) -> list[torch.Tensor]:
+        """Parameters, gradients, AdamW state and the cost's scales: what a memory meter counts from the start."""
+        params = list(self.module.parameters())
+        scales = [scale for _, scale, _ in self.cost.terms] if self.cost is not None else []
+        return params + [p.grad for p in params if p.grad is not None] + optimizer_tensors(self.optimizer) + scales
+
+    def measured_steps(self, n: int) -> int:
+        """Run ``n`` steps under ``hooked_bimt.memory.PeakMemory`` (CPU: every storage an aten op creates, plus the
+        tensors alive at the start); returns the peak bytes. Position the trainer so that a swap step falls inside."""
+        with PeakMemory(self.alive_tensors()) as meter:
+            for _ in range(n):
+                self.step()
+        return meter.peak
+
+    def result(self) -> "TrainResult":
+        """The finished run: the module in eval mode, its float64 bridge, the task's accuracy."""
+        module = self.module.eval()
+        return TrainResult(module=module, bridge=to_bridge(module), task=self.task, regime=self.regime,
+                           config=self.config, seed=self.seed, history=self.history,
+                           accuracy=self.task.accuracy(module))
+
 
 def train(regime: "str | Regime", task: "str | Task", config: Optional[TrainConfig] = None, seed: int = 0) -> TrainResult:
     """Train a GPT-2-style transformer on ``task`` ("induction", "modular_addition" or a task object) under
@@ -170,7 +192,4 @@ def train(regime: "str | Regime", task: "str | Task", config: Optional[TrainConf
     trainer = Trainer(regime, task, config, seed)
     for _ in range(trainer.config.steps):
         trainer.step()
-    module = trainer.module.eval()
-    return TrainResult(module=module, bridge=to_bridge(module), task=trainer.task, regime=trainer.regime,
-                       config=trainer.config, seed=seed, history=trainer.history,
-                       accuracy=trainer.task.accuracy(module))
+    return trainer.result()

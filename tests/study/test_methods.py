@@ -12,7 +12,7 @@ import torch
 from circuits import acdc, graph_of, run_circuit, threshold_sweep, Circuit
 from hooked_bimt.model import HookedMLP
 from hooked_bimt.study.methods import (METHODS, method_columns, method_rows, methods_markdown, methods_unit,
-                                       summarize_methods, sweep_scores)
+                                       summarize_methods, sweep_scores, task_metric)
 
 
 def small_model(seed: int = 0) -> HookedMLP:
@@ -93,8 +93,9 @@ def test_summaries_skip_nan_and_tables_name_every_method_and_regime():
     assert methods_markdown({}, ["t"], ["l1"]) == []
 
 
-def test_methods_unit_takes_a_metric_property_and_a_bridge():
-    """The transformer tasks give ``metric`` as a property (a ``circuits.metrics.Metric``); bridges have graphs too."""
+def test_methods_unit_judges_a_label_task_on_a_bridge():
+    """A task without a logit difference of its own (the transformer tasks: ``logit_diff`` None) is judged on the
+    batch's labels at the last position (``task_metric``); bridges have graphs too."""
     pytest.importorskip("transformer_lens.model_bridge")
     from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -107,9 +108,15 @@ def test_methods_unit_takes_a_metric_property_and_a_bridge():
                                       tokenizer=None, device="cpu")
     g = torch.Generator().manual_seed(0)
     clean, corrupted = torch.randint(0, 12, (4, 5), generator=g), torch.randint(0, 12, (4, 5), generator=g)
-    task = SimpleNamespace(metric=metrics.logit_diff(clean[:, -1], corrupted[:, -1]))
-    stored = {t: acdc(bridge, clean, corrupted, threshold=t, metric=task.metric) for t in (1e-3, 1e-1)}
-    rec = methods_unit(bridge, task, Batch(clean, corrupted), stored, acdc_seconds=2.0)
+    task, batch = SimpleNamespace(logit_diff=None), Batch(clean, corrupted)
+    batch.clean_labels, batch.corrupt_labels = clean[:, -1], (clean[:, -1] + 1) % 12
+    metric, rows = task_metric(task, batch), torch.arange(4)
+    with torch.no_grad():
+        logits = bridge(clean)
+    direct = -(logits[rows, -1, batch.clean_labels] - logits[rows, -1, batch.corrupt_labels]).mean()
+    assert isinstance(metric, metrics.Metric) and float(metric(logits, logits)) == pytest.approx(float(direct))
+    stored = {t: acdc(bridge, clean, corrupted, threshold=t, metric=metric) for t in (1e-3, 1e-1)}
+    rec = methods_unit(bridge, task, batch, stored, acdc_seconds=2.0)
     n = graph_of(bridge).n_edges
     for m in METHODS:
         assert rec[m]["n_total_edges"] == n and rec[m]["faithfulness"][-1] == pytest.approx(1.0)

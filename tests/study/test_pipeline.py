@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from circuits import Circuit
-from hooked_bimt.study import jobs, measure, methods, pipeline
+from hooked_bimt.study import figures, jobs, measure, methods
+from hooked_bimt.study import pipeline
 from hooked_bimt.study.figures import _save
 from hooked_bimt.study.methods import METHODS
 from hooked_bimt.study.presets import PRESETS
@@ -61,12 +62,12 @@ def test_jobs_rows_skips_and_outputs(tmp_path, monkeypatch, mnist_test, oracle_c
     monkeypatch.setattr(measure, "train_unit", fake_train)
     monkeypatch.setattr(measure, "discover_unit", fake_discover)
     monkeypatch.setattr(measure, "node_patching_unit", fake_node_patching)
-    monkeypatch.setattr(pipeline, "network_figure", fake_figure)
+    monkeypatch.setattr(figures, "network_figure", fake_figure)
     monkeypatch.setattr(jobs, "fingerprint", lambda model: f"fp{id(model)}")
     monkeypatch.setattr(measure, "discovery_model", lambda model, device: model)
-    monkeypatch.setattr(RunStore, "save_model", lambda self, result, info: saved.__setitem__(
+    monkeypatch.setattr(RunStore, "save_model", lambda self, result, info, **kw: saved.__setitem__(
         (result.regime, result.seed), (SimpleNamespace(model=result.model), info)))
-    monkeypatch.setattr(RunStore, "load_model", lambda self, regime, seed, fp: saved.get((regime, seed)))
+    monkeypatch.setattr(RunStore, "load_model", lambda self, regime, seed, fp, **kw: saved.get((regime, seed)))
     saved: dict = {}
     store = RunStore(tmp_path, log=lambda m: None)
     preset = PRESETS["smoke"]
