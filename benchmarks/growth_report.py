@@ -173,7 +173,7 @@ def figure(path: Path, rows: list[dict], hooks: list[dict]) -> None:
                     axes[1].plot([r["d_model"]], [r[key]], mark, color="black")
             axes[1].annotate("GPT-2 small (12 layers, 12 heads)", (r["d_model"], r.get("eap_s") or 1), fontsize=7)
     for ax in axes:
-        if ax.lines:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
