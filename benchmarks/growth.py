@@ -10,12 +10,12 @@ declaration check) and a repeated one; ACDC (threshold 0.0002, KL at the last po
 SPEC 4's loop with a sample of receiver nodes also decided by the reference from the same state
 (``growth_acdc.py``: their removals must be identical, effects equal to rounding); where the fast engine would not
 finish in ``--acdc-budget`` CPU seconds it is stopped between receiver hooks (the table says so) and its full cost
-is extrapolated (``growth_acdc.CostModel``). Sizes in ``--reference-full`` also run the public ``circuits.acdc``
+is extrapolated (``growth_report.estimate``). Sizes in ``--reference-full`` also run the public ``circuits.acdc``
 with both engines (identical edge sets required). Writes ``growth.csv``, ``growth_hooks.csv``, ``growth.md`` and
 ``growth.png`` (log-log) into OUTDIR, one line printed per measurement as it ends.
 
     PYTHONPATH=. python benchmarks/growth.py OUTDIR [--sizes L2 L4 ...] [--prompts 16] [--tokens 12]
-        [--threshold 0.0002] [--samples 4] [--reference-full L2] [--acdc-budget 900] [--gpt2-budget 300]
+        [--threshold 0.0002] [--samples 3] [--reference-full L2] [--acdc-budget 900] [--gpt2-budget 240]
         [--methods eap acdc]
 """
 
@@ -160,20 +160,47 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=12)
     ap.add_argument("--threshold", type=float, default=0.0002)
-    ap.add_argument("--samples", type=int, default=4, help="receiver nodes per size also decided by the reference")
+    ap.add_argument("--samples", type=int, default=3, help="receiver nodes per size also decided by the reference")
     ap.add_argument("--reference-full", nargs="*", default=["L2"], choices=list(SIZES),
                     help="sizes on which the public acdc runs with both engines in full")
     ap.add_argument("--acdc-budget", type=float, default=900.0, help="fast-engine CPU seconds before a run stops")
-    ap.add_argument("--gpt2-budget", type=float, default=300.0, help="the same for gpt2-small")
+    ap.add_argument("--gpt2-budget", type=float, default=240.0, help="the same for gpt2-small")
     ap.add_argument("--repeats", type=int, default=1, help="repeated (timed) EAP and EAP-IG calls after the first")
     ap.add_argument("--methods", nargs="+", default=["eap", "acdc"], choices=["eap", "acdc"],
                     help="eap: EAP and EAP-IG; acdc: the fast engine with sampled reference nodes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: rewrite growth.md and growth.png from OUTDIR's growth.csv and growth_hooks.csv")
     return ap.parse_args(argv)
+
+
+def read_tables(outdir: Path) -> tuple[list[dict], list[dict]]:
+    """growth.csv and growth_hooks.csv back as the rows ``measure`` returns (numbers and flags typed again)."""
+    def typed(v: str):
+        if v in ("True", "False"):
+            return v == "True"
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+        return None if v == "" else v
+
+    def load(name: str) -> list[dict]:
+        path = outdir / name
+        if not path.exists():
+            return []
+        with open(path, newline="") as f:
+            return [{k: typed(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    return load("growth.csv"), load("growth_hooks.csv")
 
 
 def main(argv=None) -> None:
     args = parse(argv)
+    if args.report_only:
+        rows, hooks = read_tables(args.outdir)
+        write_report(args.outdir, rows, hooks, "report rewritten from growth.csv")
+        return
     args.outdir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     with open("/proc/loadavg") as f:

@@ -8,10 +8,8 @@ protocol's methods; nothing is patched.
 A ``budget_s`` stops the loop (between receiver hooks) once the fast engine has used that much CPU time: the hooks
 done so far are reported, so a model too large for a full run still gives measured per-hook costs.
 
-``CostModel``: the fast engine's CPU time per tested edge of a receiver hook grows with the number of blocks a
-state of that hook recomputes (the receiver's block and every later one; 0 for the output), so a hook costs about
-``edges * (a + b * blocks)``; ``fit`` takes a and b from one run's hooks (least squares, weighted by edges) and
-``predict`` sums the hooks of another shape. An extrapolation, labelled so wherever it is printed.
+Per-hook costs are kept with the blocks a state of the hook recomputes (the receiver's block and every later one; 0
+for the output, whose states only unembed and score): ``growth_report.py`` estimates larger models from them.
 """
 
 from __future__ import annotations
@@ -205,27 +203,3 @@ def hook_edges(n_layers: int, n_heads: int, parallel: bool = False) -> list[tupl
         out.append((f"blocks.{layer}.hook_mlp_in", upstream + (0 if parallel else n_heads), n_layers - layer))
     out.append((f"blocks.{n_layers - 1}.hook_out", 1 + n_layers * (n_heads + 1), 0))
     return out
-
-
-@dataclass
-class CostModel:
-    """Fast-engine CPU seconds per tested edge = ``a + b * blocks recomputed`` (module docstring)."""
-
-    a: float
-    b: float
-
-    @classmethod
-    def fit(cls, hooks: list[HookCost]) -> "CostModel":
-        """Least squares of seconds per edge on blocks, each hook weighted by its edges."""
-        rows = [(h.blocks, h.seconds / h.tested, h.tested) for h in hooks if h.tested]
-        w = sum(n for _, _, n in rows)
-        mx = sum(x * n for x, _, n in rows) / w
-        my = sum(y * n for _, y, n in rows) / w
-        sxx = sum(n * (x - mx) ** 2 for x, _, n in rows)
-        b = sum(n * (x - mx) * (y - my) for x, y, n in rows) / sxx if sxx > 0 else 0.0
-        b = max(b, 0.0)
-        return cls(a=max(my - b * mx, 0.0), b=b)
-
-    def predict(self, n_layers: int, n_heads: int) -> float:
-        """Predicted CPU seconds of a full run on a bridge of this shape (an extrapolation)."""
-        return sum(n * (self.a + self.b * blocks) for _, n, blocks in hook_edges(n_layers, n_heads))

@@ -1,5 +1,13 @@
 """``growth.py``'s report: the markdown table, the extrapolations (every one labelled as such) and the log-log
-figure. Pure functions of the measured rows and per-hook costs (``growth_acdc.HookCost`` as dicts)."""
+figure. Pure functions of the measured rows and per-hook costs (``growth_acdc.HookCost`` as dicts).
+
+The extrapolation to sizes too slow to run (``estimate``): a state of a hook costs its unembedding and metric over
+the vocabulary (U, measured per width on the output hook of the 2-layer width runs) plus the work in the blocks it
+recomputes; the blocks' work of a whole run follows the depth family's measured power law in the number of layers
+(d_model 128), scaled by the edges (12 heads against 8) and by the measured growth of the blocks' work with width
+(W, the 2-layer width runs' layer-0 hooks minus U). Each piece is measured; their product is an extrapolation, and
+is printed as one.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from growth_acdc import CostModel, HookCost
+from growth_acdc import hook_edges
 
 HOUR = 3600.0
 GPT2_SMALL = (12, 12)  # layers, heads
@@ -33,44 +41,22 @@ def table(rows: list[dict]) -> list[str]:
     return out
 
 
-def _hooks_of(hooks: list[dict], size: str) -> list[HookCost]:
-    keep = ("hook", "blocks", "tested", "seconds")
-    return [HookCost(**{k: h[k] for k in keep}) for h in hooks if h["size"] == size]
+def _per_edge(hooks: list[dict], size: str, blocks: int) -> Optional[float]:
+    """CPU seconds per tested edge over ``size``'s hooks that recompute ``blocks`` blocks."""
+    sel = [h for h in hooks if h["size"] == size and int(h["blocks"]) == blocks and int(h["tested"])]
+    n = sum(int(h["tested"]) for h in sel)
+    return sum(float(h["seconds"]) for h in sel) / n if n else None
 
 
-def _family(rows: list[dict], r: dict) -> list[dict]:
-    """The finished runs of ``r``'s depth family (same width, vocabulary and heads)."""
-    return [q for q in rows if q.get("acdc_finished") and (q["d_model"], q["vocab"], q["heads"]) ==
-            (r["d_model"], r["vocab"], r["heads"])]
+def n_edges(layers: int, heads: int) -> int:
+    return sum(n for _, n, _ in hook_edges(layers, heads))
 
 
-def validation(rows: list[dict], hooks: list[dict]) -> list[str]:
-    """Each finished depth run's cost model predicting the others of its family: predicted / measured."""
-    out = []
-    for r in rows:
-        fam = [q for q in _family(rows, r) if q is not r]
-        if not r.get("acdc_finished") or not fam:
-            continue
-        m = CostModel.fit(_hooks_of(hooks, r["size"]))
-        parts = [f"{q['size']} {m.predict(q['layers'], q['heads']) / q['acdc_s']:.2f}" for q in fam]
-        out.append(f"- cost model of {r['size']} (a = {m.a:.2e} s, b = {m.b:.2e} s per edge and block): "
-                   f"predicted / measured: {', '.join(parts)}")
-    return out
-
-
-def largest_within(m: CostModel, heads: int, limit: float = HOUR, max_layers: int = 96) -> Optional[int]:
-    best = None
-    for layers in range(1, max_layers + 1):
-        if m.predict(layers, heads) <= limit:
-            best = layers
-    return best
-
-
-def power_law(rows: list[dict]) -> Optional[tuple[float, float]]:
-    """(c, k) of T = c * layers^k fitted (log-log least squares) on the finished runs of the d_model 128 depth
-    family with at least 4 layers."""
+def depth_law(rows: list[dict]) -> Optional[tuple[float, float]]:
+    """(c, k) of T = c * layers^k, log-log least squares over the finished runs of the depth family (d_model 128,
+    8 heads, vocabulary 64) with at least 4 layers (2 layers is dominated by per-pass overheads)."""
     pts = [(math.log(r["layers"]), math.log(r["acdc_s"])) for r in rows
-           if r.get("acdc_finished") and r["d_model"] == 128 and r["vocab"] == 64 and r["layers"] >= 4]
+           if r.get("acdc_finished") and (r["d_model"], r["vocab"]) == (128, 64) and r["layers"] >= 4]
     if len(pts) < 2:
         return None
     mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
@@ -78,52 +64,85 @@ def power_law(rows: list[dict]) -> Optional[tuple[float, float]]:
     return math.exp(my - k * mx), k
 
 
+def width_costs(rows: list[dict], hooks: list[dict]) -> dict[int, tuple[float, float]]:
+    """Per width run (2 layers, vocabulary 50257): ``(U, W)``, U the CPU seconds per tested edge of the output hook
+    (a state's unembedding and metric over the vocabulary), W those of the layer-0 hooks minus U (a state's work in
+    the two blocks it recomputes)."""
+    out = {}
+    for r in rows:
+        if r["layers"] == 2 and r["vocab"] == 50257 and r.get("acdc_finished"):
+            u, w = _per_edge(hooks, r["size"], 0), _per_edge(hooks, r["size"], 2)
+            if u is not None and w is not None:
+                out[r["d_model"]] = (u, max(w - u, 0.0))
+    return out
+
+
+def estimate(layers: int, heads: int, d_model: int, law: tuple[float, float], width: dict) -> tuple[float, float]:
+    """(metric part, block part) of a full ACDC run's CPU seconds at this shape, vocabulary 50257 (EXTRAPOLATED):
+    every edge costs one state's unembedding and metric, U(d_model); the blocks' work is the depth family's
+    measured law at d_model 128, scaled by the edges of ``heads`` against 8 heads and by W(d_model) / W(128)."""
+    c, k = law
+    u, w = width[d_model]
+    e = n_edges(layers, heads)
+    return e * u, c * layers ** k * e / n_edges(layers, 8) * w / width[128][1]
+
+
+def largest_within(cost, limit: float = HOUR, max_layers: int = 96) -> Optional[int]:
+    fits = [n for n in range(1, max_layers + 1) if cost(n) <= limit]
+    return max(fits) if fits else None
+
+
 def extrapolations(rows: list[dict], hooks: list[dict]) -> list[str]:
-    """GPT-2 small's full ACDC and the largest models within an hour, from the measured costs (extrapolated)."""
-    by = {r["size"]: r for r in rows}
-    out = ["EXTRAPOLATIONS (not measurements): a full ACDC run's fast-engine CPU time predicted by "
-           "`growth_acdc.CostModel` (seconds per tested edge = a + b x blocks recomputed, fitted on one run's "
-           "receiver hooks, summed over the hooks of the target shape)."]
-    for src in ("gpt2-small", "D768"):
-        if src in by and any(h["size"] == src for h in hooks):
-            m = CostModel.fit(_hooks_of(hooks, src))
-            t = m.predict(*GPT2_SMALL)
-            fit = "its partial run's hooks" if src == "gpt2-small" else "the 2-layer, 8-head d_model 768 run"
-            n = largest_within(m, 12)
-            out.append(f"- GPT-2 small (12 layers, 12 heads, 32491 edges), model fitted on {fit}: full ACDC "
-                       f"~{t:,.0f} s = {t / HOUR:.1f} h CPU (extrapolated); largest GPT-2-small-width model (d_model "
-                       f"768, 12 heads, vocabulary 50257) within one hour: {n} layers (extrapolated)")
-    depth = [r for r in rows if r.get("acdc_finished") and r["d_model"] == 128 and r["vocab"] == 64]
-    if depth:
-        top = max(depth, key=lambda r: r["layers"])
-        m = CostModel.fit(_hooks_of(hooks, top["size"]))
-        out.append(f"- d_model 128, 8 heads, vocabulary 64, model fitted on {top['size']}: largest within one hour "
-                   f"{largest_within(m, 8)} layers (extrapolated)")
-    law = power_law(rows)
-    if law is not None:
-        c, k = law
-        out.append(f"- the same family, power law of the measured runs (>= 4 layers): T = {c:.3g} x layers^{k:.2f} s; "
-                   f"one hour at ~{(HOUR / c) ** (1 / k):.0f} layers (extrapolated)")
+    """The depth law checked on the measured runs; GPT-2 small's full ACDC and the largest models within an hour."""
+    out = ["EXTRAPOLATIONS, not measurements (fast engine, full ACDC, CPU seconds):"]
+    law = depth_law(rows)
+    if law is None:
+        return out + ["- (needs finished depth runs with at least 4 layers)"]
+    c, k = law
+    checks = ", ".join(f"{r['size']} {c * r['layers'] ** k / r['acdc_s']:.2f}" for r in rows
+                       if r.get("acdc_finished") and (r["d_model"], r["vocab"]) == (128, 64))
+    out.append(f"- depth (d_model 128, 8 heads, vocabulary 64): T = {c:.3g} x layers^{k:.2f} s (fitted on the runs "
+               f"with >= 4 layers; predicted / measured: {checks}); one hour at ~{(HOUR / c) ** (1 / k):.0f} layers")
+    width = width_costs(rows, hooks)
+    if 128 in width and 768 in width:
+        (u1, w1), (u, w) = width[128], width[768]
+        m, b = estimate(*GPT2_SMALL, 768, law, width)
+        upper = b / (w / w1) * 36  # the blocks' work scaled by FLOPs, (768 / 128)^2, instead of the measured W ratio
+        out.append(f"- per state at 2 layers, vocabulary 50257: unembedding + metric U = {u1:.3f} s (d_model 128), "
+                   f"{u:.3f} s (768); two blocks W = {w1:.3f} s and {w:.3f} s ({w / w1:.1f}x for 36x the FLOPs)")
+        out.append(f"- GPT-2 small (12 layers, 12 heads, 32491 edges): ~{m + b:,.0f} s = {(m + b) / HOUR:.1f} h "
+                   f"(unembedding + metric {m:,.0f} s, blocks {b:,.0f} s); {(m + upper) / HOUR:.1f} h if the blocks' "
+                   "work grew with FLOPs")
+        n = largest_within(lambda L: sum(estimate(L, 12, 768, law, width)))
+        out.append(f"- GPT-2 small's width (d_model 768, 12 heads, vocabulary 50257): largest within one hour "
+                   f"{n} layers ({n_edges(n, 12) if n else 0} edges)")
+    partial = [r for r in rows if r["size"] == "gpt2-small" and r.get("acdc_s") is not None]
+    for r in partial:
+        u = _per_edge(hooks, "gpt2-small", 0)
+        out.append(f"- measured on GPT-2 small itself ({'finished' if r['acdc_finished'] else 'stopped by the budget'}"
+                   f"): {r['acdc_tested']} edges in {r['acdc_s']:.0f} s; output hook "
+                   f"{_f(u, '{:.3f}')} s per edge (U above: {_f(width.get(768, (None,))[0], '{:.3f}')})")
     return out
 
 
 def write_report(outdir: Path, rows: list[dict], hooks: list[dict], header: str) -> None:
     lines = [f"# Growth: ACDC fast engine, EAP, EAP-IG ({header})", "", "CPU seconds of this process (one torch "
              "thread). EAP/EAP-IG: a repeated call (the first call, with the declaration check, is in growth.csv).",
-             "", *table(rows), "", "## Extrapolations", "", *validation(rows, hooks), *extrapolations(rows, hooks)]
+             "", *table(rows), "", "## Extrapolations", "", *extrapolations(rows, hooks)]
     (outdir / "growth.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:]), flush=True)
     figure(outdir / "growth.png", rows, hooks)
 
 
-def _series(ax, rows: list[dict], x: str, hooks: list[dict]) -> None:
+def _series(ax, rows: list[dict], x: str) -> None:
     rows = sorted(rows, key=lambda r: r[x])
     for key, label, style in (("acdc_s", "ACDC fast", "o-"), ("eap_s", "EAP", "s-"), ("eap_ig5_s", "EAP-IG 5", "^-")):
         pts = [(r[x], r[key]) for r in rows if r.get(key) and (key != "acdc_s" or r.get("acdc_finished"))]
         if pts:
             ax.plot(*zip(*pts), style, label=label)
-    est = [(r[x], CostModel.fit(_hooks_of(hooks, r["size"])).predict(r["layers"], r["heads"])) for r in rows
-           if not r.get("acdc_finished") and any(h["size"] == r["size"] for h in hooks)]
+    law = depth_law(rows)
+    est = [(r[x], law[0] * r["layers"] ** law[1]) for r in rows
+           if law is not None and not r.get("acdc_finished") and (r["d_model"], r["vocab"]) == (128, 64)]
     if est:
         ax.plot(*zip(*est), "o", mfc="none", label="ACDC fast, extrapolated")
 
@@ -140,7 +159,7 @@ def figure(path: Path, rows: list[dict], hooks: list[dict]) -> None:
               (axes[1], "d_model", [r for r in rows if r["layers"] == 2 and r["vocab"] == 50257],
                "width: 2 layers, 8 heads, vocab 50257"))
     for ax, x, sel, title in panels:
-        _series(ax, sel, x, hooks)
+        _series(ax, sel, x)
         ax.set(xscale="log", yscale="log", xlabel=x, ylabel="CPU seconds", title=title)
         ticks = sorted({r[x] for r in sel})
         if ticks:
@@ -154,7 +173,7 @@ def figure(path: Path, rows: list[dict], hooks: list[dict]) -> None:
                     axes[1].plot([r["d_model"]], [r[key]], mark, color="black")
             axes[1].annotate("GPT-2 small (12 layers, 12 heads)", (r["d_model"], r.get("eap_s") or 1), fontsize=7)
     for ax in axes:
-        if ax.lines:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

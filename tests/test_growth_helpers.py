@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from growth_acdc import CostModel, HookCost, blocks_recomputed, hook_edges, receiver_nodes, run_sampled  # noqa: E402
+from growth_acdc import blocks_recomputed, hook_edges, receiver_nodes, run_sampled  # noqa: E402
 
 import circuits  # noqa: E402
 from circuits.graph import graph_of  # noqa: E402
@@ -57,10 +57,3 @@ def test_every_node_sampled_gives_the_public_fast_circuit_and_agrees_with_the_re
 def test_a_budget_stops_between_receiver_hooks(tiny):
     out = run_sampled(*tiny, 0.01, sample_k=0, budget_s=0.0)
     assert not out.finished and len(out.hooks) == 1 and out.hooks[0].hook == "blocks.1.hook_out"
-
-
-def test_cost_model_recovers_a_linear_cost():
-    hooks = [HookCost(f"h{b}", b, tested=n, seconds=n * (0.5 + 0.25 * b)) for b, n in ((0, 10), (1, 40), (2, 20))]
-    m = CostModel.fit(hooks)
-    assert m.a == pytest.approx(0.5) and m.b == pytest.approx(0.25)
-    assert m.predict(2, 8) == pytest.approx(sum(n * (0.5 + 0.25 * b) for _, n, b in hook_edges(2, 8)))
