@@ -8,7 +8,6 @@ norm the same formula at the input's precision (``exact_rms_norm``); one test ch
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 from hooked_bimt.transformer import (connection_cost, relocate, swap_heads, swap_kv_groups, swap_mlp_neurons,
                                      swap_residual)
-from gpt2_fixtures import tiny_gpt2
+from gpt2_fixtures import clone, tiny_gpt2
 
 D_MODEL, N_HEAD, N_KV, D_MLP, VOCAB = 16, 4, 2, 12, 11  # d_head 4; query heads 0, 1 read group 0, heads 2, 3 group 1
 TOKENS = torch.tensor([[1, 4, 2, 9, 4, 7], [3, 3, 0, 10, 5, 1]])
@@ -65,13 +64,6 @@ def trained():
     for _ in range(3):
         adam_step(model, opt)
     return model, opt
-
-
-def clone(model, opt):
-    m2 = copy.deepcopy(model)
-    o2 = torch.optim.AdamW(m2.parameters(), lr=1e-2, weight_decay=0.01)
-    o2.load_state_dict(copy.deepcopy(opt.state_dict()))
-    return m2, o2
 
 
 def swap(kind, model, opt, a, b, layer):
