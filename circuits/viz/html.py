@@ -168,9 +168,5 @@ def circuit_graph(
     vd.check_circuit(model, circuit, check_model)
     shape = vd.check_input_shape(model, input_shape)
     labels = vd.check_output_labels(model, output_labels)
-    return CircuitGraph(
-        view_data(
-            model, circuit, layout=layout, width_by=width_by, background=bool(background),
-            input_shape=shape, output_labels=labels, title=str(title),
-        )
-    )
+    return CircuitGraph(view_data(model, circuit, layout=layout, width_by=width_by, background=bool(background),
+                                  input_shape=shape, output_labels=labels, title=str(title)))
