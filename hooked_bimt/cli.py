@@ -93,8 +93,11 @@ def _run_train(args: argparse.Namespace, data: Any = None, hook: Any = None) -> 
     # train() prints its settings with its progress bar; without the bar, the CLI prints them
     print(f"preset={args.preset}" if not args.no_progress else
           settings_line(args.regime, args.seed, device, config, preset=args.preset), flush=True)
+    from hooked_bimt.memory import TrainingMemoryMeter
+
+    # the peak training memory (SPEC 5) is recorded in config.json, as the study records it, unless a caller's hook
     result = train(args.regime, config, seed=args.seed, device=device, data=data, progress=not args.no_progress,
-                   hook=hook)
+                   hook=TrainingMemoryMeter() if hook is None else hook)
     path = result.save(args.out, overwrite=args.force)
     m = result.metrics
     print(

@@ -18,6 +18,7 @@ def test_train_subcommand_saves_a_loadable_result(tmp_path, capsys):
     assert "test accuracy" in printed and str(out) in printed
     result = TrainResult.load(out)
     assert result.seed == 3 and result.regime.name == "l1_swap" and result.config.steps == 40 and result.finished
+    assert result.metrics["peak_memory_bytes"] > 0  # the CLI meters training memory, as the study does
 
 
 def test_unknown_regime_is_rejected_before_training(capsys):
