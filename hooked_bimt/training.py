@@ -35,7 +35,7 @@ from hooked_bimt.model import HookedMLP
 from hooked_bimt.regimes import Regime, get_regime
 from hooked_bimt.swaps import relocate
 from hooked_bimt.swaps_original import relocate_original
-from hooked_bimt.timing import inference_ms, sync as _sync  # noqa: F401 (inference_ms re-exported)
+from hooked_bimt.timing import inference_ms, sync
 from hooked_bimt.train_config import DTYPES, TrainConfig
 from hooked_bimt.validate import check_data_fits, check_device, warn_surprising
 
@@ -199,10 +199,10 @@ class Training:
         return row
 
     def _timed_step(self, step: int) -> float:
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         self.step(step)
-        _sync(self.device)
+        sync(self.device)
         return time.perf_counter() - t0
 
     def _steps(self, steps: range) -> None:
