@@ -148,3 +148,21 @@ def test_blocks_that_do_not_reproduce_the_bridge_are_not_used(monkeypatch):
     assert fast.settings["path"] == "attention.stacked"
     assert 0 < ref.n_edges < ref.n_total_edges
     assert fast.edges == ref.edges and list(fast.effects) == list(ref.effects)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-60.0, 60.0, allow_nan=False), min_size=1, max_size=40))
+def test_gelu_tanh_equals_hf_new_gelu(values):
+    """The blocks' GELU (``x / (1 + exp(-2y))``) is HF GPT-2's ``NewGELUActivation`` formula, written out here
+    independently: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, to 1e-15 relative in float64."""
+    import math
+
+    from circuits.acdc.attention.blocks import gelu_tanh
+
+    x = torch.tensor(values, dtype=torch.float64)
+    want = 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    got = gelu_tanh(x)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, want, rtol=1e-14, atol=1e-15)
+    big = torch.tensor([-1e3, -40.0, 40.0, 1e3], dtype=torch.float64)
+    assert gelu_tanh(big).tolist() == [0.0, 0.0, 40.0, 1e3]
