@@ -8,12 +8,16 @@ Out of range, PyTorch answers with a raw ``IndexError`` (GPT-2's learned positio
 Padding: a pad token is the tokenizer's ``pad_token_id`` or, with ``tokenizer=None``, the Hugging Face config's
 ``pad_token_id`` (when it is not also the BOS/EOS token, which GPT-2-style models reuse as pad). A bridge with
 neither has no pad token: its token ids carry no padding mark, and equal-length prompts are the user's job.
+A tokenizer whose pad token *is* its BOS/EOS token (``tok.pad_token = tok.eos_token``, the usual GPT-2 set-up) marks
+padding only by position: a batch whose rows start or end with runs of that token of *different* lengths is what
+``tokenizer(..., padding=True)`` makes, and is refused (equal runs, e.g. a BOS on every row, are prompts).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+import torch
 from torch import Tensor
 
 
@@ -59,10 +63,45 @@ def pad_token_id(model: Any) -> Optional[int]:
     return None
 
 
+def shared_pad_token_id(model: Any) -> Optional[int]:
+    """The tokenizer's pad token when it doubles as its BOS/EOS token (module docstring), else None."""
+    tok = getattr(model, "tokenizer", None)
+    pad = getattr(tok, "pad_token_id", None) if tok is not None else None
+    if not isinstance(pad, int) or isinstance(pad, bool):
+        return None
+    return pad if pad in {getattr(tok, "bos_token_id", None), getattr(tok, "eos_token_id", None)} else None
+
+
+def _run_lengths(x: Tensor, token: int) -> tuple[list[int], list[int]]:
+    """Per row of ``(batch, pos)`` ids: how many positions at its start, and at its end, hold ``token``."""
+    hit = (x == token).to(torch.int64)
+    lead = torch.cumprod(hit, dim=-1).sum(-1)
+    trail = torch.cumprod(hit.flip(-1), dim=-1).sum(-1)
+    return lead.flatten().tolist(), trail.flatten().tolist()
+
+
+def _check_ragged_runs(pad: int, name: str, x: Tensor) -> None:
+    if x.dim() != 2 or x.shape[0] < 2:
+        return
+    lead, trail = _run_lengths(x, pad)
+    for side, runs in (("end", trail), ("start", lead)):
+        if len(set(runs)) > 1:
+            raise ValueError(
+                f"{name} looks padded: its rows {side} with {min(runs)} to {max(runs)} copies of token {pad}, the "
+                f"tokenizer's pad token (also its BOS/EOS token), so the prompts had different token lengths; patching "
+                "would mix padded and real positions. Use prompts of equal token length, without padding= "
+                "(docs/transformers.md, 'Prompts of equal length')")
+
+
 def check_no_padding(model: Any, **batches: Any) -> None:
-    """Refuse a batch holding the model's pad token (patching would mix padded and real positions)."""
+    """Refuse a batch holding the model's pad token (patching would mix padded and real positions), or, where the
+    pad token is also BOS/EOS, rows that start or end with runs of it of different lengths (module docstring)."""
     pad = pad_token_id(model)
     if pad is None:
+        shared = shared_pad_token_id(model)
+        for name, x in batches.items():
+            if shared is not None and isinstance(x, Tensor) and not x.is_floating_point() and x.numel():
+                _check_ragged_runs(shared, name, x)
         return
     for name, x in batches.items():
         if isinstance(x, Tensor) and not x.is_floating_point() and bool((x == pad).any()):

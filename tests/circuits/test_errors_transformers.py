@@ -326,3 +326,31 @@ def test_the_model_passed_by_name_is_restored_too():
     circuits.run_circuit(model=bridge, circuit=Circuit.empty(circuits.graph_of(gpt2_bridge())), clean=clean,
                          corrupted=corrupted, check_model=False)
     assert not any(getattr(bridge.cfg, flag) for flag in GATED)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 3), min_size=3, max_size=3), min_size=2, max_size=4))
+def test_a_pad_token_shared_with_eos_is_refused_exactly_when_its_runs_are_ragged(rows):
+    """Pad token = EOS (``tok.pad_token = tok.eos_token``): a batch is refused iff its rows start, or end, with runs
+    of that token of different lengths (what padding makes); counted here with plain Python."""
+    from types import SimpleNamespace
+
+    from circuits.validate_tokens import check_no_padding
+
+    model = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0, eos_token_id=0, bos_token_id=1))
+
+    def run(row):
+        n = 0
+        for t in row:
+            if t != 0:
+                break
+            n += 1
+        return n
+
+    ragged = len({run(r) for r in rows}) > 1 or len({run(r[::-1]) for r in rows}) > 1
+    x = torch.tensor(rows)
+    if ragged:
+        with pytest.raises(ValueError, match="clean looks padded"):
+            check_no_padding(model, clean=x)
+    else:
+        check_no_padding(model, clean=x)

@@ -75,7 +75,17 @@ def test_unequal_prompts_raise_without_padding_and_to_tokens_would_pad_them(fold
     with pytest.raises(AssertionError, match="not a single token"):
         bridge.to_single_token(" Mary John")
     padded = bridge.to_tokens(["When Mary went to the store", "When Mary went"])
-    assert padded[1, -1] == tok.pad_token_id == tok.bos_token_id  # padding the bridge cannot tell from a BOS
+    assert padded[1, -1] == tok.pad_token_id == tok.bos_token_id  # the pad token is the BOS token ...
+    same = bridge.to_tokens(["When Mary went to the store", "When John went to the park"])
+    for name, batch in (("clean", padded), ("corrupted", padded.flip(0))):  # ... so ragged runs of it are refused
+        args = (same, padded.flip(0)) if name == "corrupted" else (padded, same)
+        with pytest.raises(ValueError, match=f"{name} looks padded: its rows end with 0 to 3 copies of token 0"):
+            circuits.acdc(bridge, *args, threshold=0.01)
+    left = same.clone()
+    left[1, 1] = tok.bos_token_id  # a second leading BOS on one row only: what left padding makes
+    with pytest.raises(ValueError, match="clean looks padded: its rows start with 1 to 2 copies of token 0"):
+        circuits.eap(bridge, left, same.flip(0))
+    circuits.acdc(bridge, same, same.flip(0), threshold=0.01)  # one BOS on every row, no padding: accepted
 
 
 def test_compatibility_mode_on_a_booted_bridge_finds_the_same_circuit(folder, offline):
