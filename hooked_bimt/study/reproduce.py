@@ -76,6 +76,13 @@ def _validate(preset: str, seeds: int | None, device: str, thresholds: Any, task
     return p, n_seeds, _check_device(device), thr, task_objs
 
 
+def job_order(regimes: Sequence[str], n_seeds: int) -> list[tuple[str, int]]:
+    """The (regime, seed) jobs in submission order, seed-major (every regime of seed 0, then of seed 1, ...): a
+    change of the machine's load while the study runs falls on every regime alike instead of on whichever regime
+    was submitted last, which biased claim 3's wall-clock comparison when jobs went regime by regime."""
+    return [(r, s) for s in range(n_seeds) for r in regimes]
+
+
 def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None = None, device: str = "cpu", *,
               thresholds: Sequence[float] | float | None = None, tasks: Sequence[str] | None = None,
               progress: bool = True, jobs: int = 1, executor: str | None = None, threads: int = 1,
@@ -112,7 +119,7 @@ def reproduce(out: str | os.PathLike, preset: str = "quick", seeds: int | None =
     config = study_config(p, n_seeds, device, thr, [t.name for t in task_objs])
     resumed = store.claim(config)
     log(f"settings (also in {Path(out) / 'run.json'}): {config}")
-    calls = [(str(store.out), r, s, threads, jobs) for r in p.regimes for s in range(n_seeds)]
+    calls = [(str(store.out), r, s, threads, jobs) for r, s in job_order(p.regimes, n_seeds)]
     with progress_bar(total=len(calls), desc="study", unit="model", disable=not progress, file=sys.stderr) as bar:
         def done(lines: list[str]) -> None:
             for line in lines:

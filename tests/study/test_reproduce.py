@@ -208,3 +208,15 @@ def test_bad_jobs_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="jobs"):
         reproduce(tmp_path / "bad", "smoke", jobs=0)
     assert not (tmp_path / "bad").exists()
+
+
+def test_jobs_are_submitted_seed_major_so_load_changes_fall_on_every_regime():
+    """Claim 3 compares wall-clock discovery times across regimes: within any window of len(regimes) consecutive
+    jobs every regime appears once (regime-major order put each regime's jobs together in time)."""
+    from hooked_bimt.study.reproduce import job_order
+
+    regimes = ("vanilla", "l1", "l1_local", "l1_swap", "bimt")
+    order = job_order(regimes, 3)
+    assert sorted(order) == sorted((r, s) for r in regimes for s in range(3))
+    for start in range(len(order) - len(regimes) + 1):
+        assert {r for r, _ in order[start:start + len(regimes)]} == set(regimes)
