@@ -136,8 +136,10 @@ def _llama_sets(module: Any, d: dict[str, int], factor: float, opt: Any) -> Iter
         b = {k.split(".", 2)[-1]: m for k, m in maps.items() if k.startswith(f"blocks.{l}.")}
         mlp = [(b["mlp.gate"], True, ALL), (b["mlp.up"], True, ALL), (b["mlp.down"], False, ALL)]
         yield SwapSet(partial(_unit_scores, mlp, factor), partial(swap_mlp_neurons, module, l, optimizer=opt))
-        kv, q = [(b["attn.k"], True, ALL), (b["attn.v"], True, ALL)], [(b["attn.q"], True, ALL), (b["attn.out"], False, ALL)]
-        yield SwapSet(partial(_group_scores, kv, q, factor, d["n_kv"]), partial(swap_kv_groups, module, l, optimizer=opt))
+        kv = [(b["attn.k"], True, ALL), (b["attn.v"], True, ALL)]
+        q = [(b["attn.q"], True, ALL), (b["attn.out"], False, ALL)]
+        yield SwapSet(partial(_group_scores, kv, q, factor, d["n_kv"]),
+                      partial(swap_kv_groups, module, l, optimizer=opt))
         for g in range(d["n_kv"] if per > 1 else 0):
             rows = slice(g * per * dh, (g + 1) * per * dh)
             sides = [(b["attn.q"], True, rows), (b["attn.out"], False, rows)]
