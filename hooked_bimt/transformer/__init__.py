@@ -1,4 +1,4 @@
-"""BIMT on transformers (SPEC section 8): Hugging Face GPT-2-style modules trained under the five regimes,
+"""BIMT on transformers (SPEC section 8): Hugging Face GPT-2 (and Llama) modules trained under the five regimes,
 with the original BioTransformer's coordinates, connection cost and function-preserving swaps; the trained
 model loads back as a TransformerLens 4 ``TransformerBridge`` for every ``circuits`` function."""
 

@@ -1,4 +1,5 @@
-"""Saving a trained BIMT transformer and loading it back as a TransformerLens 4 ``TransformerBridge``.
+"""Saving a trained BIMT transformer (GPT-2 or Llama) and loading it back as a TransformerLens 4
+``TransformerBridge``.
 
 A folder holds ``model.safetensors`` (the Hugging Face state dict, no pickle) and ``config.json`` (the
 ``transformers`` config, the task, the training config, regime, seed, accuracy, and ``weights_sha256``: the
@@ -25,7 +26,7 @@ from hooked_bimt.checkpoint import CheckpointError, _check_values, _read_tensors
 from hooked_bimt.files import CONFIG, WEIGHTS
 from hooked_bimt.regimes import get_regime
 from hooked_bimt.transformer.tasks import TASKS
-from hooked_bimt.transformer.training import DTYPES, TrainConfig, TrainResult, to_bridge
+from hooked_bimt.transformer.training import DTYPES, TrainConfig, TrainResult, hf_module, to_bridge
 
 KIND = "bimt_transformer"
 FORMAT_VERSION = 1
@@ -62,10 +63,8 @@ def _read_config(directory: Path) -> dict[str, Any]:
 
 def load(directory: "str | os.PathLike", *, dtype: torch.dtype = torch.float64,
          device: "str | torch.device" = "cpu") -> TrainResult:
-    """The saved model as a ``TrainResult``: ``.module`` (``GPT2LMHeadModel``, ``dtype``), ``.bridge`` (a
-    ``TransformerBridge`` of a copy), ``.task``, ``.regime``, ``.config``, ``.seed``, ``.accuracy``."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
+    """The saved model as a ``TrainResult``: ``.module`` (``GPT2LMHeadModel`` or ``LlamaForCausalLM``, ``dtype``),
+    ``.bridge`` (a ``TransformerBridge`` of a copy), ``.task``, ``.regime``, ``.config``, ``.seed``, ``.accuracy``."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} not found")
@@ -74,19 +73,18 @@ def load(directory: "str | os.PathLike", *, dtype: torch.dtype = torch.float64,
         task_fields = dict(meta["task"])
         task = TASKS[task_fields.pop("name")](**{k: v for k, v in task_fields.items()})
         config = TrainConfig(**{**meta["train_config"], "device": "cpu"})
-        hf_cfg = GPT2Config.from_dict(meta["hf_config"])
+        module = hf_module(dict(meta["hf_config"]))
         regime = get_regime(meta["regime"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint config {directory / CONFIG} describes no valid model: {err}") from err
     path = directory / WEIGHTS
     tensors = _read_tensors(path)
-    module = GPT2LMHeadModel(hf_cfg)
     expected = module.state_dict()
     bad = sorted(set(expected) ^ set(tensors)) + [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
     if bad:
         raise CheckpointError(f"checkpoint weights {path} do not match {CONFIG}: missing, unexpected or misshapen {bad}")
     _check_values(path, tensors, meta.get("weights_sha256"))
-    module = module.to(tensors["transformer.wte.weight"].dtype)  # load at the saved precision, then convert
+    module = module.to(next(iter(tensors.values())).dtype)  # load at the saved precision, then convert
     module.load_state_dict(tensors, strict=True)
     module = module.to(dtype).to(device).eval()
     return TrainResult(module=module, bridge=to_bridge(module), task=task, regime=regime, config=config,

@@ -1,8 +1,9 @@
 """SPEC 8 on a Llama-style module (``LlamaForCausalLM``: RMSNorm, gated MLP, rotary positions, grouped-query
 attention): its coordinates, penalised maps and swap moves. ``geometry.dims``/``penalised_maps`` and the swaps of
 ``swaps`` dispatch here for a Llama module, so ``connection_cost``, ``swap_residual``, ``swap_mlp_neurons`` and
-``swap_heads`` apply to it unchanged; ``swap_kv_groups`` is new. ``relocate``, training and the pictures are
-GPT-2 only.
+``swap_heads`` apply to it unchanged; ``swap_kv_groups`` is new. ``relocate`` visits Llama's own sets (MLP
+neurons, key/value groups, heads within a group, the residual stream); ``TrainConfig(arch="llama")`` trains one and
+``save``/``load`` round-trip it to a bridge. The pictures (figure, locality, viewer) are GPT-2 only.
 
 Coordinates (SPEC 8 describes GPT-2; this is its reading for Llama, each set on its own line of cell centres):
 - the residual stream: ``d_model`` neurons, one set for every layer (RMSNorm weights move with it);

@@ -1,4 +1,5 @@
-"""Training a Hugging Face GPT-2-style transformer under a SPEC 2 regime (SPEC 8), on one of the tasks.
+"""Training a Hugging Face transformer (``TrainConfig.arch``: "gpt2", a ``GPT2LMHeadModel``, or "llama", a
+``LlamaForCausalLM`` with grouped-query attention) under a SPEC 2 regime (SPEC 8), on one of the tasks.
 
     loss = task_loss + lambda(step) * cc,   lambda(step) = lambda_ * lambda_factor^(#milestones passed)
 
@@ -7,8 +8,10 @@ with cc SPEC 8's connection cost (A = 0 for ``l1`` and ``l1_swap``, ``distance_f
 ``distance_factor``) every ``swap_every`` steps, AdamW's moments moved with the weights. The defaults follow the
 original notebook's schedule (lambda 1e-3, x10 at 1/4 and again at 3/4 of the steps), scaled to ``steps``.
 
-The trained module stays a plain ``GPT2LMHeadModel``; ``TrainResult.bridge`` wraps a float64 copy of it
-(building a bridge rewires a module in place, splitting its fused q/k/v map).
+The trained module stays a plain Hugging Face module; ``TrainResult.bridge`` wraps a float64 copy of it
+(building a bridge rewires a module in place, splitting GPT-2's fused q/k/v map). Llama modules use HF's eager
+attention: its softmax runs in float32, as the bridge's attention does, so module and bridge compute the same
+(with ``sdpa`` a float64 Llama and its bridge differ by ~1e-9).
 """
 
 from __future__ import annotations
@@ -24,21 +27,30 @@ import torch
 from hooked_bimt.memory import PeakMemory, optimizer_tensors
 from hooked_bimt.regimes import Regime, get_regime
 from hooked_bimt.transformer.cost import CostTerms
+from hooked_bimt.transformer.llama import is_llama
 from hooked_bimt.transformer.relocate import relocate
 from hooked_bimt.transformer.tasks import Task, get_task
 from hooked_bimt.validate import check_config_fields, check_device
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# arch -> (transformers config class, model class (also the bridge's architecture name), config overrides)
+ARCHS = {"gpt2": ("GPT2Config", "GPT2LMHeadModel", {}),
+         "llama": ("LlamaConfig", "LlamaForCausalLM", {"attn_implementation": "eager"})}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Model size and schedule (defaults: about a minute per regime on a 2-core CPU; ``quick()``: seconds)."""
+    """Model size and schedule (defaults: about a minute per regime on a 2-core CPU; ``quick()``: seconds).
 
+    ``arch``: "gpt2" or "llama"; ``n_kv_head``: Llama's key/value heads (None: ``n_head // 2`` when ``n_head`` is
+    even, else ``n_head``; GPT-2 has none)."""
+
+    arch: str = "gpt2"
     d_model: int = 64
     n_layer: int = 2
     n_head: int = 4
     d_mlp: int = 128
+    n_kv_head: int | None = None
     steps: int = 1500
     batch: int = 64
     lr: float = 3e-3
@@ -68,6 +80,24 @@ class TrainConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"TrainConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         object.__setattr__(self, "device", check_device(self.device))
+        self._check_arch()
+
+    def _check_arch(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"TrainConfig.arch must be one of {', '.join(map(repr, ARCHS))}, got {self.arch!r}")
+        if self.arch != "llama":
+            if self.n_kv_head is not None:
+                raise ValueError(f"TrainConfig.n_kv_head is Llama's (grouped-query attention); arch {self.arch!r} "
+                                 f"has none, got {self.n_kv_head!r}")
+            return
+        if self.n_kv_head is None:
+            object.__setattr__(self, "n_kv_head", self.n_head // 2 if self.n_head % 2 == 0 else self.n_head)
+        if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
+            raise ValueError(f"TrainConfig.n_kv_head ({self.n_kv_head}) must be positive and divide n_head "
+                             f"({self.n_head})")
+        if (self.d_model // self.n_head) % 2:
+            raise ValueError(f"TrainConfig: Llama's rotary positions need an even head size, got d_model / n_head = "
+                             f"{self.d_model // self.n_head}")
 
     @classmethod
     def quick(cls) -> "TrainConfig":
@@ -92,20 +122,52 @@ def gpt2_config(task: Task, config: TrainConfig) -> Any:
                       tie_word_embeddings=False, bos_token_id=0, eos_token_id=0)
 
 
+def llama_config(task: Task, config: TrainConfig) -> Any:
+    """The ``transformers`` ``LlamaConfig``: no biases (as Llama), untied embeddings, eager attention (above)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=task.d_vocab, max_position_embeddings=task.n_ctx, hidden_size=config.d_model,
+                       num_hidden_layers=config.n_layer, num_attention_heads=config.n_head,
+                       num_key_value_heads=config.n_kv_head, intermediate_size=config.d_mlp, attention_bias=False,
+                       mlp_bias=False, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0,
+                       **ARCHS["llama"][2])
+
+
+def hf_module(hf_config: "dict[str, Any] | Any") -> Any:
+    """A freshly initialised module of ``hf_config`` (a ``transformers`` config, or its ``to_dict()`` as a
+    checkpoint stores it), the class chosen by its ``model_type`` ("gpt2" or "llama"); ValueError for another."""
+    import transformers
+
+    as_dict = isinstance(hf_config, dict)
+    arch = hf_config.get("model_type") if as_dict else getattr(hf_config, "model_type", None)
+    if arch not in ARCHS:
+        raise ValueError(f"model_type {arch!r} is none of {', '.join(map(repr, ARCHS))}")
+    config_name, model_name, overrides = ARCHS[arch]
+    if as_dict:  # to_dict() does not keep the attention implementation: the overrides restore it
+        hf_config = getattr(transformers, config_name).from_dict(hf_config, **overrides)
+    return getattr(transformers, model_name)(hf_config)
+
+
+def build_module(task: Task, config: TrainConfig) -> Any:
+    """The untrained module ``config.arch`` names, sized for ``task``."""
+    return hf_module((llama_config if config.arch == "llama" else gpt2_config)(task, config))
+
+
 def to_bridge(module: Any, dtype: torch.dtype = torch.float64) -> Any:
     """A TransformerLens 4 ``TransformerBridge`` around a copy of ``module`` (eval mode, ``dtype``, same device)."""
     from transformer_lens.model_bridge.sources import build_bridge_from_module
 
     twin = copy.deepcopy(module).to(dtype).eval()
     device = next(module.parameters()).device
-    bridge = build_bridge_from_module(twin, "GPT2LMHeadModel", hf_config=twin.config, tokenizer=None, device=device)
+    arch = ARCHS["llama" if is_llama(module) else "gpt2"][1]
+    bridge = build_bridge_from_module(twin, arch, hf_config=twin.config, tokenizer=None, device=device)
     bridge.eval()
     return bridge
 
 
 @dataclass
 class TrainResult:
-    """``module``: the trained ``GPT2LMHeadModel`` (eval mode); ``bridge``: a float64 ``TransformerBridge`` of a
+    """``module``: the trained ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` (eval mode); ``bridge``: a float64 ``TransformerBridge`` of a
     copy; ``task``: prompts (``.clean``, ``.corrupted``, labels) and ``.metric``; ``history``: per-step records."""
 
     module: Any
@@ -122,8 +184,6 @@ class Trainer:
     """One training run, step by step (``train`` runs it to the end; benchmarks time single steps)."""
 
     def __init__(self, regime: "str | Regime", task: "str | Task", config: Optional[TrainConfig], seed: int) -> None:
-        from transformers import GPT2LMHeadModel
-
         self.regime = get_regime(regime)
         if self.regime.is_original:
             raise ValueError(f"regime {self.regime.name!r} uses the original MNIST notebook's swaps, which have no "
@@ -137,7 +197,7 @@ class Trainer:
         torch.manual_seed(seed)
         self.gen = torch.Generator().manual_seed(seed)
         cfg = self.config
-        self.module = GPT2LMHeadModel(gpt2_config(self.task, cfg)).to(DTYPES[cfg.dtype]).to(cfg.device).train()
+        self.module = build_module(self.task, cfg).to(DTYPES[cfg.dtype]).to(cfg.device).train()
         self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         loss_a = cfg.distance_factor if self.regime.is_local else 0.0  # the regime says whether, the config how much
         self.cost = CostTerms(self.module, loss_a, cfg.y_star) if self.regime.uses_cost else None
@@ -187,7 +247,7 @@ class Trainer:
 
 
 def train(regime: "str | Regime", task: "str | Task", config: Optional[TrainConfig] = None, seed: int = 0) -> TrainResult:
-    """Train a GPT-2-style transformer on ``task`` ("induction", "modular_addition" or a task object) under
+    """Train a transformer (``config.arch``: GPT-2 or Llama) on ``task`` ("induction", "modular_addition" or a task object) under
     ``regime`` (vanilla, l1, l1_local, l1_swap, bimt); returns the module, a bridge, the task and the record."""
     trainer = Trainer(regime, task, config, seed)
     for _ in range(trainer.config.steps):
