@@ -154,7 +154,8 @@ def _circuit_units(ax: Any, d: dict[str, int], rows: dict[str, float], heads: se
             on = (l, h) in heads
             ax.scatter([(h + 0.5) / d["n_head"]], [rows[f"attn{l}"]], s=160, zorder=2,
                        c=HEAD_TINTS[h // per % len(HEAD_TINTS)] if on else "white", edgecolors="k" if on else "#bbbbbb")
-            ax.text((h + 0.5) / d["n_head"], rows[f"attn{l}"], f"{l}.{h}", ha="center", va="center", fontsize=6, zorder=3)
+            ax.text((h + 0.5) / d["n_head"], rows[f"attn{l}"], f"{l}.{h}", ha="center", va="center", fontsize=6,
+                    zorder=3)
         for g, role in ((g, r) for g in range(d["n_kv"] if per > 1 else 0) for r in "kv"):
             on = (l, g) in groups
             ax.scatter([kv_port_x(g, role, d["n_kv"])], [rows[f"kv{l}"]], s=90, zorder=2, edgecolors=ROLE_COLOURS[role],

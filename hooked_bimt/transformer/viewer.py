@@ -11,9 +11,9 @@ group's stretch (as the figure's circuit panel).
 
     view = circuits.viz.circuit_graph(bridge, circuit, placement=bimt_placement(module))
 
-``module`` is the plain ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` (``TrainResult.module``, ``load(dir).module``), ``bridge`` the
-TransformerBridge the circuit was found on (``.bridge``): the placement reads coordinates and weights off the
-module, the view reads the graph off the bridge.
+``module`` is the plain ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` (``TrainResult.module``,
+``load(dir).module``), ``bridge`` the TransformerBridge the circuit was found on (``.bridge``): the placement
+reads coordinates and weights off the module, the view reads the graph off the bridge.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from circuits.viz.placement import Backdrop, Placement
-from hooked_bimt.transformer.drawing import drawn_maps, heads_per_group, kv_port_x, module_rows, row_coordinates, row_label
+from hooked_bimt.transformer.drawing import (drawn_maps, heads_per_group, kv_port_x, module_rows, row_coordinates,
+                                             row_label)
 from hooked_bimt.transformer.geometry import dims
 
 DESCRIPTION = ("every residual dimension, head dimension, key/value dimension (Llama), MLP neuron and token at its "
