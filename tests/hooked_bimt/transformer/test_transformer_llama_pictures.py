@@ -46,7 +46,8 @@ def plain_maps(model):
         ln1, ln2 = sd[p + "input_layernorm.weight"][None, :], sd[p + "post_attention_layernorm.weight"][None, :]
         w = {k: sd[f"{p}{k}.weight"] for k in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                               "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
-        res, heads, kv, mlp = ("res", 0, D_MODEL), ("heads", l, N_HEAD * D_HEAD), ("kv", l, N_KV * D_HEAD), ("mlp", l, D_MLP)
+        res, heads, kv = ("res", 0, D_MODEL), ("heads", l, N_HEAD * D_HEAD), ("kv", l, N_KV * D_HEAD)
+        mlp = ("mlp", l, D_MLP)
         maps += [(f"blocks.{l}.attn.q", w["self_attn.q_proj"] * ln1, heads, res),
                  (f"blocks.{l}.attn.kv", np.abs(w["self_attn.k_proj"] * ln1) + np.abs(w["self_attn.v_proj"] * ln1),
                   kv, res),
@@ -199,7 +200,8 @@ def test_the_viewer_places_every_node_the_grouped_ones_on_their_row(trained, cir
     (payload,) = DATA_RE.findall(page.read_text())
     data = json.loads(payload)
     hooks, units = data["hooks"], data["units"]
-    placed = {(hooks[h], i): tuple(xy) for h, i, xy in zip(units["hook"], units["index"], data["placement"]["units_xy"])}
+    xys = data["placement"]["units_xy"]
+    placed = {(hooks[h], i): tuple(xy) for h, i, xy in zip(units["hook"], units["index"], xys)}
     for l in range(N_LAYER):
         for g in range(N_KV):
             assert placed[(f"blocks.{l}.attn.hook_k_input", g)] == pytest.approx(((g + 0.25) / N_KV, 1.5 + 4 * l))
