@@ -3,7 +3,8 @@ attention): its coordinates, penalised maps and swap moves. ``geometry.dims``/``
 ``swaps`` dispatch here for a Llama module, so ``connection_cost``, ``swap_residual``, ``swap_mlp_neurons`` and
 ``swap_heads`` apply to it unchanged; ``swap_kv_groups`` is new. ``relocate`` visits Llama's own sets (MLP
 neurons, key/value groups, heads within a group, the residual stream); ``TrainConfig(arch="llama")`` trains one and
-``save``/``load`` round-trip it to a bridge. The pictures (figure, locality, viewer) are GPT-2 only.
+``save``/``load`` round-trip it to a bridge. The pictures (figure, locality, viewer) draw it at these coordinates
+(``drawing``: a key/value row below each head row).
 
 Coordinates (SPEC 8 describes GPT-2; this is its reading for Llama, each set on its own line of cell centres):
 - the residual stream: ``d_model`` neurons, one set for every layer (RMSNorm weights move with it);

@@ -1,7 +1,8 @@
 """How local a BIMT transformer's wiring is: the strength-weighted mean length of its lines, against the same
 weights at random positions (the number printed in ``bimt_transformer_figure``).
 
-Over every weight of every penalised map as drawn (``drawing.drawn_maps``: effective weights, q/k/v folded),
+Over every weight of every penalised map as drawn (``drawing.drawn_maps``: effective weights, q/k/v folded; Llama:
+q, k + v on the key/value row, gate + up, each at ``llama``'s coordinates),
 with a = |w| / max |w| of its map (the line's strength in the figure, faint weights included) and
 d = |x_out[j] - x_in[i]| (the horizontal length; the layer gap is the same for every line of a map):
 
@@ -9,11 +10,17 @@ d = |x_out[j] - x_in[i]| (the horizontal length; the layer gap is the same for e
 
 Random placement: every set of neurons BIMT can move is placed by an independent, uniformly random permutation of
 the moves relocate can make (the residual stream, shared by every layer; each layer's MLP neurons; each layer's
-heads, as whole d_head blocks); tokens keep their places. No map joins a set to itself, so the expectation is exact:
+heads, as whole d_head blocks; Llama: each layer's key/value groups, their query heads moving with them, then the
+heads within each group, so a head still lands on any head's block with equal chance); tokens keep their places. No
+map joins a set to itself (none joins a key/value row to its heads), so the expectation is exact:
 
     E[L] = sum a * E[d] / sum a,   E[d_ji] = mean over p ~ j, q ~ i of |x_out[p] - x_in[q]|
 
 (p ~ j: the positions neuron j can be moved to). ``n_shuffles`` seeded random placements give the spread.
+
+L is a property of the function *and* its layout: a function-preserving swap is a re-placement of the same weights,
+so L after ``swap_residual``/``swap_mlp_neurons``/``swap_heads``/``swap_kv_groups`` is the L of the weights before
+it with the swapped neurons' positions exchanged, and E[L] does not change at all.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from hooked_bimt.transformer.geometry import dims
 
 
 def set_of(row: str) -> Optional[str]:
-    """Which movable set a row's neurons belong to: "res", "heads{l}", "mlp{l}", or None (tokens)."""
+    """Which movable set a row's neurons belong to: "res", "heads{l}", "kv{l}", "mlp{l}", or None (tokens)."""
     if row.startswith("vocab"):
         return None
     if row.startswith(("res", "mid")):
@@ -40,7 +47,7 @@ def orbit_mean(n: int, kind: Optional[str], d_head: int) -> np.ndarray:
     """(n x n) averaging matrix P: P[j, p] = 1 / |orbit of j| for the positions p neuron j can be moved to."""
     if kind is None:
         return np.eye(n)
-    if not kind.startswith("heads"):
+    if not kind.startswith(("heads", "kv")):
         return np.full((n, n), 1.0 / n)
     t = np.arange(n) % d_head  # a head's dimension t can only land on dimension t of another head
     return (t[:, None] == t[None, :]) / (n // d_head)
@@ -84,13 +91,25 @@ class Locality:
         return text
 
 
+def _blocks(block_place: np.ndarray, size: int) -> np.ndarray:
+    """Position of each dimension when block b (``size`` dimensions, in order) goes to block ``block_place[b]``."""
+    t = np.arange(len(block_place) * size)
+    return block_place[t // size] * size + t % size
+
+
 def _placement(d: dict[str, int], rng: np.random.Generator) -> dict[Optional[str], np.ndarray]:
-    """One random placement: set -> position of each neuron."""
+    """One random placement: set -> position of each neuron (Llama: groups, then heads within each group)."""
     place: dict[Optional[str], np.ndarray] = {"res": rng.permutation(d["d_model"])}
-    t = np.arange(d["d_model"]) % d["d_head"]
     for l in range(d["n_layer"]):
         place[f"mlp{l}"] = rng.permutation(d["d_mlp"])
-        place[f"heads{l}"] = rng.permutation(d["n_head"])[np.arange(d["d_model"]) // d["d_head"]] * d["d_head"] + t
+        if "n_kv" not in d:
+            place[f"heads{l}"] = _blocks(rng.permutation(d["n_head"]), d["d_head"])
+            continue
+        per = d["n_head"] // d["n_kv"]
+        groups = rng.permutation(d["n_kv"])
+        within = np.concatenate([rng.permutation(per) for _ in range(d["n_kv"])])
+        place[f"kv{l}"] = _blocks(groups, d["d_head"])
+        place[f"heads{l}"] = _blocks(np.repeat(groups, per) * per + within, d["d_head"])
     return place
 
 
@@ -106,7 +125,8 @@ def _shuffled_length(maps: list[DrawnMap], a: list[np.ndarray], place: dict[Opti
 
 
 def locality(module: Any, n_shuffles: int = 200, seed: int = 0) -> Locality:
-    """L, E[L] and ``n_shuffles`` random placements' L (seeded by ``seed``) of a GPT-2-style BIMT module."""
+    """L, E[L] and ``n_shuffles`` random placements' L (seeded by ``seed``) of a GPT-2- or Llama-style BIMT
+    module."""
     if isinstance(n_shuffles, bool) or not isinstance(n_shuffles, int) or n_shuffles < 0:
         raise ValueError(f"n_shuffles must be a non-negative integer, got {n_shuffles!r}")
     d = dims(module)
