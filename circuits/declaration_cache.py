@@ -176,7 +176,8 @@ def _graph_key(graph: Any, keys: _Keys) -> tuple:
                   for c in graph.connections)
     nodes = tuple((h, n.count, n.axis) for h, n in graph.nodes.items())
     acts = tuple((h, keys.of(f)) for h, f in graph.activations.items())
-    return (nodes, graph.output, tuple(graph.node_output.items()), conns, acts, graph.family)
+    return (nodes, graph.output, tuple(graph.node_output.items()), tuple(graph.grouped_output.items()), conns, acts,
+            graph.family)
 
 
 def declaration_key(model: Any, graph: Any, x1: Any, x2: Any, rtol: float) -> Optional[tuple]:

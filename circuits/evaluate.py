@@ -39,12 +39,14 @@ def hidden_nodes(graph: Graph, circuit: Circuit) -> tuple[int, int]:
 
     A hidden node is named by its output hook (several input hooks may map to it, e.g. q/k/v inputs).
     """
-    outs = set(graph.node_output.values())
+    outs = set(graph.output_hooks())
     total = sum(graph.nodes[o].count for o in outs)
     touched: set[tuple[str, int]] = set()
     for e in circuit.edges:
-        if e.receiver in graph.node_output:
-            touched.add((graph.node_output[e.receiver], e.receiver_index))
+        feeds = graph.feeds(e.receiver)
+        if feeds is not None and e.receiver != graph.output:  # a grouped input node touches its group's nodes
+            out, group = feeds
+            touched.update((out, i) for i in range(e.receiver_index * group, (e.receiver_index + 1) * group))
         if e.sender in outs:
             touched.add((e.sender, e.sender_index))
     return len(touched), total

@@ -153,11 +153,15 @@ def prune_mask(graph: Graph, mask: EdgeMask) -> EdgeMask:
     input hooks; backward: a node is useful when it is the output or a kept edge leaves it for a useful node.
     An edge stays when its sender is reached and its receiver useful. Both are fixpoints, so no order is assumed.
     """
-    outputs = set(graph.node_output.values())
+    outputs = set(graph.output_hooks())
     dev = next(iter(mask.values())).device
+    feeds = {r: graph.feeds(r) for r in graph.receivers()}
 
-    def alive(r: str) -> Tensor:  # the receiver node's usefulness: the output's are all useful
-        return into[r] if r == graph.output or r not in graph.node_output else useful[graph.node_output[r]]
+    def alive(r: str) -> Tensor:  # the receiver node's usefulness: the output's are all useful; a grouped input
+        if r == graph.output or feeds[r] is None:  # node's, whether any node of its group is
+            return into[r]
+        out, group = feeds[r]
+        return useful[out].view(-1, group).any(1)
 
     hooks = set(graph.senders()) | outputs
     reach = {s: torch.full((graph.nodes[s].count,), s not in outputs, device=dev) for s in hooks}
@@ -168,10 +172,11 @@ def prune_mask(graph: Graph, mask: EdgeMask) -> EdgeMask:
     while changed:  # forward reachability
         changed = False
         for (s, r), m in mask.items():
-            if r in graph.node_output:
-                new = reach[graph.node_output[r]] | (m & reach[s][None, :]).any(1)
-                changed |= bool((new != reach[graph.node_output[r]]).any())
-                reach[graph.node_output[r]] = new
+            if feeds[r] is not None and r != graph.output:
+                out, group = feeds[r]
+                new = reach[out] | (m & reach[s][None, :]).any(1).repeat_interleave(group)
+                changed |= bool((new != reach[out]).any())
+                reach[out] = new
     changed = True
     while changed:  # backward usefulness
         changed = False

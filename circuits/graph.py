@@ -13,7 +13,9 @@ receiver-node slice of ``contribute(a_S restricted to the sender node)``.
 Every receiver hook other than the output belongs to a node whose *output* is a sender hook
 (``Graph.node_output``): ``blocks.0.hook_pre[j]`` is the input of the neuron whose output is
 ``blocks.0.hook_post[j]``. ACDC uses it to drop the inputs of nodes that feed nothing and the
-outputs of nodes that receive nothing.
+outputs of nodes that receive nothing. An input hook with fewer nodes than the output it feeds, each of its
+nodes shared by a group of consecutive output nodes (grouped-query attention: key/value inputs per KV group, each
+read by the group's query heads), is declared in ``Graph.grouped_output`` instead; ``Graph.feeds`` answers both.
 
 ``Graph.activations`` declares what an engine needs to know per node beyond the linear edges: for a
 receiver hook R with ``node_output[R] = S``, ``activations[R]`` is the elementwise map with
@@ -134,6 +136,7 @@ class Graph:
     output: str
     node_output: dict[str, str] = field(default_factory=dict)
     activations: dict[str, Elementwise] = field(default_factory=dict)
+    grouped_output: dict[str, str] = field(default_factory=dict)  # input hook -> output hook, node i feeds a group
     family: Optional[str] = None  # the registered family that built it (``circuits.families``); None if declared
 
     def __post_init__(self) -> None:
@@ -148,6 +151,12 @@ class Graph:
                 raise ValueError(f"node_output {receiver!r} -> {sender!r} names an undeclared hook")
             if self.nodes[receiver].count != self.nodes[sender].count:
                 raise ValueError(f"node_output {receiver!r} -> {sender!r}: node counts differ")
+        for receiver, out in self.grouped_output.items():
+            if receiver not in self.nodes or out not in self.nodes or receiver in self.node_output:
+                raise ValueError(f"grouped_output {receiver!r} -> {out!r}: an undeclared hook or also in node_output")
+            if self.nodes[out].count % self.nodes[receiver].count:
+                raise ValueError(f"grouped_output {receiver!r} -> {out!r}: {self.nodes[out].count} output nodes do not "
+                                 f"split into groups of the {self.nodes[receiver].count} input nodes")
         for receiver, fn in self.activations.items():
             if receiver not in self.node_output:
                 raise ValueError(f"activations[{receiver!r}]: not a node input hook (no node_output entry)")
@@ -164,12 +173,28 @@ class Graph:
         conns = sorted(self.connections, key=lambda c: (pos[c.receiver], pos[c.sender]))
         return dataclasses.replace(self, connections=tuple(conns))
 
+    def feeds(self, receiver: str) -> Optional[tuple[str, int]]:
+        """``(output hook, group)`` of a node input hook: its node ``i`` feeds output nodes ``i * group ..
+        (i + 1) * group - 1`` (``group`` 1 for ``node_output``); None for the output and for inputs of no node."""
+        if receiver in self.node_output:
+            return self.node_output[receiver], 1
+        if receiver in self.grouped_output:
+            out = self.grouped_output[receiver]
+            return out, self.nodes[out].count // self.nodes[receiver].count
+        return None
+
+    def output_hooks(self) -> list[str]:
+        """The output hooks of hidden nodes (``node_output`` and ``grouped_output`` values), without repeats."""
+        return list(dict.fromkeys([*self.node_output.values(), *self.grouped_output.values()]))
+
     def signature(self) -> str:
         """A short hash of the graph's structure, stored with every circuit (``model_identity``): the nodes
         (hook, count, axis), the output, ``node_output`` and the set of connections (sender, receiver).
         Neither the weights (the model fingerprint covers them) nor the declaration order enter it."""
         parts = [repr(sorted((h, n.count, n.axis) for h, n in self.nodes.items())), self.output,
                  repr(sorted(self.node_output.items())), repr(sorted({(c.sender, c.receiver) for c in self.connections}))]
+        if self.grouped_output:  # only where declared: the signatures of graphs without groups stay as they were
+            parts.append(repr(sorted(self.grouped_output.items())))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def receivers(self) -> list[str]:

@@ -122,9 +122,13 @@ def has_outgoing(graph: Graph, mask: EdgeMask, hook: str, index: int) -> bool:
 
 def drop_if_dead(graph: Graph, mask: EdgeMask, receiver: str, index: int) -> bool:
     """A hidden node with no outgoing edge left loses all its incoming edges (they can change nothing
-    downstream). Returns True when it did (the node is then skipped)."""
-    out = graph.node_output.get(receiver)
-    if receiver != graph.output and out is not None and not has_outgoing(graph, mask, out, index):
+    downstream); a grouped input node (a KV group's key or value input) when none of the nodes it feeds has one.
+    Returns True when it did (the node is then skipped)."""
+    feeds = graph.feeds(receiver)
+    if receiver == graph.output or feeds is None:
+        return False
+    out, group = feeds
+    if not any(has_outgoing(graph, mask, out, i) for i in range(index * group, (index + 1) * group)):
         for c in graph.connections_into(receiver):
             mask[(c.sender, receiver)][index, :] = False
         return True
@@ -134,17 +138,19 @@ def drop_if_dead(graph: Graph, mask: EdgeMask, receiver: str, index: int) -> boo
 def clean_up(graph: Graph, mask: EdgeMask) -> None:
     """Drop edges out of hidden nodes that receive no edge, in forward order (so the rule cascades).
 
-    A node may have several input hooks (an attention head's q/k/v inputs all map to its ``hook_z``):
-    it receives nothing only if none of them has an incoming edge left.
+    A node may have several input hooks (an attention head's q/k/v inputs all map to its ``hook_result``;
+    under grouped-query attention its group's key and value inputs): it receives nothing only if none of them
+    has an incoming edge left.
     """
     device = next(iter(mask.values())).device
-    outputs = list(dict.fromkeys(graph.node_output[r] for r in graph.receivers() if r in graph.node_output))
+    feeds = {r: graph.feeds(r) for r in graph.receivers() if graph.feeds(r) is not None}
+    outputs = list(dict.fromkeys(out for out, _ in feeds.values()))
     for out in outputs:
         alive = torch.zeros(graph.nodes[out].count, dtype=torch.bool, device=device)
-        for receiver, node_out in graph.node_output.items():
+        for receiver, (node_out, group) in feeds.items():
             if node_out == out:
                 for c in graph.connections_into(receiver):
-                    alive |= mask[(c.sender, receiver)].any(dim=1)
+                    alive |= mask[(c.sender, receiver)].any(dim=1).repeat_interleave(group)
         for c in graph.connections:
             if c.sender == out:
                 mask[(c.sender, c.receiver)][:, ~alive] = False

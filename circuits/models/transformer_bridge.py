@@ -21,9 +21,11 @@ a block adds ``attn(ln1(x)) + mlp(ln2(x))``: the MLP reads the block's input, no
 
 Grouped-query attention (``n_key_value_heads < n_heads``): the key and value inputs exist once per KV
 group (``hook_k_input`` is ``(batch, pos, n_kv, d_model)``), so k/v receivers are per KV group: the edge
-``S -> hook_k_input[g]`` feeds every query head of group g (heads ``g * n_heads/n_kv ...``). For ACDC's
-dead-node and clean-up rules a head's inputs are then its query input only (a KV group is shared by
-several heads, so it is no one head's input); with full multi-head attention a head has all three.
+``S -> hook_k_input[g]`` feeds every query head of group g (heads ``g * n_heads/n_kv ...``). A head is still one
+node with three input hooks (SPEC 7): its query input and its group's key and value inputs
+(``Graph.grouped_output``). So for ACDC's dead-node rule a KV group's input is dead when no head of the group sends
+anything, and for clean-up a head receives when its query input or its group's key or value input does (a head
+fed only through its group's keys and values does not carry the corrupted value: its outputs stay).
 
 Names are the canonical hook names (those ``hook.name`` reports inside a hook): ``embed.hook_out`` is
 TL's ``hook_embed``, ``blocks.{l}.mlp.hook_out`` is ``blocks.{l}.hook_mlp_out``, ``blocks.{l}.hook_out``
@@ -216,6 +218,7 @@ def bridge_graph(bridge: Any) -> Graph:
 
     nodes: dict[str, Nodes] = {INPUT: Nodes(INPUT, 1, axis=None)}
     node_output: dict[str, str] = {}
+    grouped_output: dict[str, str] = {}
     conns: list[Connection] = []
     senders: list[tuple[str, bool]] = [(INPUT, False)]
     for layer in range(L):
@@ -226,6 +229,8 @@ def bridge_graph(bridge: Any) -> Graph:
             nodes[hook] = Nodes(hook, count, axis=HEAD_AXIS)
             if count == H:
                 node_output[hook] = res
+            else:  # a key/value input per KV group: its node g feeds the group's query heads (SPEC 7)
+                grouped_output[hook] = res
             conns += _connections_into(hook, count, senders, H)
         if not attn_only:
             m_in, m_out = mlp_in_hook(layer), mlp_out_hook(layer)
@@ -239,7 +244,8 @@ def bridge_graph(bridge: Any) -> Graph:
     out = output_hook(L)
     nodes[out] = Nodes(out, 1, axis=None)
     conns += _connections_into(out, None, senders, H)
-    return Graph(nodes=nodes, connections=tuple(conns), output=out, node_output=node_output)
+    return Graph(nodes=nodes, connections=tuple(conns), output=out, node_output=node_output,
+                 grouped_output=grouped_output)
 
 
 def check_bridge_inputs(bridge: Any, clean: Any, corrupted: Any) -> None:

@@ -126,28 +126,32 @@ def _head(hook: str, i: int):
 
 
 def spec7_acdc(bridge, clean, corrupted, threshold: float) -> set:
-    """SPEC 7's ACDC order, dead-node and clean-up rules. Under grouped-query attention a KV group's key/value input
-    is no one head's input: only a head's query input counts for those rules."""
+    """SPEC 7's ACDC order, dead-node and clean-up rules. A head is one node with three input hooks; under
+    grouped-query attention its key and value inputs are its group's (group ``h // (n_heads / n_kv)``), so a KV
+    group's input node is an input of each head of the group: dead when none of them sends, and a head receives
+    when its query input or its group's key or value input does."""
     edges = spec7_edges(bridge.cfg)
-    grouped = (bridge.cfg.n_key_value_heads or bridge.cfg.n_heads) < bridge.cfg.n_heads
+    n_heads = bridge.cfg.n_heads
+    per_group = n_heads // (bridge.cfg.n_key_value_heads or n_heads)
     kept = set(edges)
     full = bridge(clean).detach()
     current = spec7_kl(spec7_run(bridge, kept, clean, corrupted), full)
     receivers = list(dict.fromkeys((e.receiver, e.receiver_index) for e in edges))
 
-    def out_of(recv: str, r: int):  # the sender node whose input this receiver node is (None: no one node's)
+    def outs_of(recv: str, r: int) -> list:  # the sender nodes whose input this receiver node is
         layer = recv.split(".")[1]
-        if grouped and (recv.endswith("hook_k_input") or recv.endswith("hook_v_input")):
-            return None
-        return (f"blocks.{layer}.attn.hook_result", r) if "attn" in recv else (f"blocks.{layer}.mlp.hook_out", 0)
+        if "attn" not in recv:
+            return [(f"blocks.{layer}.mlp.hook_out", 0)]
+        if recv.endswith("hook_q_input") or per_group == 1:
+            return [(f"blocks.{layer}.attn.hook_result", r)]
+        return [(f"blocks.{layer}.attn.hook_result", h) for h in range(r * per_group, (r + 1) * per_group)]
 
     final = f"blocks.{bridge.cfg.n_layers - 1}.hook_out"
     hooks = list(dict.fromkeys(recv for recv, _ in receivers))
     order = [(h, r) for h in reversed(hooks) for x, r in receivers if x == h]  # hooks backwards, heads ascending
     for recv, r in order:
         into = [e for e in edges if (e.receiver, e.receiver_index) == (recv, r)]
-        if recv != final and out_of(recv, r) is not None and not any((e.sender, e.sender_index) == out_of(recv, r)
-                                                                     for e in kept):
+        if recv != final and not any((e.sender, e.sender_index) in outs_of(recv, r) for e in kept):
             kept -= set(into)
             continue
         for e in into:
@@ -157,11 +161,9 @@ def spec7_acdc(bridge, clean, corrupted, threshold: float) -> set:
             if new - current < threshold:
                 kept.discard(e)
                 current = new
-    for recv, r in receivers:  # clean-up, forward order: a node receiving nothing sends nothing
-        if recv == final or out_of(recv, r) is None:
-            continue
-        node = out_of(recv, r)
-        inputs = [(x, i) for x, i in receivers if x != final and out_of(x, i) == node]
+    nodes = list(dict.fromkeys(n for recv, r in receivers if recv != final for n in outs_of(recv, r)))
+    for node in nodes:  # clean-up, forward order: a node receiving nothing sends nothing
+        inputs = [(x, i) for x, i in receivers if x != final and node in outs_of(x, i)]
         if not any((e.receiver, e.receiver_index) in inputs for e in kept):
             kept = {e for e in kept if (e.sender, e.sender_index) != node}
     return kept
