@@ -41,14 +41,21 @@ def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[st
     return out
 
 
+# Transformer train-config fields added later, at the value every earlier run had (GPT-2, no KV groups): a run
+# directory written before they existed resumes.
+ADDED_TRANSFORMER = {"arch": "gpt2", "n_kv_head": None}
+
+
 def _current(config: Any) -> Any:
-    """A run.json configuration as this version writes it: train config fields retired at their one value dropped
-    (a DIR of an earlier version resumes when nothing but those differs)."""
+    """A run.json configuration as this version writes it: MNIST train config fields retired at their one value
+    dropped, transformer train config fields added later filled in at the value earlier runs had (a DIR of an
+    earlier version resumes when nothing but those differs)."""
     if not isinstance(config, dict) or not isinstance(config.get("train_config"), dict):
         return config
     from hooked_bimt.train_config import RETIRED
 
     tc = {k: v for k, v in config["train_config"].items() if not (k in RETIRED and v == RETIRED[k])}
+    tc = {k: {**ADDED_TRANSFORMER, **v} if isinstance(v, dict) else v for k, v in tc.items()}  # per transformer task
     return {**config, "train_config": tc}
 
 

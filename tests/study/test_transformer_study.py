@@ -152,3 +152,24 @@ def test_transformer_presets_and_their_recorded_configuration():
     assert config["train_config"]["induction"]["batch"] == full.train_overrides["induction"]["batch"]
     mnist = PRESETS["smoke"]
     assert "family" not in study_config(mnist, 1, "cpu", mnist.thresholds, list(mnist.tasks))  # run.json as before
+
+
+def test_a_run_directory_from_before_arch_existed_resumes_and_another_arch_is_refused(tmp_path):
+    """Run directories written before ``TrainConfig.arch`` / ``n_kv_head`` existed hold neither: they resume as the
+    GPT-2 runs they were; a stored configuration of another architecture is refused, naming the field."""
+    from hooked_bimt.study.presets import get_preset
+    from hooked_bimt.study.units import ConfigMismatchError, RunStore
+
+    p = get_preset("transformer_smoke")
+    config = json.loads(json.dumps(study_config(p, 1, "cpu", list(p.thresholds), list(p.tasks)), default=str))
+    assert all(tc["arch"] == "gpt2" and tc["n_kv_head"] is None for tc in config["train_config"].values())
+    old = json.loads(json.dumps(config))
+    for tc in old["train_config"].values():
+        del tc["arch"], tc["n_kv_head"]
+    (tmp_path / "run.json").write_text(json.dumps({"format": "hooked-bimt-study", "version": 1, "config": old}))
+    assert RunStore(tmp_path, log=lambda m: None).claim(config) is True
+    for tc in old["train_config"].values():
+        tc["arch"] = "llama"
+    (tmp_path / "run.json").write_text(json.dumps({"format": "hooked-bimt-study", "version": 1, "config": old}))
+    with pytest.raises(ConfigMismatchError, match="arch: 'llama' \\(in DIR\\) vs 'gpt2' \\(now\\)"):
+        RunStore(tmp_path, log=lambda m: None).claim(config)
