@@ -143,7 +143,7 @@ def clean_up(graph: Graph, mask: EdgeMask) -> None:
     has an incoming edge left.
     """
     device = next(iter(mask.values())).device
-    feeds = {r: graph.feeds(r) for r in graph.receivers() if graph.feeds(r) is not None}
+    feeds = {r: f for r in graph.receivers() if (f := graph.feeds(r)) is not None}
     outputs = list(dict.fromkeys(out for out, _ in feeds.values()))
     for out in outputs:
         alive = torch.zeros(graph.nodes[out].count, dtype=torch.bool, device=device)

@@ -46,3 +46,21 @@ def clone(model, opt):
     o2 = torch.optim.AdamW(m2.parameters(), lr=1e-2, weight_decay=0.01)
     o2.load_state_dict(copy.deepcopy(opt.state_dict()))
     return m2, o2
+
+
+def assert_swap_preserves_function_and_next_step(model, opt, swap, step, tokens) -> None:
+    """``swap(model, opt)`` (a function-preserving swap that is its own inverse) leaves the logits on ``tokens``
+    unchanged to 1e-12, and after one optimizer step ``step(model, opt)`` on each copy, swapping back gives the
+    unswapped copy's parameters and AdamW moments to 1e-12 (the moments moved with the weights)."""
+    ref, ref_opt = clone(model, opt)
+    swapped, sw_opt = clone(model, opt)
+    before = ref(tokens).logits
+    swap(swapped, sw_opt)
+    torch.testing.assert_close(swapped(tokens).logits, before, rtol=0, atol=1e-12)
+    step(ref, ref_opt)
+    step(swapped, sw_opt)
+    swap(swapped, sw_opt)  # its own inverse: back to ref's layout
+    for (name, p), q in zip(ref.named_parameters(), swapped.parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-12, msg=name)
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(sw_opt.state[q][key], ref_opt.state[p][key], rtol=0, atol=1e-12, msg=name)

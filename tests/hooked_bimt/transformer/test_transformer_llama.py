@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 from hooked_bimt.transformer import (connection_cost, relocate, swap_heads, swap_kv_groups, swap_mlp_neurons,
                                      swap_residual)
-from gpt2_fixtures import clone, tiny_gpt2
+from gpt2_fixtures import assert_swap_preserves_function_and_next_step, clone, tiny_gpt2
 
 D_MODEL, N_HEAD, N_KV, D_MLP, VOCAB = 16, 4, 2, 12, 11  # d_head 4; query heads 0, 1 read group 0, heads 2, 3 group 1
 TOKENS = torch.tensor([[1, 4, 2, 9, 4, 7], [3, 3, 0, 10, 5, 1]])
@@ -84,18 +84,8 @@ def swap(kind, model, opt, a, b, layer):
        layer=st.integers(0, 1))
 def test_swap_preserves_logits_and_the_next_optimizer_step(trained, kind, a, b, layer):
     model, opt = trained
-    ref, ref_opt = clone(model, opt)
-    swapped, sw_opt = clone(model, opt)
-    before = ref(TOKENS).logits
-    swap(kind, swapped, sw_opt, a, b, layer)
-    torch.testing.assert_close(swapped(TOKENS).logits, before, rtol=0, atol=1e-12)
-    adam_step(ref, ref_opt)
-    adam_step(swapped, sw_opt)
-    swap(kind, swapped, sw_opt, a, b, layer)  # its own inverse: back to ref's layout
-    for (name, p), q in zip(ref.named_parameters(), swapped.parameters()):
-        torch.testing.assert_close(q, p, rtol=0, atol=1e-12, msg=name)
-        for key in ("exp_avg", "exp_avg_sq"):
-            torch.testing.assert_close(sw_opt.state[q][key], ref_opt.state[p][key], rtol=0, atol=1e-12, msg=name)
+    assert_swap_preserves_function_and_next_step(model, opt, lambda m, o: swap(kind, m, o, a, b, layer), adam_step,
+                                                 TOKENS)
 
 
 def test_with_the_stock_float32_norm_a_swap_moves_logits_by_float32_rounding_only(float64_norm):

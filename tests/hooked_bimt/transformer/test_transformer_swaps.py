@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from hooked_bimt.transformer import connection_cost, relocate, swap_heads, swap_mlp_neurons, swap_residual
-from gpt2_fixtures import adam_step, clone, tiny_gpt2, trained_pair  # noqa: F401 (a fixture)
+from gpt2_fixtures import (adam_step, assert_swap_preserves_function_and_next_step, clone, tiny_gpt2,  # noqa: F401
+                           trained_pair)  # trained_pair: a fixture
 
 TOKENS = torch.tensor([[1, 4, 2, 9, 4, 7], [3, 3, 0, 10, 5, 1]])
 
@@ -26,18 +27,8 @@ def _swap(kind, model, opt, a, b, layer):
        layer=st.integers(0, 1))
 def test_swap_preserves_logits_and_the_next_optimizer_step(trained_pair, kind, a, b, layer):
     model, opt = trained_pair
-    ref, ref_opt = clone(model, opt)
-    swapped, sw_opt = clone(model, opt)
-    before = ref(TOKENS).logits
-    _swap(kind, swapped, sw_opt, a, b, layer)
-    torch.testing.assert_close(swapped(TOKENS).logits, before, rtol=0, atol=1e-12)
-    adam_step(ref, ref_opt, TOKENS)
-    adam_step(swapped, sw_opt, TOKENS)
-    _swap(kind, swapped, sw_opt, a, b, layer)  # a swap is its own inverse: back to ref's layout
-    for (name, p), q in zip(ref.named_parameters(), swapped.parameters()):
-        torch.testing.assert_close(q, p, rtol=0, atol=1e-12, msg=name)
-        for key in ("exp_avg", "exp_avg_sq"):
-            torch.testing.assert_close(sw_opt.state[q][key], ref_opt.state[p][key], rtol=0, atol=1e-12, msg=name)
+    assert_swap_preserves_function_and_next_step(model, opt, lambda m, o: _swap(kind, m, o, a, b, layer),
+                                                 lambda m, o: adam_step(m, o, TOKENS), TOKENS)
 
 
 def test_a_swap_really_moves_weights(trained_pair):
