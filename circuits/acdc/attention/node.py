@@ -9,7 +9,6 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from circuits.acdc.attention import speculate
 from circuits.acdc.loop import Problem
 
 
@@ -31,7 +30,8 @@ def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: T
     while pos < len(cands):
         prior, miss = stack.guesser.prior(sizes[pos:])
         guess = [prior[i - pos] if rescored[i] is None else rescored[i] for i in range(pos, len(cands))]
-        q = [miss[i - pos] if rescored[i] is None else speculate.RESCORED for i in range(pos, len(cands))]
+        again = stack.guesser.rescored()
+        q = [miss[i - pos] if rescored[i] is None else again for i in range(pos, len(cands))]
         end = pos + stack.guesser.block(q, k_max)
         pred = torch.tensor(guess[:end - pos], dtype=torch.bool, device=c.device)
         taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
@@ -43,6 +43,7 @@ def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: T
             effects.append(new - cur)
             removed.append(new - cur < p.threshold)
             stack.guesser.remember(sizes[pos + i], removed[-1])
+            stack.guesser.observe(q[i], removed[-1] != guess[i], rescored[pos + i] is not None)
             if removed[-1]:
                 p.mask[(conn.sender, receiver)][r, s] = False
                 cur = new

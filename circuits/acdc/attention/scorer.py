@@ -51,6 +51,15 @@ class Scorer:
         # downstream of it): per receiver hook, the rows, patterns and changed senders of ``_changes`` / ``_role``
         self.memo: dict[Any, Any] = {}
 
+    def _once(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()`` the first time ``key`` is asked for while this node is decided: what depends on the masks and
+        the baseline only (cached activations at the positions and nodes a pass reads, their pattern sums), which
+        no pass of the node changes (the baseline moves after the node, ``keep``; a new ``Scorer`` decides the
+        next node)."""
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
+
     def _changes(self, receiver: str) -> tuple[list[int], Optional[Tensor], _Parts]:
         """Receiver nodes with a present edge from a changed sender, their present-edge rows over the changed
         sender nodes ``(k, K)``, and the changed senders' deltas in the rows' column order."""
@@ -71,46 +80,52 @@ class Scorer:
         parts = [(new, old, slevel, idx is not None) for idx, new, old, slevel in (self.delta[s] for s in senders)]
         return rows, present, parts
 
-    def _sums(self, parts: _Parts, patterns: Tensor, level: int) -> Tensor:
+    def _sums(self, parts: _Parts, patterns: Tensor, level: int, key: Any = None) -> Tensor:
         """``t_u = sum_{s in pattern u} (new_s - cached_s)`` at ``level``'s positions, ``(n, B, T_level, U, d)``:
-        the new outputs summed into one tensor (in place), the cached ones (no state axis) apart, one difference at
-        the end. A sender known at the metric positions only but read at every position adds there alone (the
-        other positions feed only outputs nothing reads)."""
-        news: list[Tensor] = []
-        olds: list[Tensor] = []
+        the new outputs summed into one tensor, the cached ones (no state axis) apart and, under ``key``, once per
+        node; one difference at the end. A sender known at the metric positions only but read at every position
+        adds there alone (the other positions feed only outputs nothing reads)."""
+        new = self._pattern_sum([(t, slevel, heads) for t, _, slevel, heads in parts], patterns, level, 2)
+        make = lambda: self._pattern_sum([(t, slevel, heads) for _, t, slevel, heads in parts], patterns, level, 1)[0]
+        old = make() if key is None else self._once(("cached sums", key, level), make)
+        return new[0].sub_(old) if new[1] else new[0] - old
+
+    def _pattern_sum(self, parts: list[tuple[Tensor, int, bool]], patterns: Tensor, level: int, axis: int
+                     ) -> tuple[Tensor, bool]:
+        """Per pattern, the sum of the parts ``(t, level of t, per-head)`` it reads, at ``level``'s positions (axis
+        ``axis`` of each ``t``); and whether the result is a new tensor (else a view of a part)."""
+        terms: list[Tensor] = []
         off = 0
-        for new, old, slevel, heads in parts:
-            a = new.shape[3] if heads else 1
+        fresh = False  # whether the single term (if only one) is a new tensor
+        for t, slevel, heads in parts:
+            a = t.shape[axis + 1] if heads else 1
             p = patterns[:, off:off + a]
             off += a
             if not bool(p.any()):
                 continue
-            if slevel > level:
-                new, old = new[:, :, self.pos[level]], old[:, self.pos[level]]
+            every = p.shape[0] == 1 and bool(p.all())
             if not heads:
-                new, old = new.unsqueeze(-2), old.unsqueeze(-2)
-                if not bool(p.all()):
-                    w = p[:, 0].to(new.dtype).unsqueeze(-1)
-                    new, old = new * w, old * w
-            elif p.shape[0] == 1 and bool(p.all()):
-                new, old = new.sum(-2, keepdim=True), old.sum(-2, keepdim=True)
+                t = t.unsqueeze(-2)
+                fresh = not bool(p.all())
+                if fresh:
+                    t = t * p[:, 0].to(t.dtype).unsqueeze(-1)
+            elif a == 1:  # one changed node: a broadcast product, not a matrix product of width 1
+                t, fresh = (t, False) if every else (t * p.to(t.dtype), True)
             else:
-                w = p.to(new.dtype)  # (U, a) @ (..., a, d): contiguous (..., U, d)
-                new, old = torch.matmul(w, new), torch.matmul(w, old)
-            if slevel < level:
-                new, old = self._widen(new, 1), self._widen(old, 0)
-            news.append(new)
-            olds.append(old)
-        news.sort(key=lambda t: -t.shape[-2])  # the widest first: the others add into it in place
-        if len(news) == 1:
-            return news[0] - olds[0]
-        total = news[0] + news[1]
-        for t in news[2:]:
+                fresh = True
+                t = t.sum(-2, keepdim=True) if every else torch.matmul(p.to(t.dtype), t)  # (U, a) @ (..., a, d)
+            if slevel > level:
+                t, fresh = t.index_select(axis, self.pos[level]), True
+            elif slevel < level:
+                t, fresh = self._widen(t, axis - 1), True
+            terms.append(t)
+        terms.sort(key=lambda t: -t.shape[-2])  # the widest first: the others add into it in place
+        if len(terms) == 1:
+            return terms[0], fresh
+        total = terms[0] + terms[1]
+        for t in terms[2:]:
             total.add_(t)
-        old_total = olds[0]
-        for t in olds[1:]:
-            old_total = old_total + t
-        return total.sub_(old_total)
+        return total, True
 
     def _widen(self, t: Tensor, axis: int) -> Tensor:
         """``t`` known at the metric positions (axis ``axis``), zero at every other position."""
@@ -126,12 +141,15 @@ class Scorer:
         full = (st.T, st.x[hook].shape[2])
         fold = st.fold.get(hook)
         if fold is None:
-            x = _take(st.x[hook], positions, nodes, full) + t[..., inverse, :]
+            x = self._once(("input", hook), lambda: _take(st.x[hook], positions, nodes, full)) + t[..., inverse, :]
             out = bb.project(layer, role, x, nodes, st.rot, positions)
         else:
-            w_hat, bias = st.fold_w[hook]
-            c, var, R = (_take(fold[key], positions, nodes, full) for key in ("c", "var", "R"))
-            out = bridge_fold.project(c, var, R, t, inverse, w_hat[nodes], bias[nodes], bb.layers[layer].norm1.eps)
+            def cached() -> tuple[Tensor, ...]:
+                w_hat, bias = st.fold_w[hook]
+                return (*(_take(fold[key], positions, nodes, full) for key in ("c", "var", "R")), w_hat[nodes],
+                        bias[nodes])
+            c, var, R, w_hat, bias = self._once(("input", hook), cached)
+            out = bridge_fold.project(c, var, R, t, inverse, w_hat, bias, bb.layers[layer].norm1.eps)
             out = bb.rotate(out, role, st.rot, positions, layer)
         def write(j: int) -> None:
             x = _take(st.x[hook], positions, nodes, full) + t[j][..., inverse, :]
@@ -146,7 +164,7 @@ class Scorer:
     def _role(self, layer: int, role: str, idx: Tensor, positions: Tensor, level: int, plan: tuple) -> Tensor:
         """q/k/v of receiver nodes ``idx`` at ``positions`` for the ``n`` states: recomputed where changed."""
         proj = self.st.proj[layer][role]
-        cur = _take(proj, positions, idx, (self.st.T, proj.shape[2]))
+        cur = self._once(("proj", layer, role), lambda: _take(proj, positions, idx, (self.st.T, proj.shape[2])))
         rows, present, parts, start = plan
         ids = idx.tolist()
         keep = [i for i, h in enumerate(ids) if h in rows]
@@ -162,7 +180,7 @@ class Scorer:
                 patterns, inverse = torch.unique(sub.to(torch.uint8), dim=0, return_inverse=True)
                 self.memo[key] = patterns.bool(), inverse
             patterns, inverse = self.memo[key]
-            t = self._sums(parts, patterns, level)
+            t = self._sums(parts, patterns, level, key)
         new = self._project(layer, role, nodes, t, inverse, positions)
         if len(keep) == len(ids):
             out = new
@@ -199,7 +217,7 @@ class Scorer:
             where = torch.tensor([groups.index(int(self.group[h])) for h in affected], device=dev)
             kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
         res = bb.result(layer, bb.attend(new["q"], kv_k, kv_v, qp), A)
-        cached = _take(st.acts[result_hook(layer)], qp, A, (st.T, bb.n_heads))
+        cached = self._once(("result", layer), lambda: _take(st.acts[result_hook(layer)], qp, A, (st.T, bb.n_heads)))
         self.delta[result_hook(layer)] = (A, res, cached, level)
         acts = st.acts[result_hook(layer)]
         self.writes.append(lambda j: acts.__setitem__((slice(None), qp.unsqueeze(1), A.unsqueeze(0)), res[j]))
@@ -216,10 +234,12 @@ class Scorer:
             rows, present, parts = self._changes(hook)
             if not rows:
                 return
-            d = self._sums(parts, present, level)[..., 0, :]
-        x = self.st.x[hook][:, positions] + d
+            d = self._sums(parts, present, level, hook)[..., 0, :]
+        x_cached, out_cached = self._once(("mlp", layer), lambda: (self.st.x[hook][:, positions],
+                                                                  self.st.acts[out][:, positions]))
+        x = x_cached + d
         new = self.bb.mlp(layer, x)
-        self.delta[out] = (None, new, self.st.acts[out][:, positions], level)
+        self.delta[out] = (None, new, out_cached, level)
         def write(j: int) -> None:
             self.st.x[hook][:, positions], self.st.acts[out][:, positions] = x[j], new[j]
         self.writes.append(write)
@@ -247,12 +267,12 @@ class Scorer:
                 if mlp_in_hook(later) in graph.nodes:
                     self._mlp(later, None)
             rows, present, parts = self._changes(graph.output)
-            d = self._sums(parts, present, 1)[..., 0, :] if rows else None
+            d = self._sums(parts, present, 1, graph.output)[..., 0, :] if rows else None
         logits = st.logits.unsqueeze(0).expand(n, *st.logits.shape)
         if d is None:
             return logits
         out = logits.clone()
-        x = st.x[graph.output][:, P] + d
+        x = self._once("output", lambda: st.x[graph.output][:, P]) + d
         out[:, :, P] = bb.unembed(x)
         def write(j: int) -> None:
             st.x[graph.output][:, P], st.logits[:, P] = x[j], out[j, :, P]
