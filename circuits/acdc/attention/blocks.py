@@ -226,6 +226,12 @@ class BridgeBlocks:
         """``hook_result``: each head's output ``z_h W_O[h]`` (without b_O)."""
         return torch.einsum("...he,hed->...hd", z, self.layers[layer].W_O[heads])
 
+    def result_by_head(self, layer: int, z: Float[Tensor, "*b pos h dh"], heads: Tensor) -> Float[Tensor, "h *b pos d"]:
+        """``result``, head axis first: one batched product over the heads, no copy of the output."""
+        zh = z.movedim(-2, 0)
+        out = torch.bmm(zh.reshape(zh.shape[0], -1, zh.shape[-1]), self.layers[layer].W_O[heads])
+        return out.view(*zh.shape[:-1], out.shape[-1])
+
     def attn_bias(self, layer: int, like: Tensor) -> Tensor:
         b = self.layers[layer].b_O
         return torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device) if b is None else b
@@ -238,6 +244,11 @@ class BridgeBlocks:
         pre = F.linear(h, w_in, b_in)
         mid = self.act(pre) if w_gate is None else self.act(F.linear(h, w_gate)) * pre
         return F.linear(mid, w_out, b_out)
+
+    def mlp_out(self, layer: int, pre: Float[Tensor, "*b m"]) -> Float[Tensor, "*b d"]:
+        """An ungated MLP from its first map's output ``pre = norm2(x) W_in + b_in`` on."""
+        w_out, b_out = self.layers[layer].mlp.W_out, self.layers[layer].mlp.b_out
+        return F.linear(self.act(pre), w_out, b_out)
 
     def unembed(self, resid: Float[Tensor, "*b d"]) -> Float[Tensor, "*b vocab"]:
         out = norm(resid, self.norm_f) @ self.W_U

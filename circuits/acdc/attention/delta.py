@@ -87,7 +87,8 @@ def _absent_term(graph: Graph, mask: Any, a_prime: dict, acts: dict, receiver: s
 class Baseline:
     """Every activation of the current circuit's patched run (``baseline``): ``acts`` (senders), ``x`` (receiver
     inputs), ``proj`` (q/k/v per layer and role), ``logits``, the rotary tables ``rot`` and sequence length ``T``;
-    on LayerNorm layers ``fold`` / ``fold_w`` (``fold.cache`` of each q/k/v input, ``fold.weights``). Mutable: the
+    on LayerNorm layers ``fold`` / ``fold_w`` (``fold.cache`` of each q/k/v input, ``fold.weights``) and
+    ``mlp_fold`` / ``mlp_fold_w`` (``fold.mlp_cache`` of each MLP input, ``fold.mlp_weights``). Mutable: the
     scorer moves it to the new circuit after a node's removals (``Scorer.keep``)."""
 
     acts: dict[str, Tensor]
@@ -97,6 +98,8 @@ class Baseline:
     proj: dict[int, dict[str, Tensor]] = field(default_factory=dict)
     fold: dict[str, Any] = field(default_factory=dict)
     fold_w: dict[str, Any] = field(default_factory=dict)
+    mlp_fold: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # ``fold.mlp_cache`` per layer
+    mlp_fold_w: dict[int, bridge_fold.MLPFold] = field(default_factory=dict)
     logits: Tensor = field(default_factory=lambda: torch.empty(0))
 
 
@@ -135,6 +138,9 @@ def baseline(bb: BridgeBlocks, graph: Graph, clean: Tensor, a_prime: dict, mask:
             x = block_in if bb.parallel else resid
             x = x + term if term is not None else x.clone()
             st.x[hook] = x
+            if bridge_fold.mlp_usable(bb, layer):
+                st.mlp_fold_w[layer] = bridge_fold.mlp_weights(bb, layer)
+                st.mlp_fold[layer] = bridge_fold.mlp_cache(x, st.mlp_fold_w[layer])
             out = bb.mlp(layer, x)
             acts[mlp_out_hook(layer)] = out
             resid = resid + out

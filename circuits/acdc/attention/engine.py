@@ -33,6 +33,7 @@ exact, else stacked at the input). Paths: ``attention.delta``, ``attention.stack
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Optional
 
@@ -87,9 +88,12 @@ class DeltaStack:
         self.last = None
 
     def score(self, r: int, extra: Tensor) -> Tensor:
+        t0 = time.perf_counter()
         logits = self.scorer.logits(self.receiver, r, extra)
         self.passes += 1
-        return self.p.metric.many(logits, self.p.full_logits).reshape(extra.shape[0])
+        out = self.p.metric.many(logits, self.p.full_logits).reshape(extra.shape[0])
+        self.guesser.timed(extra.shape[0], time.perf_counter() - t0)
+        return out
 
 
 def _verified_baseline(p: Problem) -> Optional[tuple[Any, bridge_delta.Baseline]]:

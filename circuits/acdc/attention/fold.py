@@ -16,7 +16,7 @@ models (Llama: its norm runs in float32 even on float64 inputs) keep the direct 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -48,28 +48,100 @@ def cache(x: Float[Tensor, "batch pos n d"], w_hat: Float[Tensor, "n d dh"]) -> 
     return {"c": centred, "var": centred.pow(2).mean(-1), "R": torch.einsum("bthd,hde->bthe", centred, w_hat)}
 
 
-def project(c: Float[Tensor, "batch pos k d"], var: Float[Tensor, "batch pos k"], R: Float[Tensor, "batch pos k dh"],
-            t: Float[Tensor, "n batch pos u d"], inverse: Tensor, w_hat: Float[Tensor, "k d dh"],
-            bias: Float[Tensor, "k dh"], eps: float) -> Float[Tensor, "n batch pos k dh"]:
-    """``proj_h`` of the module docstring for ``k`` heads, head ``h`` changed by ``t[..., inverse[h], :]`` in each
-    of ``n`` states (cache entries ``c``, ``var``, ``R`` at the positions and heads wanted). ``t~ W^`` is computed
-    as ``t W^ - mean(t) 1^T W^`` and ``var(t)`` from two reductions, so ``t~`` is never materialised."""
+class Plan(NamedTuple):
+    """How ``project`` multiplies: per pattern read, its index, the heads reading it and their ``W^`` as one ``(|sel| dh, d)`` matrix
+    (``F.linear``'s faster layout), and every head's ``W^`` summed over ``d``."""
+
+    groups: list[tuple[int, Tensor, Tensor]]
+    colsum: Tensor
+    w_hat: Tensor
+
+
+def plan(w_hat: Float[Tensor, "k d dh"], inverse: Tensor, u: int) -> Plan:
+    """``project``'s ``Plan`` for ``k`` heads reading ``u`` patterns (head ``h`` reads pattern ``inverse[h]``)."""
     k, d, dh = w_hat.shape
-    mean_t = t.mean(-1)  # (n, B, T, u); var(t) = |t|^2 / d - mean(t)^2 (fast reductions, no temporary)
+    groups = []
+    for p in range(u):
+        sel = torch.nonzero(inverse == p).flatten()
+        if sel.numel():
+            groups.append((p, sel, w_hat[sel].transpose(1, 2).reshape(sel.numel() * dh, d).contiguous()))
+    return Plan(groups, w_hat.sum(1), w_hat)
+
+
+def project(c: Float[Tensor, "batch pos k d"], var: Float[Tensor, "batch pos k"], R: Float[Tensor, "batch pos k dh"],
+            t: Float[Tensor, "u n batch pos d"], inverse: Tensor, how: Plan, bias: Float[Tensor, "k dh"],
+            eps: float) -> Float[Tensor, "n batch pos k dh"]:
+    """``proj_h`` of the module docstring for ``k`` heads, head ``h`` changed by ``t[inverse[h]]`` in each of ``n``
+    states (``t`` pattern-first; cache entries ``c``, ``var``, ``R`` at the positions and heads wanted; ``how``:
+    ``plan(W^ of the heads, inverse, u)``). ``t~ W^`` is computed as ``t W^ - mean(t) 1^T W^`` and ``var(t)`` from
+    two reductions, so ``t~`` is never materialised."""
+    k, d, dh = how.w_hat.shape
+    u, n, B, T = t.shape[:4]
+    mean_t = t.mean(-1)  # (u, n, B, T); var(t) = |t|^2 / d - mean(t)^2 (fast reductions, no temporary)
     var_t = torch.linalg.vector_norm(t, dim=-1).square_().div_(d).sub_(mean_t.square())
-    if t.shape[-2] == 1:
-        dots = torch.einsum("nbtd,btkd->nbtk", t[..., 0, :], c)
-        var_t, mean_t = var_t[..., :1], mean_t[..., :1]  # broadcast over the k heads
-        moved = F.linear(t[..., 0, :], w_hat.transpose(1, 2).reshape(k * dh, d)).view(*t.shape[:3], k, dh)
+    if u == 1:
+        dots = torch.einsum("nbtd,btkd->nbtk", t[0], c)
+        var_t, mean_t = var_t[0].unsqueeze(-1), mean_t[0].unsqueeze(-1)  # broadcast over the k heads
+        moved = F.linear(t[0], how.groups[0][2]).view(n, B, T, k, dh)
     else:
-        dots = torch.einsum("nbtud,btkd->nbtuk", t, c)  # every pattern against every head: cheap next to a projection
-        dots = dots.gather(3, inverse.view(1, 1, 1, 1, k).expand(*dots.shape[:3], 1, k)).squeeze(3)
-        var_t, mean_t = var_t[..., inverse], mean_t[..., inverse]
-        moved = t.new_empty(*t.shape[:3], k, dh)
-        for u in range(t.shape[-2]):
-            sel = torch.nonzero(inverse == u).flatten()
-            w = w_hat[sel].transpose(1, 2).reshape(sel.numel() * dh, d)  # (out, in): F.linear's faster layout
-            moved[:, :, :, sel] = F.linear(t[..., u, :], w).view(*t.shape[:3], sel.numel(), dh)
+        dots = torch.einsum("unbtd,btkd->nbtuk", t, c)  # every pattern against every head: cheap next to a projection
+        dots = dots.gather(3, inverse.view(1, 1, 1, 1, k).expand(n, B, T, 1, k)).squeeze(3)
+        var_t, mean_t = var_t[inverse].permute(1, 2, 3, 0), mean_t[inverse].permute(1, 2, 3, 0)
+        moved = t.new_empty(n, B, T, k, dh)
+        for p, sel, w in how.groups:
+            moved[:, :, :, sel] = F.linear(t[p], w).view(n, B, T, sel.numel(), dh)
     scale = torch.rsqrt(dots.mul_(2.0 / d).add_(var).add_(var_t).add_(eps)).unsqueeze(-1)
-    moved.addcmul_(mean_t.unsqueeze(-1), w_hat.sum(1), value=-1.0).add_(R).mul_(scale)
+    moved.addcmul_(mean_t.unsqueeze(-1), how.colsum, value=-1.0).add_(R).mul_(scale)
     return moved.add_(bias)
+
+
+# ---------------------------------------------------------------------------- the MLP's input projection
+# The same algebra for an MLP's first linear map ``LN(x) W_in + b_in`` (``W^ = diag(w) W_in``, ``c = beta W_in + b_in``).
+# When only heads of the MLP's own layer changed (a state of a receiver in that layer), ``t = sum_h (z'_h - z_h)
+# W_O[h]`` has rank ``d_head`` per head, so ``t W^ = sum_h z'_h (W_O[h] W^) - sum_h z_h W_O[h] W^``: a product of
+# width ``d_head`` per head for the states, the cached part once per node (``Scorer``).
+
+
+class MLPFold(NamedTuple):
+    """``W^`` as ``(d_mlp, d)`` (``F.linear``'s layout), its sums over ``d``, the constant ``c``, ``W_O[h] W^`` per
+    head as ``(H, d_mlp, d_head)``, and the norm's ``eps``."""
+
+    w_hat: Tensor
+    colsum: Tensor
+    bias: Tensor
+    per_head: Tensor
+    eps: float
+
+
+def mlp_usable(bb: Any, layer: int) -> bool:
+    """Whether layer ``layer``'s MLP reads a LayerNorm with weights in the input's dtype through one (ungated) map."""
+    w, _, _, rms, style = bb.layers[layer].norm2
+    return not rms and not style and w is not None and bb.layers[layer].mlp.W_gate is None and not bb.parallel
+
+
+def mlp_weights(bb: Any, layer: int) -> MLPFold:
+    L = bb.layers[layer]
+    w, beta, eps = L.norm2.weight, L.norm2.bias, L.norm2.eps
+    w_in, b_in = L.mlp.W_in, L.mlp.b_in  # (d_mlp, d)
+    w_hat = w_in * w.unsqueeze(0)
+    bias = F.linear(beta if beta is not None else torch.zeros_like(w), w_in, b_in)
+    per_head = torch.einsum("hed,md->hme", L.W_O, w_hat).contiguous()
+    return MLPFold(w_hat, w_hat.sum(1), bias, per_head, eps)
+
+
+def mlp_cache(x: Float[Tensor, "*b d"], weights: MLPFold) -> dict[str, Tensor]:
+    """``b~``, ``var`` and ``R = b~ W^`` of cached MLP inputs ``x``."""
+    centred = x - x.mean(-1, keepdim=True)
+    return {"c": centred, "var": centred.pow(2).mean(-1), "R": F.linear(centred, weights.w_hat)}
+
+
+def mlp_pre(cache: tuple[Tensor, Tensor, Tensor], t: Float[Tensor, "n *b d"], moved: Float[Tensor, "n *b m"],
+            weights: MLPFold) -> Float[Tensor, "n *b m"]:
+    """``LN(b + t) W_in + b_in`` from the cache ``(b~, var, R)`` of ``b`` and ``moved = t W^``."""
+    c, var, R = cache
+    d = t.shape[-1]
+    mean_t = t.mean(-1, keepdim=True)
+    var_t = torch.linalg.vector_norm(t, dim=-1, keepdim=True).square_().div_(d).sub_(mean_t.square())
+    dots = (t * c).sum(-1, keepdim=True)
+    scale = torch.rsqrt(dots.mul_(2.0 / d).add_(var.unsqueeze(-1)).add_(var_t).add_(weights.eps))
+    return moved.addcmul_(mean_t, weights.colsum, value=-1.0).add_(R).mul_(scale).add_(weights.bias)

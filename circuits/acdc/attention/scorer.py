@@ -9,6 +9,11 @@ it are projected together with the norm folded into the weights (``circuits.acdc
 per-head copy of the residual stream is normalised per state. Head deltas are kept as (new, cached) and summed
 per pattern before the difference (the cached sums have no state axis).
 
+Layout: a changed sender's outputs are kept node-first, ``(a, n, B, T_l, d)`` (an MLP is one node), as the
+per-head product ``z_h W_O[h]`` comes out of a batched matrix product; a pattern sum is then one matrix product
+``(U, a) @ (a, n B T_l d)`` and the sums come out pattern-first, ``(U, n, B, T_l, d)``, each pattern's change one
+contiguous block for the projections that read it.
+
 Each ``logits`` call records its cache updates instead of writing them; ``keep(j)`` makes state ``j`` of that
 call the new baseline (the engine keeps the state of a node's last removal, which it has already scored).
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from circuits.acdc.attention import fold as bridge_fold
@@ -26,7 +32,7 @@ from circuits.graph import Graph
 from circuits.acdc.attention.blocks import BridgeBlocks
 from circuits.models.transformer_bridge import mlp_in_hook, mlp_out_hook, qkv_hook, result_hook
 
-_Parts = list[tuple[Tensor, Tensor, int, bool]]  # (new (n, B, T_l, [a,] d), cached (B, T_l, ...), level, per-head)
+_Parts = list[tuple[Tensor, Tensor, int]]  # (new (a, n, B, T_l, d), cached (a, B, T_l, d), level)
 
 
 def _take(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int]) -> Tensor:
@@ -34,6 +40,11 @@ def _take(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int]) ->
     if positions.numel() != full[0]:
         t = t[:, positions]
     return t if nodes.numel() == full[1] else t[:, :, nodes]
+
+
+def _per_node(t: Tensor, inverse: Tensor) -> Tensor:
+    """Pattern-first changes ``(U, n, B, T, d)`` as each receiver node's, ``(n, B, T, k, d)``."""
+    return t[inverse].permute(1, 2, 3, 0, 4)
 
 
 class Scorer:
@@ -47,6 +58,7 @@ class Scorer:
         # changed sender hook -> (its changed nodes or None, new and cached outputs at its level's positions, level)
         self.delta: dict[str, tuple[Optional[Tensor], Tensor, Tensor, int]] = {}
         self.writes: list[Callable[[int], None]] = []  # the last pass's cache updates, run by ``keep(j)``
+        self.z: dict[int, Tensor] = {}  # the last pass's recomputed heads' z per layer (``_mlp_low_rank``)
         # what depends on the masks only (fixed while one receiver node is decided: every mask read here is
         # downstream of it): per receiver hook, the rows, patterns and changed senders of ``_changes`` / ``_role``
         self.memo: dict[Any, Any] = {}
@@ -77,49 +89,41 @@ class Scorer:
                 hit = present.any(1)
                 self.memo[receiver] = torch.nonzero(hit).flatten().tolist(), present[hit], senders
         rows, present, senders = self.memo[receiver]
-        parts = [(new, old, slevel, idx is not None) for idx, new, old, slevel in (self.delta[s] for s in senders)]
+        parts = [(new, old, slevel) for _, new, old, slevel in (self.delta[s] for s in senders)]
         return rows, present, parts
 
     def _sums(self, parts: _Parts, patterns: Tensor, level: int, key: Any = None) -> Tensor:
-        """``t_u = sum_{s in pattern u} (new_s - cached_s)`` at ``level``'s positions, ``(n, B, T_level, U, d)``:
+        """``t_u = sum_{s in pattern u} (new_s - cached_s)`` at ``level``'s positions, ``(U, n, B, T_level, d)``:
         the new outputs summed into one tensor, the cached ones (no state axis) apart and, under ``key``, once per
         node; one difference at the end. A sender known at the metric positions only but read at every position
         adds there alone (the other positions feed only outputs nothing reads)."""
-        new = self._pattern_sum([(t, slevel, heads) for t, _, slevel, heads in parts], patterns, level, 2)
-        make = lambda: self._pattern_sum([(t, slevel, heads) for _, t, slevel, heads in parts], patterns, level, 1)[0]
-        old = make() if key is None else self._once(("cached sums", key, level), make)
-        return new[0].sub_(old) if new[1] else new[0] - old
+        new, fresh = self._pattern_sum([(t, slevel) for t, _, slevel in parts], patterns, level)
+        make = lambda: self._pattern_sum([(t, slevel) for _, t, slevel in parts], patterns, level)[0]  # noqa: E731
+        old = (make() if key is None else self._once(("cached sums", key, level), make)).unsqueeze(1)
+        return new.sub_(old) if fresh else new - old
 
-    def _pattern_sum(self, parts: list[tuple[Tensor, int, bool]], patterns: Tensor, level: int, axis: int
-                     ) -> tuple[Tensor, bool]:
-        """Per pattern, the sum of the parts ``(t, level of t, per-head)`` it reads, at ``level``'s positions (axis
-        ``axis`` of each ``t``); and whether the result is a new tensor (else a view of a part)."""
+    def _pattern_sum(self, parts: list[tuple[Tensor, int]], patterns: Tensor, level: int) -> tuple[Tensor, bool]:
+        """Per pattern, the sum of the node-first parts ``(t (a, ..., T_l, d), level of t)`` it reads, at ``level``'s
+        positions, pattern-first; and whether the result is a new tensor (else a view of a part)."""
         terms: list[Tensor] = []
-        off = 0
-        fresh = False  # whether the single term (if only one) is a new tensor
-        for t, slevel, heads in parts:
-            a = t.shape[axis + 1] if heads else 1
+        off, fresh, U = 0, False, patterns.shape[0]
+        for t, slevel in parts:
+            a = t.shape[0]
             p = patterns[:, off:off + a]
             off += a
             if not bool(p.any()):
                 continue
-            every = p.shape[0] == 1 and bool(p.all())
-            if not heads:
-                t = t.unsqueeze(-2)
-                fresh = not bool(p.all())
-                if fresh:
-                    t = t * p[:, 0].to(t.dtype).unsqueeze(-1)
-            elif a == 1:  # one changed node: a broadcast product, not a matrix product of width 1
-                t, fresh = (t, False) if every else (t * p.to(t.dtype), True)
-            else:
-                fresh = True
-                t = t.sum(-2, keepdim=True) if every else torch.matmul(p.to(t.dtype), t)  # (U, a) @ (..., a, d)
             if slevel > level:
-                t, fresh = t.index_select(axis, self.pos[level]), True
-            elif slevel < level:
-                t, fresh = self._widen(t, axis - 1), True
+                t = t.index_select(-2, self.pos[level])
+            if U == 1 and bool(p.all()):
+                t, fresh = (t, slevel > level) if a == 1 else (t.sum(0, keepdim=True), True)
+            elif a == 1:
+                t, fresh = p.to(t.dtype).view(U, *[1] * (t.dim() - 1)) * t, True
+            else:  # one matrix product over the nodes: (U, a) @ (a, rest)
+                t, fresh = (p.to(t.dtype) @ t.reshape(a, -1)).view(U, *t.shape[1:]), True
+            if slevel < level:
+                t, fresh = self._widen(t), True
             terms.append(t)
-        terms.sort(key=lambda t: -t.shape[-2])  # the widest first: the others add into it in place
         if len(terms) == 1:
             return terms[0], fresh
         total = terms[0] + terms[1]
@@ -127,12 +131,12 @@ class Scorer:
             total.add_(t)
         return total, True
 
-    def _widen(self, t: Tensor, axis: int) -> Tensor:
-        """``t`` known at the metric positions (axis ``axis``), zero at every other position."""
+    def _widen(self, t: Tensor) -> Tensor:
+        """``t`` known at the metric positions (axis -2), zero at every other position."""
         shape = list(t.shape)
-        shape[axis + 1] = self.pos[2].numel()
+        shape[-2] = self.pos[2].numel()
         full = t.new_zeros(shape)
-        full.index_copy_(axis + 1, self.pos[1], t)
+        full.index_copy_(t.dim() - 2, self.pos[1], t)
         return full
 
     def _project(self, layer: int, role: str, nodes: Tensor, t: Tensor, inverse: Tensor, positions: Tensor) -> Tensor:
@@ -141,18 +145,18 @@ class Scorer:
         full = (st.T, st.x[hook].shape[2])
         fold = st.fold.get(hook)
         if fold is None:
-            x = self._once(("input", hook), lambda: _take(st.x[hook], positions, nodes, full)) + t[..., inverse, :]
+            x = self._once(("input", hook), lambda: _take(st.x[hook], positions, nodes, full)) + _per_node(t, inverse)
             out = bb.project(layer, role, x, nodes, st.rot, positions)
         else:
-            def cached() -> tuple[Tensor, ...]:
+            def cached() -> tuple[Any, ...]:
                 w_hat, bias = st.fold_w[hook]
-                return (*(_take(fold[key], positions, nodes, full) for key in ("c", "var", "R")), w_hat[nodes],
-                        bias[nodes])
-            c, var, R, w_hat, bias = self._once(("input", hook), cached)
-            out = bridge_fold.project(c, var, R, t, inverse, w_hat, bias, bb.layers[layer].norm1.eps)
+                return (*(_take(fold[key], positions, nodes, full) for key in ("c", "var", "R")),
+                        bridge_fold.plan(w_hat[nodes], inverse, t.shape[0]), bias[nodes])
+            c, var, R, plan, bias = self._once(("input", hook, t.shape[0]), cached)
+            out = bridge_fold.project(c, var, R, t, inverse, plan, bias, bb.layers[layer].norm1.eps)
             out = bb.rotate(out, role, st.rot, positions, layer)
         def write(j: int) -> None:
-            x = _take(st.x[hook], positions, nodes, full) + t[j][..., inverse, :]
+            x = _take(st.x[hook], positions, nodes, full) + _per_node(t[:, j:j + 1], inverse)[0]
             at = (slice(None), positions.unsqueeze(1), nodes.unsqueeze(0))
             st.x[hook][at] = x
             if fold is not None:
@@ -172,7 +176,7 @@ class Scorer:
             return cur.unsqueeze(0)
         nodes = idx[keep]
         if start is not None:
-            t, inverse = start[:, :, positions].unsqueeze(-2), torch.zeros(1, dtype=torch.long, device=idx.device)
+            t, inverse = start[:, :, positions].unsqueeze(0), torch.zeros(1, dtype=torch.long, device=idx.device)
         else:
             key = (layer, role, tuple(keep))
             if key not in self.memo:
@@ -216,11 +220,14 @@ class Scorer:
         if groups != affected:
             where = torch.tensor([groups.index(int(self.group[h])) for h in affected], device=dev)
             kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
-        res = bb.result(layer, bb.attend(new["q"], kv_k, kv_v, qp), A)
-        cached = self._once(("result", layer), lambda: _take(st.acts[result_hook(layer)], qp, A, (st.T, bb.n_heads)))
-        self.delta[result_hook(layer)] = (A, res, cached, level)
+        self.z[layer] = bb.attend(new["q"], kv_k, kv_v, qp)
+        res = bb.result_by_head(layer, self.z[layer], A)  # (|A|, n, B, T_q, d)
         acts = st.acts[result_hook(layer)]
-        self.writes.append(lambda j: acts.__setitem__((slice(None), qp.unsqueeze(1), A.unsqueeze(0)), res[j]))
+        cached = self._once(("result", layer), lambda: _take(acts, qp, A, (st.T, bb.n_heads)).permute(2, 0, 1, 3)
+                            .contiguous())
+        self.delta[result_hook(layer)] = (A, res, cached, level)
+        at = (slice(None), qp.unsqueeze(1), A.unsqueeze(0))
+        self.writes.append(lambda j: acts.__setitem__(at, res[:, j].permute(1, 2, 0, 3)))
 
     def _mlp(self, layer: int, start: Optional[Tensor]) -> None:
         hook, out = mlp_in_hook(layer), mlp_out_hook(layer)
@@ -234,19 +241,51 @@ class Scorer:
             rows, present, parts = self._changes(hook)
             if not rows:
                 return
-            d = self._sums(parts, present, level, hook)[..., 0, :]
-        x_cached, out_cached = self._once(("mlp", layer), lambda: (self.st.x[hook][:, positions],
-                                                                  self.st.acts[out][:, positions]))
-        x = x_cached + d
-        new = self.bb.mlp(layer, x)
-        self.delta[out] = (None, new, out_cached, level)
+            d = self._sums(parts, present, level, hook)[0]
+        st = self.st
+        x_cached, out_cached = self._once(("mlp", layer), lambda: (st.x[hook][:, positions],
+                                                                  st.acts[out][:, positions]))
+        pre = None if start is not None else self._mlp_low_rank(layer, d, level)
+        new = self.bb.mlp(layer, x_cached + d) if pre is None else self.bb.mlp_out(layer, pre)
+        self.delta[out] = (None, new.unsqueeze(0), out_cached.unsqueeze(0), level)
         def write(j: int) -> None:
-            self.st.x[hook][:, positions], self.st.acts[out][:, positions] = x[j], new[j]
+            x = x_cached + d[j]
+            st.x[hook][:, positions], st.acts[out][:, positions] = x, new[j]
+            if layer in st.mlp_fold:
+                for key, value in bridge_fold.mlp_cache(x, st.mlp_fold_w[layer]).items():
+                    st.mlp_fold[layer][key][:, positions] = value
         self.writes.append(write)
+
+    def _mlp_low_rank(self, layer: int, t: Tensor, level: int) -> Optional[Tensor]:
+        """The MLP's first map on its changed input, ``LN(b + t) W_in + b_in``, through ``fold.mlp_pre`` with ``t W^``
+        from the changed heads' ``z`` (``fold``'s MLP section) when only heads of this layer changed its input
+        (a state of a receiver in this layer), at no fewer positions than the MLP needs and fewer than ``d``
+        features in all; else None (the MLP on ``b + t``)."""
+        hook, res = mlp_in_hook(layer), result_hook(layer)
+        if layer not in self.st.mlp_fold or self.memo[hook][2] != [res] or self.delta[res][3] < level:
+            return None
+        A, _, cached, head_level = self.delta[res]
+        n_z = A.numel() * self.bb.d_head
+        if n_z >= self.bb.d_model:
+            return None
+        weights, present = self.st.mlp_fold_w[layer], self.memo[hook][1][0].to(cached.dtype)  # (|A|,)
+        positions = self.pos[level]
+        z = self.z[layer] if head_level == level else self.z[layer][:, :, positions]
+        if head_level != level:
+            cached = cached[:, :, positions]
+
+        def fixed() -> tuple[Tensor, ...]:
+            w = (weights.per_head[A] * present.view(-1, 1, 1)).permute(1, 0, 2).reshape(-1, n_z)
+            old = F.linear((cached * present.view(-1, 1, 1, 1)).sum(0), weights.w_hat)
+            cache = self.st.mlp_fold[layer]
+            return w, old, tuple(cache[key][:, positions] for key in ("c", "var", "R"))
+        w, old, cache = self._once(("mlp low rank", layer), fixed)
+        moved = F.linear(z.reshape(*z.shape[:-2], n_z), w).sub_(old)
+        return bridge_fold.mlp_pre(cache, t, moved, weights)
 
     def logits(self, receiver: str, r: int, extra: Tensor) -> Tensor:
         """Logits ``(n, B, T, vocab)`` of the ``n`` states: ``extra[j]`` added to ``receiver[r]``'s input."""
-        self.delta, self.writes = {}, []
+        self.delta, self.writes, self.z = {}, [], {}
         graph, bb, st = self.graph, self.bb, self.st
         n = extra.shape[0]
         P = self.pos[1]
@@ -267,7 +306,7 @@ class Scorer:
                 if mlp_in_hook(later) in graph.nodes:
                     self._mlp(later, None)
             rows, present, parts = self._changes(graph.output)
-            d = self._sums(parts, present, 1, graph.output)[..., 0, :] if rows else None
+            d = self._sums(parts, present, 1, graph.output)[0] if rows else None
         logits = st.logits.unsqueeze(0).expand(n, *st.logits.shape)
         if d is None:
             return logits

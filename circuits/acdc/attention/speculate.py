@@ -16,7 +16,11 @@ little about decisions, as on early layers of a random model, where guesses miss
 
 Block length: the states ``1..k`` are all useful iff the guesses before each hold, so with pass cost
 ``overhead + k`` (in states) the block maximises ``E[accepted] / (overhead + k)``, where
-``E[accepted] = sum_{j<=k} prod_{i<j} (1 - q_i)``.
+``E[accepted] = sum_{j<=k} prod_{i<j} (1 - q_i)``. ``overhead`` starts at the engine's option and follows the
+passes' measured times (``timed``): per receiver hook, a least-squares fit ``seconds = fixed + per_state * k`` once
+the hook has ``_FIT`` timed passes of two lengths or more, else the last fit (a state of the last layer costs a
+tenth of an early layer's, for about the same fixed cost). Timings change which states are scored, never a
+decision.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import bisect
 
 _OWN = 8
 _NEAR = 10
+_FIT = 4
 RESCORED = 0.05
 
 
@@ -39,12 +44,27 @@ class Guesser:
         # checked guesses, per source (prior, re-read): [count, misses, sum of q], this hook's and per kind
         self.checked: dict[str, dict[bool, list[float]]] = {}
         self.checked_hook: dict[bool, list[float]] = {}
+        self.times: list[tuple[int, float]] = []  # this hook's passes: (states, seconds)
 
     def start(self, receiver: str) -> None:
         """A new receiver hook: its own history starts empty; its kind's history goes on."""
         self.kind = receiver.split(".", 2)[-1] if receiver.startswith("blocks.") else receiver
         self.hook = []
         self.checked_hook = {False: [0, 0, 0.0], True: [0, 0, 0.0]}
+        self.times = []
+
+    def timed(self, states: int, seconds: float) -> None:
+        """A pass of ``states`` states took ``seconds``: refit ``overhead`` (module docstring)."""
+        self.times.append((states, seconds))
+        if len(self.times) < _FIT or len({k for k, _ in self.times}) < 2:
+            return
+        n = len(self.times)
+        mk = sum(k for k, _ in self.times) / n
+        mt = sum(t for _, t in self.times) / n
+        per_state = sum((k - mk) * (t - mt) for k, t in self.times) / sum((k - mk) ** 2 for k, _ in self.times)
+        fixed = mt - per_state * mk
+        if per_state > 0:
+            self.overhead = min(max(fixed / per_state, 0.1), 10.0)
 
     def remember(self, size: float, removed: bool) -> None:
         self.hook.append((size, removed))

@@ -47,7 +47,8 @@ def test_folded_projection_equals_layernorm_then_projection(seed, k, u, n, scale
     t = t[..., : int(inverse.max()) + 1, :]
     w_hat = w.view(1, -1, 1) * W
     c = bridge_fold.cache(b, w_hat)
-    got = bridge_fold.project(c["c"], c["var"], c["R"], t, inverse, w_hat, beta @ W + bias, eps)
+    how = bridge_fold.plan(w_hat, inverse, t.shape[-2])
+    got = bridge_fold.project(c["c"], c["var"], c["R"], t.movedim(-2, 0), inverse, how, beta @ W + bias, eps)
     expected = _ln_project(b + t[..., inverse, :], w, beta, eps, W, bias)
     assert got.shape == (n, B, T, k, dh)
     assert torch.allclose(got, expected, rtol=0, atol=1e-12)
@@ -62,9 +63,9 @@ def test_folded_weights_are_the_norm_weight_times_each_heads_weights():
     for role in "qkv":
         w_hat, c = bridge_fold.weights(bb, 0, role)
         cache = bridge_fold.cache(x, w_hat)
-        zero = torch.zeros(1, 2, 3, 1, 8, dtype=torch.float64)
-        got = bridge_fold.project(cache["c"], cache["var"], cache["R"], zero, torch.zeros(2, dtype=torch.long),
-                                  w_hat, c, bb.layers[0].norm1[2])
+        zero, inverse = torch.zeros(1, 1, 2, 3, 8, dtype=torch.float64), torch.zeros(2, dtype=torch.long)
+        got = bridge_fold.project(cache["c"], cache["var"], cache["R"], zero, inverse,
+                                  bridge_fold.plan(w_hat, inverse, 1), c, bb.layers[0].norm1[2])
         assert torch.allclose(got[0], bb.project(0, role, x, heads, None, torch.arange(3)), rtol=0, atol=1e-12)
 
 
@@ -138,10 +139,11 @@ def test_stacked_bridge_path_matches_the_reference():
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 10_000), u=st.integers(1, 3))
-def test_pattern_sums_equal_the_sum_over_present_senders(seed, u):
+@given(seed=st.integers(0, 10_000), u=st.integers(1, 3), level=st.sampled_from([1, 2]))
+def test_pattern_sums_equal_the_sum_over_present_senders(seed, u, level):
     """``Scorer._sums``: per pattern, the sum of (new - cached) over the pattern's senders; a sender known at the
-    metric positions only (level 1) read at every position (level 2) adds there and nowhere else."""
+    metric positions only (level 1) read at every position (level 2) adds there and nowhere else. Senders'
+    outputs node-first ``(a, n, B, T, d)``, the sums pattern-first ``(U, n, B, T, d)``."""
     from circuits.acdc.attention.scorer import Scorer
 
     g = torch.Generator().manual_seed(seed)
@@ -150,19 +152,20 @@ def test_pattern_sums_equal_the_sum_over_present_senders(seed, u):
     scorer = Scorer.__new__(Scorer)
     scorer.pos = {1: P, 2: torch.arange(T)}
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    parts = [(r(n, B, T, a, d), r(B, T, a, d), 2, True),  # heads at every position
-             (r(n, B, 2, a, d), r(B, 2, a, d), 1, True),  # heads known at P only
-             (r(n, B, T, d), r(B, T, d), 2, False)]  # an MLP
+    parts = [(r(a, n, B, T, d), r(a, B, T, d), 2),  # heads at every position
+             (r(a, n, B, 2, d), r(a, B, 2, d), 1),  # heads known at P only
+             (r(1, n, B, T, d), r(1, B, T, d), 2)]  # an MLP
     patterns = torch.rand(u, 2 * a + 1, generator=g) < 0.6
     patterns[:, 0] = True  # every pattern reads something
-    got = scorer._sums(parts, patterns, 2)
-    expected = torch.zeros(n, B, T, u, d, dtype=torch.float64)
+    got = scorer._sums(parts, patterns, level)  # level 1: at the metric positions P only
+    expected = torch.zeros(u, n, B, T, d, dtype=torch.float64)
     for k in range(u):
         for s in range(a):
             if patterns[k, s]:
-                expected[:, :, :, k] += parts[0][0][:, :, :, s] - parts[0][1][:, :, s]
+                expected[k] += parts[0][0][s] - parts[0][1][s]
             if patterns[k, a + s]:
-                expected[:, :, P, k] += parts[1][0][:, :, :, s] - parts[1][1][:, :, s]
+                expected[k, :, :, P] += parts[1][0][s] - parts[1][1][s]
         if patterns[k, 2 * a]:
-            expected[:, :, :, k] += parts[2][0] - parts[2][1]
+            expected[k] += parts[2][0][0] - parts[2][1][0]
+    expected = expected if level == 2 else expected[:, :, :, P]
     assert torch.allclose(got.expand_as(expected), expected, rtol=0, atol=1e-12)
