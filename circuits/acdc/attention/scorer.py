@@ -42,6 +42,24 @@ def _take(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int]) ->
     return t if nodes.numel() == full[1] else t[:, :, nodes]
 
 
+def _recipe(patterns: Tensor, sizes: list[int], dtype: torch.dtype) -> list[tuple[Optional[str], Optional[Tensor]]]:
+    """How ``_pattern_sum`` takes each part (``sizes``: its nodes) into the ``U`` pattern sums: None (no pattern
+    reads it), "all" (one pattern reading its one node), "sum" (one pattern reading all its nodes), "scale" (one
+    node: times each pattern's 0/1) or "mm" (the ``(U, a)`` 0/1 matrix)."""
+    out: list[tuple[Optional[str], Optional[Tensor]]] = []
+    off, U = 0, patterns.shape[0]
+    for a in sizes:
+        p = patterns[:, off:off + a]
+        off += a
+        if not bool(p.any()):
+            out.append((None, None))
+        elif U == 1 and bool(p.all()):
+            out.append(("all" if a == 1 else "sum", None))
+        else:
+            out.append(("scale" if a == 1 else "mm", p.to(dtype).reshape(U, a) if a > 1 else p[:, 0].to(dtype)))
+    return out
+
+
 def _per_node(t: Tensor, inverse: Tensor) -> Tensor:
     """Pattern-first changes ``(U, n, B, T, d)`` as each receiver node's, ``(n, B, T, k, d)``."""
     return t[inverse].permute(1, 2, 3, 0, 4)
@@ -59,6 +77,7 @@ class Scorer:
         self.delta: dict[str, tuple[Optional[Tensor], Tensor, Tensor, int]] = {}
         self.writes: list[Callable[[int], None]] = []  # the last pass's cache updates, run by ``keep(j)``
         self.z: dict[int, Tensor] = {}  # the last pass's recomputed heads' z per layer (``_mlp_low_rank``)
+        self.layer = 0  # the receiver's layer
         # what depends on the masks only (fixed while one receiver node is decided: every mask read here is
         # downstream of it): per receiver hook, the rows, patterns and changed senders of ``_changes`` / ``_role``
         self.memo: dict[Any, Any] = {}
@@ -97,30 +116,32 @@ class Scorer:
         the new outputs summed into one tensor, the cached ones (no state axis) apart and, under ``key``, once per
         node; one difference at the end. A sender known at the metric positions only but read at every position
         adds there alone (the other positions feed only outputs nothing reads)."""
-        new, fresh = self._pattern_sum([(t, slevel) for t, _, slevel in parts], patterns, level)
-        make = lambda: self._pattern_sum([(t, slevel) for _, t, slevel in parts], patterns, level)[0]  # noqa: E731
+        sizes = [t.shape[0] for t, _, _ in parts]
+        make_recipe = lambda: _recipe(patterns, sizes, parts[0][0].dtype)  # noqa: E731
+        recipe = make_recipe() if key is None else self._once(("recipe", key), make_recipe)
+        new, fresh = self._pattern_sum([(t, slevel) for t, _, slevel in parts], recipe, level)
+        make = lambda: self._pattern_sum([(t, slevel) for _, t, slevel in parts], recipe, level)[0]  # noqa: E731
         old = (make() if key is None else self._once(("cached sums", key, level), make)).unsqueeze(1)
         return new.sub_(old) if fresh else new - old
 
-    def _pattern_sum(self, parts: list[tuple[Tensor, int]], patterns: Tensor, level: int) -> tuple[Tensor, bool]:
-        """Per pattern, the sum of the node-first parts ``(t (a, ..., T_l, d), level of t)`` it reads, at ``level``'s
-        positions, pattern-first; and whether the result is a new tensor (else a view of a part)."""
+    def _pattern_sum(self, parts: list[tuple[Tensor, int]], recipe: list, level: int) -> tuple[Tensor, bool]:
+        """Per pattern, the sum of the node-first parts ``(t (a, ..., T_l, d), level of t)`` it reads (``_recipe``),
+        at ``level``'s positions, pattern-first; and whether the result is a new tensor (else a view of a part)."""
         terms: list[Tensor] = []
-        off, fresh, U = 0, False, patterns.shape[0]
-        for t, slevel in parts:
-            a = t.shape[0]
-            p = patterns[:, off:off + a]
-            off += a
-            if not bool(p.any()):
+        fresh = False
+        for (t, slevel), (how, w) in zip(parts, recipe):
+            if how is None:
                 continue
             if slevel > level:
                 t = t.index_select(-2, self.pos[level])
-            if U == 1 and bool(p.all()):
-                t, fresh = (t, slevel > level) if a == 1 else (t.sum(0, keepdim=True), True)
-            elif a == 1:
-                t, fresh = p.to(t.dtype).view(U, *[1] * (t.dim() - 1)) * t, True
+            if how == "all":
+                fresh = slevel > level
+            elif how == "sum":
+                t, fresh = t.sum(0, keepdim=True), True
+            elif how == "scale":
+                t, fresh = w.view(-1, *[1] * (t.dim() - 1)) * t, True
             else:  # one matrix product over the nodes: (U, a) @ (a, rest)
-                t, fresh = (p.to(t.dtype) @ t.reshape(a, -1)).view(U, *t.shape[1:]), True
+                t, fresh = (w @ t.reshape(t.shape[0], -1)).view(w.shape[0], *t.shape[1:]), True
             if slevel < level:
                 t, fresh = self._widen(t), True
             terms.append(t)
@@ -248,10 +269,13 @@ class Scorer:
         pre = None if start is not None else self._mlp_low_rank(layer, d, level)
         new = self.bb.mlp(layer, x_cached + d) if pre is None else self.bb.mlp_out(layer, pre)
         self.delta[out] = (None, new.unsqueeze(0), out_cached.unsqueeze(0), level)
+        # the folded cache is read only by states of receivers in this layer (``_mlp_low_rank``); the MLP's input
+        # changes only while receivers in this layer or earlier are decided: kept up to date in this layer only
+        fold = layer in st.mlp_fold and layer == self.layer
         def write(j: int) -> None:
             x = x_cached + d[j]
             st.x[hook][:, positions], st.acts[out][:, positions] = x, new[j]
-            if layer in st.mlp_fold:
+            if fold:
                 for key, value in bridge_fold.mlp_cache(x, st.mlp_fold_w[layer]).items():
                     st.mlp_fold[layer][key][:, positions] = value
         self.writes.append(write)
@@ -290,10 +314,11 @@ class Scorer:
         n = extra.shape[0]
         P = self.pos[1]
         d: Optional[Tensor]
+        self.layer = bb.n_layers if receiver == graph.output else int(receiver.split(".")[1])
         if receiver == graph.output:
             d = extra[:, :, P]
         else:
-            layer = int(receiver.split(".")[1])
+            layer = self.layer
             if receiver == mlp_in_hook(layer):
                 self._mlp(layer, extra)
             else:
