@@ -1,9 +1,10 @@
-"""A/B of the fast ACDC engine between commits on the 4-layer GPT-2 bridge of ``bench_bridge_acdc.py``: CPU time of
+"""A/B of the fast ACDC engine between commits on the 4-layer bridge of ``bench_bridge_acdc.py`` (GPT-2 unless
+``--arch``): CPU time of
 one process per run (one thread), the commits alternating within each repeat so the VM's drifting speed hits them
 alike. Each commit is checked out once into a temporary git worktree; every run is a fresh process importing that
 tree's ``circuits`` (this venv's packages), so the first-call costs a user pays are in every number.
 
-    PYTHONPATH=. python benchmarks/ab_commits.py [--repeats 3] [--layers 4] COMMIT [COMMIT ...]
+    PYTHONPATH=. python benchmarks/ab_commits.py [--repeats 3] [--layers 4] [--arch gpt2] COMMIT [COMMIT ...]
 
 ``HEAD`` or any commit of this repository; prints each run (CPU seconds, edges kept, passes) and the medians.
 """
@@ -25,7 +26,7 @@ from bench_bridge_acdc import batches, bridge
 import circuits
 torch.set_num_threads(1)
 clean, corrupted = batches()
-model = bridge({layers})
+model = bridge({layers}, arch={arch!r})
 c0 = time.process_time()
 c = circuits.acdc(model, clean, corrupted, threshold=0.0002, engine="fast")
 print(time.process_time() - c0, c.n_edges, c.settings.get("passes"))
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("commits", nargs="+")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--arch", default="gpt2", choices=["gpt2", "neox", "qwen3", "llama"])
     args = ap.parse_args()
     repo = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,7 +51,7 @@ def main() -> None:
         try:
             for rep in range(args.repeats):
                 for commit, tree in trees.items():
-                    code = _RUN.format(bench=str(tree / "benchmarks"), layers=args.layers)
+                    code = _RUN.format(bench=str(tree / "benchmarks"), layers=args.layers, arch=args.arch)
                     out = subprocess.run([sys.executable, "-c", code], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
                                          capture_output=True, text=True, check=True).stdout.split()
                     times[commit].append(float(out[0]))
