@@ -44,12 +44,6 @@ _FAMILIES = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama", "MistralFor
              "GPTBigCodeForCausalLM": "gpt2"}
 
 
-# rows of an MLP computed together (``BridgeBlocks.rows``): the (rows, d_mlp) hidden activations then stay in a
-# core's cache between the first map, the activation's passes and the second map (benchmarks/bench_mlp_rows.py);
-# each row is computed as before, so the result is the same
-ROWS = 256
-
-
 def _linear(module: Any) -> tuple[Tensor, Optional[Tensor]]:
     """``(W (in, out), b)`` of a ``torch.nn.Linear`` or HF ``Conv1D`` (possibly wrapped by a ``LinearBridge``)."""
     mod = getattr(module, "original_component", None) or module
@@ -129,9 +123,8 @@ class BridgeBlocks:
     """The weights of a bridge of ``_FAMILIES`` and the block maths of the module docstring, run outside the
     bridge."""
 
-    def __init__(self, bridge: Any, rows: int = ROWS) -> None:
+    def __init__(self, bridge: Any) -> None:
         cfg = bridge.cfg
-        self.rows = rows  # MLP rows computed together (``by_rows``)
         reason = unsupported(bridge)
         if reason is not None:
             raise ValueError(f"bridge_blocks cannot describe this bridge: {reason}")
@@ -244,37 +237,22 @@ class BridgeBlocks:
         return torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device) if b is None else b
 
     def mlp(self, layer: int, x: Float[Tensor, "*b d"]) -> Float[Tensor, "*b d"]:
-        """The MLP (plain or gated) on its input before the norm, ``self.rows`` rows at a time."""
+        """The MLP (plain or gated) on its input before the norm."""
         L = self.layers[layer]
         w_in, b_in, w_gate, w_out, b_out = L.mlp
-
-        def rows(x: Tensor) -> Tensor:
-            h = norm(x, L.norm2)
-            pre = F.linear(h, w_in, b_in)
-            mid = self.act(pre) if w_gate is None else self.act(F.linear(h, w_gate)) * pre
-            return F.linear(mid, w_out, b_out)
-        return by_rows(rows, x, self.d_model, self.rows)
+        h = norm(x, L.norm2)
+        pre = F.linear(h, w_in, b_in)
+        mid = self.act(pre) if w_gate is None else self.act(F.linear(h, w_gate)) * pre
+        return F.linear(mid, w_out, b_out)
 
     def mlp_out(self, layer: int, pre: Float[Tensor, "*b m"]) -> Float[Tensor, "*b d"]:
-        """An ungated MLP from its first map's output ``pre = norm2(x) W_in + b_in`` on, ``self.rows`` rows at a time."""
+        """An ungated MLP from its first map's output ``pre = norm2(x) W_in + b_in`` on."""
         w_out, b_out = self.layers[layer].mlp.W_out, self.layers[layer].mlp.b_out
-        return by_rows(lambda p: F.linear(self.act(p), w_out, b_out), pre, self.d_model, self.rows)
+        return F.linear(self.act(pre), w_out, b_out)
 
     def unembed(self, resid: Float[Tensor, "*b d"]) -> Float[Tensor, "*b vocab"]:
         out = norm(resid, self.norm_f) @ self.W_U
         return out if self.b_U is None else out + self.b_U
-
-
-def by_rows(fn: Callable[[Tensor], Tensor], x: Tensor, out_features: int, rows: int) -> Tensor:
-    """``fn`` (row-wise) on ``x``'s rows, ``rows`` at a time where there are four times as many or more (fewer: at
-    once, which measured as fast)."""
-    flat = x.reshape(-1, x.shape[-1])
-    if flat.shape[0] < 4 * rows:
-        return fn(x)
-    out = flat.new_empty(flat.shape[0], out_features)
-    for i in range(0, flat.shape[0], rows):
-        out[i:i + rows] = fn(flat[i:i + rows])
-    return out.view(*x.shape[:-1], out_features)
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)

@@ -304,7 +304,7 @@ class Scorer:
             cache = self.st.mlp_fold[layer]
             return w, old, tuple(cache[key][:, positions] for key in ("c", "var", "R"))
         w, old, cache = self._once(("mlp low rank", layer), fixed)
-        moved = F.linear(z.reshape(-1, n_z), w).view(*z.shape[:-2], -1).sub_(old)  # one 2-D product
+        moved = F.linear(z.reshape(*z.shape[:-2], n_z), w).sub_(old)
         return bridge_fold.mlp_pre(cache, t, moved, weights)
 
     def logits(self, receiver: str, r: int, extra: Tensor) -> Tensor:
