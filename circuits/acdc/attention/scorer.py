@@ -78,8 +78,8 @@ class Scorer:
         self.writes: list[Callable[[int], None]] = []  # the last pass's cache updates, run by ``keep(j)``
         self.z: dict[int, Tensor] = {}  # the last pass's recomputed heads' z per layer (``_mlp_low_rank``)
         self.layer = 0  # the receiver's layer
-        # what depends on the masks only (fixed while one receiver node is decided: every mask read here is
-        # downstream of it): per receiver hook, the rows, patterns and changed senders of ``_changes`` / ``_role``
+        # what is fixed while one receiver node is decided (every mask read here is downstream of it; the baseline
+        # moves after the node): the rows, patterns and changed senders of ``_changes`` / ``_role``, and ``_once``'s
         self.memo: dict[Any, Any] = {}
 
     def _once(self, key: Any, make: Callable[[], Any]) -> Any:
