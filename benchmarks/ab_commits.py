@@ -52,8 +52,9 @@ def main() -> None:
             for rep in range(args.repeats):
                 for commit, tree in trees.items():
                     code = _RUN.format(bench=str(tree / "benchmarks"), layers=args.layers, arch=args.arch)
-                    out = subprocess.run([sys.executable, "-c", code], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
-                                         capture_output=True, text=True, check=True).stdout.split()
+                    env = {**os.environ, "PYTHONPATH": str(tree)}
+                    out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True,
+                                         check=True).stdout.split()
                     times[commit].append(float(out[0]))
                     print(f"repeat {rep}: {commit}: {float(out[0]):.2f} s CPU, {out[1]} edges kept, {out[2]} passes",
                           flush=True)
@@ -61,7 +62,8 @@ def main() -> None:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False)
     for commit, ts in times.items():
-        print(f"{commit}: median {statistics.median(ts):.2f} s CPU of {len(ts)} runs (min {min(ts):.2f}, max {max(ts):.2f})")
+        print(f"{commit}: median {statistics.median(ts):.2f} s CPU of {len(ts)} runs "
+              f"(min {min(ts):.2f}, max {max(ts):.2f})")
 
 
 if __name__ == "__main__":

@@ -44,13 +44,32 @@ def weights(bb: Any, layer: int, role: str) -> tuple[Tensor, Tensor]:
 
 def cache(x: Float[Tensor, "batch pos n d"], w_hat: Float[Tensor, "n d dh"]) -> dict[str, Tensor]:
     """``b~`` (centred inputs), ``var`` (biased, over ``d``) and ``R = b~ W^`` of cached inputs ``x``."""
+    centred, var = _centred(x)
+    return {"c": centred, "var": var, "R": torch.einsum("bthd,hde->bthe", centred, w_hat)}
+
+
+def _centred(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``b~`` and the biased ``var`` over the last axis."""
     centred = x - x.mean(-1, keepdim=True)
-    return {"c": centred, "var": centred.pow(2).mean(-1), "R": torch.einsum("bthd,hde->bthe", centred, w_hat)}
+    return centred, centred.pow(2).mean(-1)
+
+
+def _moments(t: Tensor) -> tuple[Tensor, Tensor]:
+    """``mean(t)`` and ``var(t) = |t|^2 / d - mean(t)^2`` over the last axis (fast reductions, no temporary)."""
+    mean_t = t.mean(-1)
+    return mean_t, torch.linalg.vector_norm(t, dim=-1).square_().div_(t.shape[-1]).sub_(mean_t.square())
+
+
+def _normalised(moved: Tensor, mean_t: Tensor, var_t: Tensor, dots: Tensor, var: Tensor, R: Tensor, colsum: Tensor,
+                bias: Tensor, eps: float, d: int) -> Tensor:
+    """``(b~ W^ + t W^ - mean(t) 1^T W^) / s + c`` (module docstring) from its pieces, in place in ``moved``."""
+    scale = torch.rsqrt(dots.mul_(2.0 / d).add_(var).add_(var_t).add_(eps)).unsqueeze(-1)
+    return moved.addcmul_(mean_t.unsqueeze(-1), colsum, value=-1.0).add_(R).mul_(scale).add_(bias)
 
 
 class Plan(NamedTuple):
-    """How ``project`` multiplies: per pattern read, its index, the heads reading it and their ``W^`` as one ``(|sel| dh, d)`` matrix
-    (``F.linear``'s faster layout), and every head's ``W^`` summed over ``d``."""
+    """How ``project`` multiplies: per pattern read, its index, the heads reading it and their ``W^`` as one
+    ``(|sel| dh, d)`` matrix (``F.linear``'s faster layout); every head's ``W^`` summed over ``d``; all ``W^``."""
 
     groups: list[tuple[int, Tensor, Tensor]]
     colsum: Tensor
@@ -77,8 +96,7 @@ def project(c: Float[Tensor, "batch pos k d"], var: Float[Tensor, "batch pos k"]
     two reductions, so ``t~`` is never materialised."""
     k, d, dh = how.w_hat.shape
     u, n, B, T = t.shape[:4]
-    mean_t = t.mean(-1)  # (u, n, B, T); var(t) = |t|^2 / d - mean(t)^2 (fast reductions, no temporary)
-    var_t = torch.linalg.vector_norm(t, dim=-1).square_().div_(d).sub_(mean_t.square())
+    mean_t, var_t = _moments(t)  # (u, n, B, T)
     if u == 1:
         dots = torch.einsum("nbtd,btkd->nbtk", t[0], c)
         var_t, mean_t = var_t[0].unsqueeze(-1), mean_t[0].unsqueeze(-1)  # broadcast over the k heads
@@ -90,9 +108,7 @@ def project(c: Float[Tensor, "batch pos k d"], var: Float[Tensor, "batch pos k"]
         moved = t.new_empty(n, B, T, k, dh)
         for p, sel, w in how.groups:
             moved[:, :, :, sel] = F.linear(t[p], w).view(n, B, T, sel.numel(), dh)
-    scale = torch.rsqrt(dots.mul_(2.0 / d).add_(var).add_(var_t).add_(eps)).unsqueeze(-1)
-    moved.addcmul_(mean_t.unsqueeze(-1), how.colsum, value=-1.0).add_(R).mul_(scale)
-    return moved.add_(bias)
+    return _normalised(moved, mean_t, var_t, dots, var, R, how.colsum, bias, eps, d)
 
 
 # ---------------------------------------------------------------------------- the MLP's input projection
@@ -131,17 +147,14 @@ def mlp_weights(bb: Any, layer: int) -> MLPFold:
 
 def mlp_cache(x: Float[Tensor, "*b d"], weights: MLPFold) -> dict[str, Tensor]:
     """``b~``, ``var`` and ``R = b~ W^`` of cached MLP inputs ``x``."""
-    centred = x - x.mean(-1, keepdim=True)
-    return {"c": centred, "var": centred.pow(2).mean(-1), "R": F.linear(centred, weights.w_hat)}
+    centred, var = _centred(x)
+    return {"c": centred, "var": var, "R": F.linear(centred, weights.w_hat)}
 
 
 def mlp_pre(cache: tuple[Tensor, Tensor, Tensor], t: Float[Tensor, "n *b d"], moved: Float[Tensor, "n *b m"],
             weights: MLPFold) -> Float[Tensor, "n *b m"]:
     """``LN(b + t) W_in + b_in`` from the cache ``(b~, var, R)`` of ``b`` and ``moved = t W^``."""
     c, var, R = cache
-    d = t.shape[-1]
-    mean_t = t.mean(-1, keepdim=True)
-    var_t = torch.linalg.vector_norm(t, dim=-1, keepdim=True).square_().div_(d).sub_(mean_t.square())
-    dots = (t * c).sum(-1, keepdim=True)
-    scale = torch.rsqrt(dots.mul_(2.0 / d).add_(var.unsqueeze(-1)).add_(var_t).add_(weights.eps))
-    return moved.addcmul_(mean_t, weights.colsum, value=-1.0).add_(R).mul_(scale).add_(weights.bias)
+    mean_t, var_t = _moments(t)
+    return _normalised(moved, mean_t, var_t, (t * c).sum(-1), var, R, weights.colsum, weights.bias, weights.eps,
+                       t.shape[-1])

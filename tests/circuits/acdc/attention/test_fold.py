@@ -54,6 +54,24 @@ def test_folded_projection_equals_layernorm_then_projection(seed, k, u, n, scale
     assert torch.allclose(got, expected, rtol=0, atol=1e-12)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 3), scale=st.sampled_from([1e-6, 1e-2, 1.0, 10.0]))
+def test_folded_mlp_map_equals_layernorm_then_the_map(seed, n, scale):
+    """``fold.mlp_pre``: an MLP input cached as ``b`` and changed by ``t`` in each of ``n`` states gives
+    LayerNorm of ``b + t`` then ``W_in``, ``b_in`` (``torch.nn.functional.layer_norm``, written apart)."""
+    g = torch.Generator().manual_seed(seed)
+    B, T, d, m = 2, 3, 8, 5
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    b, t = r(B, T, d) * 2 + 1, r(n, B, T, d) * scale
+    w, beta, W_in, b_in, eps = r(d), r(d), r(m, d), r(m), 1e-5
+    w_hat = W_in * w
+    weights = bridge_fold.MLPFold(w_hat, w_hat.sum(1), W_in @ beta + b_in, torch.empty(0), eps)
+    c = bridge_fold.mlp_cache(b, weights)
+    got = bridge_fold.mlp_pre((c["c"], c["var"], c["R"]), t, t @ w_hat.T, weights)
+    expected = torch.nn.functional.layer_norm(b + t, (d,), w, beta, eps) @ W_in.T + b_in
+    assert torch.allclose(got, expected, rtol=0, atol=1e-12)
+
+
 def test_folded_weights_are_the_norm_weight_times_each_heads_weights():
     bridge = gpt2_bridge(seed=2, layers=1, heads=2, d=8)
     from circuits.acdc.attention.blocks import BridgeBlocks
