@@ -53,8 +53,8 @@ def main() -> None:
                 for commit, tree in trees.items():
                     code = _RUN.format(bench=str(tree / "benchmarks"), layers=args.layers, arch=args.arch)
                     env = {**os.environ, "PYTHONPATH": str(tree)}
-                    out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True,
-                                         check=True).stdout.split()
+                    out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True,
+                                         text=True, check=True).stdout.split()
                     times[commit].append(float(out[0]))
                     print(f"repeat {rep}: {commit}: {float(out[0]):.2f} s CPU, {out[1]} edges kept, {out[2]} passes",
                           flush=True)

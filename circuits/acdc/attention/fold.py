@@ -112,7 +112,8 @@ def project(c: Float[Tensor, "batch pos k d"], var: Float[Tensor, "batch pos k"]
 
 
 # ---------------------------------------------------------------------------- the MLP's input projection
-# The same algebra for an MLP's first linear map ``LN(x) W_in + b_in`` (``W^ = diag(w) W_in``, ``c = beta W_in + b_in``).
+# The same algebra for an MLP's first linear map ``LN(x) W_in + b_in`` (``W^ = diag(w) W_in``,
+# ``c = beta W_in + b_in``).
 # When only heads of the MLP's own layer changed (a state of a receiver in that layer), ``t = sum_h (z'_h - z_h)
 # W_O[h]`` has rank ``d_head`` per head, so ``t W^ = sum_h z'_h (W_O[h] W^) - sum_h z_h W_O[h] W^``: a product of
 # width ``d_head`` per head for the states, the cached part once per node (``Scorer``).
