@@ -60,6 +60,17 @@ def _recipe(patterns: Tensor, sizes: list[int], dtype: torch.dtype) -> list[tupl
     return out
 
 
+def _term(t: Tensor, how: str, w: Optional[Tensor]) -> Tensor:
+    """One node-first part ``t (a, ...)`` taken into the pattern sums as ``_recipe`` says (``how`` not None)."""
+    if how == "all":
+        return t
+    if how == "sum":
+        return t.sum(0, keepdim=True)
+    if how == "scale":
+        return w.view(-1, *[1] * (t.dim() - 1)) * t
+    return (w @ t.reshape(t.shape[0], -1)).view(w.shape[0], *t.shape[1:])
+
+
 def _per_node(t: Tensor, inverse: Tensor) -> Tensor:
     """Pattern-first changes ``(U, n, B, T, d)`` as each receiver node's, ``(n, B, T, k, d)``."""
     return t[inverse].permute(1, 2, 3, 0, 4)
@@ -126,31 +137,35 @@ class Scorer:
 
     def _pattern_sum(self, parts: list[tuple[Tensor, int]], recipe: list, level: int) -> tuple[Tensor, bool]:
         """Per pattern, the sum of the node-first parts ``(t (a, ..., T_l, d), level of t)`` it reads (``_recipe``),
-        at ``level``'s positions, pattern-first; and whether the result is a new tensor (else a view of a part)."""
-        terms: list[Tensor] = []
+        at ``level``'s positions, pattern-first; and whether the result is a new tensor (else a view of a part).
+        The first part read makes the result, the others are added into it in place (one pass over it each)."""
+        out: Optional[Tensor] = None
         fresh = False
         for (t, slevel), (how, w) in zip(parts, recipe):
             if how is None:
                 continue
             if slevel > level:
                 t = t.index_select(-2, self.pos[level])
-            if how == "all":
-                fresh = slevel > level
-            elif how == "sum":
-                t, fresh = t.sum(0, keepdim=True), True
+            if out is None or not fresh or slevel < level:
+                term = _term(t, how, w)
+                if slevel < level:
+                    term = self._widen(term) if out is None else term
+                if out is None:
+                    out, fresh = term, term is not t or slevel > level
+                elif slevel < level:
+                    if not fresh:
+                        out, fresh = out.clone(), True
+                    out.index_add_(out.dim() - 2, self.pos[1], term)
+                else:
+                    out, fresh = out + term, True
+            elif how in ("all", "sum"):
+                out.add_(t if how == "all" else t.sum(0, keepdim=True))
             elif how == "scale":
-                t, fresh = w.view(-1, *[1] * (t.dim() - 1)) * t, True
-            else:  # one matrix product over the nodes: (U, a) @ (a, rest)
-                t, fresh = (w @ t.reshape(t.shape[0], -1)).view(w.shape[0], *t.shape[1:]), True
-            if slevel < level:
-                t, fresh = self._widen(t), True
-            terms.append(t)
-        if len(terms) == 1:
-            return terms[0], fresh
-        total = terms[0] + terms[1]
-        for t in terms[2:]:
-            total.add_(t)
-        return total, True
+                out.addcmul_(w.view(-1, *[1] * (t.dim() - 1)), t)
+            else:
+                out.view(out.shape[0], -1).addmm_(w, t.reshape(t.shape[0], -1))
+        assert out is not None
+        return out, fresh
 
     def _widen(self, t: Tensor) -> Tensor:
         """``t`` known at the metric positions (axis -2), zero at every other position."""
