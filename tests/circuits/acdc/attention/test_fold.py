@@ -187,3 +187,46 @@ def test_pattern_sums_equal_the_sum_over_present_senders(seed, u, level):
             expected[k] += parts[2][0][0] - parts[2][1][0]
     expected = expected if level == 2 else expected[:, :, :, P]
     assert torch.allclose(got.expand_as(expected), expected, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), u=st.integers(1, 3), n=st.integers(1, 3), nq=st.sampled_from([1, "n"]),
+       changed=st.sampled_from(["k", "v", "kv"]), scale=st.sampled_from([1e-6, 1e-2, 1.0, 10.0]))
+def test_attention_through_the_queries_equals_projecting_then_attending(seed, u, n, nq, changed, scale):
+    """``through.attend``: keys and values of changed heads (LayerNorm of ``b_h + t`` then the head's projection)
+    never projected at every position give the causal attention of the queries at the positions asked, written
+    here as projection, scores, mask, softmax and weighted sum."""
+    from circuits.acdc.attention import through
+
+    g = torch.Generator().manual_seed(seed)
+    B, T, d, H, dh = 2, 5, 8, 4, 3
+    qpos = torch.tensor([2, 4])
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    nq = n if nq == "n" else 1
+    q = r(nq, B, len(qpos), H, dh)
+    where = torch.tensor([0, 2, 3])  # head 1 keeps its cached keys and values
+    inverse = torch.randint(0, u, (3,), generator=g)
+    inverse[: min(u, 3)] = torch.arange(min(u, 3))
+    t = r(int(inverse.max()) + 1, n, B, T, d) * scale
+    roles = {}
+    for role in "kv":
+        b = r(B, T, H, d) * 2 + 1
+        w, beta, W, bias, eps = r(d), r(d), r(H, d, dh), r(H, dh), 1e-5
+        cached = _ln_project(b, w, beta, eps, W, bias)  # (B, T, H, dh)
+        new = cached.expand(n, *cached.shape).clone()
+        ch = None
+        if role in changed:
+            new[:, :, :, where] = _ln_project(b[:, :, where] + t[inverse].permute(1, 2, 3, 0, 4), w, beta, eps,
+                                              W[where], bias[where])
+            w_hat = w.view(1, -1, 1) * W[where]
+            c = bridge_fold.cache(b[:, :, where], w_hat)
+            ch = through.Changed(where, t, inverse, bridge_fold.plan(w_hat, inverse, t.shape[0]), c["c"], c["var"],
+                                 c["R"], beta @ W[where] + bias[where], eps)
+        roles[role] = cached, new, ch
+    got = through.attend(q, roles["k"][0], roles["v"][0], roles["k"][2], roles["v"][2], qpos, dh ** -0.5, n)
+    k, v = roles["k"][1], roles["v"][1]
+    s = torch.einsum("nbqhe,nbkhe->nbhqk", q.expand(n, *q.shape[1:]), k) / dh ** 0.5
+    s = s.masked_fill(torch.arange(T).view(1, -1) > qpos.view(-1, 1), float("-inf"))
+    expected = torch.einsum("nbhqk,nbkhe->nbqhe", torch.softmax(s, -1), v)
+    assert got.shape == (n, B, len(qpos), H, dh)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-11)
