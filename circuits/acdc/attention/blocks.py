@@ -260,12 +260,12 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 
 def gelu_tanh(x: Tensor) -> Tensor:
     """GELU's tanh form ``0.5 x (1 + tanh(y))``, ``y = sqrt(2/pi) (x + 0.044715 x^3)``, computed as the equal
-    ``x sigmoid(2y)`` (torch's vectorised sigmoid, in place): ~10 ns per float64 element on the 2-core VM against
-    ~17 for torch's ``gelu(approximate="tanh")`` kernel (``benchmarks/bench_gelu.py``), within 1e-15 of it. Large
-    negative ``x`` gives ``x * 0 = -0``, the function's limit."""
+    ``x / (1 + exp(-2y))``: ~15 ns per float64 element on the 2-core VM against ~17 for torch's
+    ``gelu(approximate="tanh")`` kernel (``benchmarks/bench_gelu.py``), within 1e-15 of it. Large negative ``x`` gives
+    ``x / inf = -0``, the function's limit."""
     y = x * x
-    y.mul_(2.0 * 0.044715 * _GELU_C).add_(2.0 * _GELU_C).mul_(x)
-    return y.sigmoid_().mul_(x)
+    y.mul_(-2.0 * 0.044715 * _GELU_C).sub_(2.0 * _GELU_C).mul_(x)
+    return x / y.exp_().add_(1.0)
 
 
 _FUSED = {  # HF activation modules and the torch kernels computing the same function

@@ -153,7 +153,7 @@ def test_blocks_that_do_not_reproduce_the_bridge_are_not_used(monkeypatch):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(-60.0, 60.0, allow_nan=False), min_size=1, max_size=40))
 def test_gelu_tanh_equals_hf_new_gelu(values):
-    """The blocks' GELU (``x sigmoid(2y)``) is HF GPT-2's ``NewGELUActivation`` formula, written out here
+    """The blocks' GELU (``x / (1 + exp(-2y))``) is HF GPT-2's ``NewGELUActivation`` formula, written out here
     independently: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, to 1e-15 relative in float64."""
     import math
 
