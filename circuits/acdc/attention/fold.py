@@ -60,15 +60,10 @@ def _moments(t: Tensor) -> tuple[Tensor, Tensor]:
     return mean_t, torch.linalg.vector_norm(t, dim=-1).square_().div_(t.shape[-1]).sub_(mean_t.square())
 
 
-def _rscale(dots: Tensor, var: Tensor, var_t: Tensor, eps: float, d: int) -> Tensor:
-    """``1 / s = 1 / sqrt(var(b) + 2 <b~, t> / d + var(t) + eps)`` (module docstring), in place in ``dots``."""
-    return torch.rsqrt(dots.mul_(2.0 / d).add_(var).add_(var_t).add_(eps))
-
-
 def _normalised(moved: Tensor, mean_t: Tensor, var_t: Tensor, dots: Tensor, var: Tensor, R: Tensor, colsum: Tensor,
                 bias: Tensor, eps: float, d: int) -> Tensor:
     """``(b~ W^ + t W^ - mean(t) 1^T W^) / s + c`` (module docstring) from its pieces, in place in ``moved``."""
-    scale = _rscale(dots, var, var_t, eps, d).unsqueeze(-1)
+    scale = torch.rsqrt(dots.mul_(2.0 / d).add_(var).add_(var_t).add_(eps)).unsqueeze(-1)
     return moved.addcmul_(mean_t.unsqueeze(-1), colsum, value=-1.0).add_(R).mul_(scale).add_(bias)
 
 

@@ -26,12 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from circuits.acdc.attention import fold as bridge_fold, through
+from circuits.acdc.attention import fold as bridge_fold
 from circuits.acdc.attention.delta import ROLES, Baseline
-from circuits.acdc.attention.sums import Parts, PatternSums
 from circuits.graph import Graph
 from circuits.acdc.attention.blocks import BridgeBlocks
 from circuits.models.transformer_bridge import mlp_in_hook, mlp_out_hook, qkv_hook, result_hook
+
+_Parts = list[tuple[Tensor, Tensor, int]]  # (new (a, n, B, T_l, d), cached (a, B, T_l, d), level)
 
 
 def _take(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int]) -> Tensor:
@@ -41,12 +42,41 @@ def _take(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int]) ->
     return t if nodes.numel() == full[1] else t[:, :, nodes]
 
 
+def _recipe(patterns: Tensor, sizes: list[int], dtype: torch.dtype) -> list[tuple[Optional[str], Optional[Tensor]]]:
+    """How ``_pattern_sum`` takes each part (``sizes``: its nodes) into the ``U`` pattern sums: None (no pattern
+    reads it), "all" (one pattern reading its one node), "sum" (one pattern reading all its nodes), "scale" (one
+    node: times each pattern's 0/1) or "mm" (the ``(U, a)`` 0/1 matrix)."""
+    out: list[tuple[Optional[str], Optional[Tensor]]] = []
+    off, U = 0, patterns.shape[0]
+    for a in sizes:
+        p = patterns[:, off:off + a]
+        off += a
+        if not bool(p.any()):
+            out.append((None, None))
+        elif U == 1 and bool(p.all()):
+            out.append(("all" if a == 1 else "sum", None))
+        else:
+            out.append(("scale" if a == 1 else "mm", p.to(dtype).reshape(U, a) if a > 1 else p[:, 0].to(dtype)))
+    return out
+
+
+def _term(t: Tensor, how: str, w: Optional[Tensor]) -> Tensor:
+    """One node-first part ``t (a, ...)`` taken into the pattern sums as ``_recipe`` says (``how`` not None)."""
+    if how == "all":
+        return t
+    if how == "sum":
+        return t.sum(0, keepdim=True)
+    if how == "scale":
+        return w.view(-1, *[1] * (t.dim() - 1)) * t
+    return (w @ t.reshape(t.shape[0], -1)).view(w.shape[0], *t.shape[1:])
+
+
 def _per_node(t: Tensor, inverse: Tensor) -> Tensor:
     """Pattern-first changes ``(U, n, B, T, d)`` as each receiver node's, ``(n, B, T, k, d)``."""
     return t[inverse].permute(1, 2, 3, 0, 4)
 
 
-class Scorer(PatternSums):
+class Scorer:
     """Scores stacked candidate states of receiver nodes of one hook against a ``baseline`` (module docstring)."""
 
     def __init__(self, bb: BridgeBlocks, graph: Graph, mask: Any, st: Baseline, lvl: dict, P: Tensor) -> None:
@@ -59,7 +89,6 @@ class Scorer(PatternSums):
         self.writes: list[Callable[[int], None]] = []  # the last pass's cache updates, run by ``keep(j)``
         self.z: dict[int, Tensor] = {}  # the last pass's recomputed heads' z per layer (``_mlp_low_rank``)
         self.layer = 0  # the receiver's layer
-        self.n = 0  # the states of the last ``logits`` call
         # what is fixed while one receiver node is decided (every mask read here is downstream of it; the baseline
         # moves after the node): the rows, patterns and changed senders of ``_changes`` / ``_role``, and ``_once``'s
         self.memo: dict[Any, Any] = {}
@@ -73,7 +102,7 @@ class Scorer(PatternSums):
             self.memo[key] = make()
         return self.memo[key]
 
-    def _changes(self, receiver: str) -> tuple[list[int], Optional[Tensor], Parts]:
+    def _changes(self, receiver: str) -> tuple[list[int], Optional[Tensor], _Parts]:
         """Receiver nodes with a present edge from a changed sender, their present-edge rows over the changed
         sender nodes ``(k, K)``, and the changed senders' deltas in the rows' column order."""
         if receiver not in self.memo:
@@ -93,23 +122,75 @@ class Scorer(PatternSums):
         parts = [(new, old, slevel) for _, new, old, slevel in (self.delta[s] for s in senders)]
         return rows, present, parts
 
-    def _fold_cache(self, hook: str, positions: Tensor, nodes: Tensor, inverse: Tensor, u: int) -> tuple[Any, ...]:
-        """The fold cache ``(c, var, R)`` of receiver nodes ``nodes`` at ``positions``, their ``fold.Plan`` for ``u``
-        patterns read as ``inverse`` says, and their constant ``c`` of ``fold`` (once per node)."""
-        st = self.st
-        full, fold = (st.T, st.x[hook].shape[2]), st.fold[hook]
+    def _sums(self, parts: _Parts, patterns: Tensor, level: int, key: Any = None) -> Tensor:
+        """``t_u = sum_{s in pattern u} (new_s - cached_s)`` at ``level``'s positions, ``(U, n, B, T_level, d)``:
+        the new outputs summed into one tensor, the cached ones (no state axis) apart and, under ``key``, once per
+        node; one difference at the end. A sender known at the metric positions only but read at every position
+        adds there alone (the other positions feed only outputs nothing reads)."""
+        sizes = [t.shape[0] for t, _, _ in parts]
+        make_recipe = lambda: _recipe(patterns, sizes, parts[0][0].dtype)  # noqa: E731
+        recipe = make_recipe() if key is None else self._once(("recipe", key), make_recipe)
+        new, fresh = self._pattern_sum([(t, slevel) for t, _, slevel in parts], recipe, level)
+        make = lambda: self._pattern_sum([(t, slevel) for _, t, slevel in parts], recipe, level)[0]  # noqa: E731
+        old = (make() if key is None else self._once(("cached sums", key, level), make)).unsqueeze(1)
+        return new.sub_(old) if fresh else new - old
 
-        def cached() -> tuple[Any, ...]:
-            w_hat, bias = st.fold_w[hook]
-            return (*(_take(fold[key], positions, nodes, full) for key in ("c", "var", "R")),
-                    bridge_fold.plan(w_hat[nodes], inverse, u), bias[nodes])
-        return self._once(("input", hook, u), cached)
+    def _pattern_sum(self, parts: list[tuple[Tensor, int]], recipe: list, level: int) -> tuple[Tensor, bool]:
+        """Per pattern, the sum of the node-first parts ``(t (a, ..., T_l, d), level of t)`` it reads (``_recipe``),
+        at ``level``'s positions, pattern-first; and whether the result is a new tensor (else a view of a part).
+        The first part read makes the result, the others are added into it in place (one pass over it each)."""
+        out: Optional[Tensor] = None
+        fresh = False
+        for (t, slevel), (how, w) in zip(parts, recipe):
+            if how is None:
+                continue
+            if slevel > level:
+                t = t.index_select(-2, self.pos[level])
+            if out is None or not fresh or slevel < level:
+                term = _term(t, how, w)
+                if slevel < level:
+                    term = self._widen(term) if out is None else term
+                if out is None:
+                    out, fresh = term, term is not t or slevel > level
+                elif slevel < level:
+                    if not fresh:
+                        out, fresh = out.clone(), True
+                    out.index_add_(out.dim() - 2, self.pos[1], term)
+                else:
+                    out, fresh = out + term, True
+            elif how in ("all", "sum"):
+                out.add_(t if how == "all" else t.sum(0, keepdim=True))
+            elif how == "scale":
+                out.addcmul_(w.view(-1, *[1] * (t.dim() - 1)), t)
+            else:
+                out.view(out.shape[0], -1).addmm_(w, t.reshape(t.shape[0], -1))
+        assert out is not None
+        return out, fresh
 
-    def _store(self, hook: str, positions: Tensor, nodes: Tensor, t: Tensor, inverse: Tensor) -> None:
-        """Record the cache update of receiver nodes ``nodes``' inputs (and fold cache) for ``keep``."""
-        st = self.st
-        full, fold = (st.T, st.x[hook].shape[2]), st.fold.get(hook)
+    def _widen(self, t: Tensor) -> Tensor:
+        """``t`` known at the metric positions (axis -2), zero at every other position."""
+        shape = list(t.shape)
+        shape[-2] = self.pos[2].numel()
+        full = t.new_zeros(shape)
+        full.index_copy_(t.dim() - 2, self.pos[1], t)
+        return full
 
+    def _project(self, layer: int, role: str, nodes: Tensor, t: Tensor, inverse: Tensor, positions: Tensor) -> Tensor:
+        """New q/k/v of receiver nodes ``nodes`` at ``positions``: their cached input plus ``t[..., inverse[i], :]``."""
+        bb, st, hook = self.bb, self.st, qkv_hook(layer, role)
+        full = (st.T, st.x[hook].shape[2])
+        fold = st.fold.get(hook)
+        if fold is None:
+            x = self._once(("input", hook), lambda: _take(st.x[hook], positions, nodes, full)) + _per_node(t, inverse)
+            out = bb.project(layer, role, x, nodes, st.rot, positions)
+        else:
+            def cached() -> tuple[Any, ...]:
+                w_hat, bias = st.fold_w[hook]
+                return (*(_take(fold[key], positions, nodes, full) for key in ("c", "var", "R")),
+                        bridge_fold.plan(w_hat[nodes], inverse, t.shape[0]), bias[nodes])
+            c, var, R, plan, bias = self._once(("input", hook, t.shape[0]), cached)
+            out = bridge_fold.project(c, var, R, t, inverse, plan, bias, bb.layers[layer].norm1.eps)
+            out = bb.rotate(out, role, st.rot, positions, layer)
         def write(j: int) -> None:
             x = _take(st.x[hook], positions, nodes, full) + _per_node(t[:, j:j + 1], inverse)[0]
             at = (slice(None), positions.unsqueeze(1), nodes.unsqueeze(0))
@@ -118,82 +199,36 @@ class Scorer(PatternSums):
                 for key, value in bridge_fold.cache(x, st.fold_w[hook][0][nodes]).items():
                     fold[key][at] = value
         self.writes.append(write)
-
-    def _project(self, layer: int, role: str, nodes: Tensor, t: Tensor, inverse: Tensor, positions: Tensor) -> Tensor:
-        """New q/k/v of receiver nodes ``nodes`` at ``positions``: their cached input plus ``t[..., inverse[i], :]``."""
-        bb, st, hook = self.bb, self.st, qkv_hook(layer, role)
-        if hook not in st.fold:
-            full = (st.T, st.x[hook].shape[2])
-            x = self._once(("input", hook), lambda: _take(st.x[hook], positions, nodes, full)) + _per_node(t, inverse)
-            out = bb.project(layer, role, x, nodes, st.rot, positions)
-        else:
-            c, var, R, plan, bias = self._fold_cache(hook, positions, nodes, inverse, t.shape[0])
-            out = bridge_fold.project(c, var, R, t, inverse, plan, bias, bb.layers[layer].norm1.eps)
-            out = bb.rotate(out, role, st.rot, positions, layer)
-        self._store(hook, positions, nodes, t, inverse)
         return out
-
-    def _changed(self, layer: int, role: str, idx: Tensor, positions: Tensor, level: int,
-                 plan: tuple) -> Optional[tuple[list[int], Tensor, Tensor, Tensor]]:
-        """Which of receiver nodes ``idx`` change (their places in ``idx``, the nodes), the changes pattern-first
-        and each changed node's pattern; None when none changes."""
-        rows, present, parts, start = plan
-        keep = [i for i, h in enumerate(idx.tolist()) if h in rows]
-        if not keep:
-            return None
-        nodes = idx[keep]
-        if start is not None:
-            return keep, nodes, start[:, :, positions].unsqueeze(0), torch.zeros(1, dtype=torch.long, device=idx.device)
-        key = (layer, role, tuple(keep))
-        if key not in self.memo:
-            sub = present[[rows.index(h) for h in nodes.tolist()]]
-            patterns, inverse = torch.unique(sub.to(torch.uint8), dim=0, return_inverse=True)
-            self.memo[key] = patterns.bool(), inverse
-        patterns, inverse = self.memo[key]
-        return keep, nodes, self._sums(parts, patterns, level, key), inverse
 
     def _role(self, layer: int, role: str, idx: Tensor, positions: Tensor, level: int, plan: tuple) -> Tensor:
         """q/k/v of receiver nodes ``idx`` at ``positions`` for the ``n`` states: recomputed where changed."""
         proj = self.st.proj[layer][role]
         cur = self._once(("proj", layer, role), lambda: _take(proj, positions, idx, (self.st.T, proj.shape[2])))
-        changed = self._changed(layer, role, idx, positions, level, plan)
-        if changed is None:
+        rows, present, parts, start = plan
+        ids = idx.tolist()
+        keep = [i for i, h in enumerate(ids) if h in rows]
+        if not keep:
             return cur.unsqueeze(0)
-        keep, nodes, t, inverse = changed
+        nodes = idx[keep]
+        if start is not None:
+            t, inverse = start[:, :, positions].unsqueeze(0), torch.zeros(1, dtype=torch.long, device=idx.device)
+        else:
+            key = (layer, role, tuple(keep))
+            if key not in self.memo:
+                sub = present[[rows.index(h) for h in nodes.tolist()]]
+                patterns, inverse = torch.unique(sub.to(torch.uint8), dim=0, return_inverse=True)
+                self.memo[key] = patterns.bool(), inverse
+            patterns, inverse = self.memo[key]
+            t = self._sums(parts, patterns, level, key)
         new = self._project(layer, role, nodes, t, inverse, positions)
-        if len(keep) == idx.numel():
+        if len(keep) == len(ids):
             out = new
         else:
             out = cur.unsqueeze(0).expand(new.shape[0], *cur.shape).clone()
             out[:, :, :, keep] = new
         self.writes.append(lambda j: proj.__setitem__((slice(None), positions.unsqueeze(1), idx.unsqueeze(0)), out[j]))
         return out
-
-    def _through_usable(self, layer: int) -> bool:
-        """Whether ``through`` computes this layer's attention: LayerNorm folded for its keys and values, one
-        key/value head per query head, no rotary or q/k norm, softmax in the model's dtype."""
-        bb, L = self.bb, self.bb.layers[layer]
-        return (bb.n_kv == bb.n_heads and not bb.softmax32 and L.qk_norm is None
-                and (self.st.rot is None or not L.rope) and all(qkv_hook(layer, r) in self.st.fold for r in "kv"))
-
-    def _through_role(self, layer: int, role: str, A: Tensor, plan: tuple) -> tuple[Tensor, Optional[through.Changed]]:
-        """Keys or values of heads ``A`` for ``through.attend``: the cached ones at every position and the changed
-        heads' ``through.Changed`` (their projections at every position computed only for ``keep``)."""
-        st, every, hook = self.st, self.pos[2], qkv_hook(layer, role)
-        proj = st.proj[layer][role]
-        cur = self._once(("proj", layer, role), lambda: _take(proj, every, A, (st.T, proj.shape[2])))
-        changed = self._changed(layer, role, A, every, 2, plan)
-        if changed is None:
-            return cur, None
-        keep, nodes, t, inverse = changed
-        c, var, R, how, bias = self._fold_cache(hook, every, nodes, inverse, t.shape[0])
-        eps = self.bb.layers[layer].norm1.eps
-        at = (slice(None), every.unsqueeze(1), nodes.unsqueeze(0))
-        self.writes.append(lambda j: proj.__setitem__(at, bridge_fold.project(c, var, R, t[:, j:j + 1], inverse, how,
-                                                                              bias, eps)[0]))
-        self._store(hook, every, nodes, t, inverse)  # after the projection above, which reads the cache it updates
-        where = torch.tensor(keep, device=A.device)
-        return cur, through.Changed(where, t, inverse, how, c, var, R, bias, eps)
 
     def _attention(self, layer: int, start: Optional[tuple[str, int, Tensor]]) -> None:
         bb, st, dev = self.bb, self.st, self.st.logits.device
@@ -215,18 +250,13 @@ class Scorer(PatternSums):
         groups = sorted({int(self.group[h]) for h in affected})
         G = torch.tensor(groups, device=dev)
         every = self.pos[2]
-        if start is None and level == 1 and self._through_usable(layer):
-            q = self._role(layer, "q", A, qp, level, plans["q"])
-            (k, kc), (v, vc) = (self._through_role(layer, role, A, plans[role]) for role in "kv")
-            self.z[layer] = through.attend(q, k, v, kc, vc, qp, bb.scale, self.n)
-        else:
-            new = {role: self._role(layer, role, idx, positions, lv, plans[role])
-                   for role, idx, positions, lv in (("q", A, qp, level), ("k", G, every, 2), ("v", G, every, 2))}
-            kv_k, kv_v = new["k"], new["v"]
-            if groups != affected:
-                where = torch.tensor([groups.index(int(self.group[h])) for h in affected], device=dev)
-                kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
-            self.z[layer] = bb.attend(new["q"], kv_k, kv_v, qp)
+        new = {role: self._role(layer, role, idx, positions, lv, plans[role])
+               for role, idx, positions, lv in (("q", A, qp, level), ("k", G, every, 2), ("v", G, every, 2))}
+        kv_k, kv_v = new["k"], new["v"]
+        if groups != affected:
+            where = torch.tensor([groups.index(int(self.group[h])) for h in affected], device=dev)
+            kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
+        self.z[layer] = bb.attend(new["q"], kv_k, kv_v, qp)
         res = bb.result_by_head(layer, self.z[layer], A)  # (|A|, n, B, T_q, d)
         acts = st.acts[result_hook(layer)]
         cached = self._once(("result", layer), lambda: _take(acts, qp, A, (st.T, bb.n_heads)).permute(2, 0, 1, 3)
@@ -296,7 +326,7 @@ class Scorer(PatternSums):
         """Logits ``(n, B, T, vocab)`` of the ``n`` states: ``extra[j]`` added to ``receiver[r]``'s input."""
         self.delta, self.writes, self.z = {}, [], {}
         graph, bb, st = self.graph, self.bb, self.st
-        n = self.n = extra.shape[0]
+        n = extra.shape[0]
         P = self.pos[1]
         d: Optional[Tensor]
         self.layer = bb.n_layers if receiver == graph.output else int(receiver.split(".")[1])
