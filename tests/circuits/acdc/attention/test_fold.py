@@ -156,12 +156,16 @@ def test_stacked_bridge_path_matches_the_reference():
     assert max(abs(fast.effects[e] - ref.effects[e]) for e in ref.effects) < 1e-12
 
 
-@settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 10_000), u=st.integers(1, 3), level=st.sampled_from([1, 2]))
-def test_pattern_sums_equal_the_sum_over_present_senders(seed, u, level):
+@pytest.mark.parametrize("order", list(itertools.permutations([0, 1, 2])))
+@pytest.mark.parametrize("u", [1, 2, 3])
+@pytest.mark.parametrize("level", [1, 2])
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_pattern_sums_equal_the_sum_over_present_senders(seed, u, level, order):
     """``Scorer._sums``: per pattern, the sum of (new - cached) over the pattern's senders; a sender known at the
-    metric positions only (level 1) read at every position (level 2) adds there and nowhere else. Senders'
-    outputs node-first ``(a, n, B, T, d)``, the sums pattern-first ``(U, n, B, T, d)``."""
+    metric positions only (level 1) read at every position (level 2) adds there and nowhere else. Senders' outputs
+    node-first ``(a, n, B, T, d)``, the sums pattern-first ``(U, n, B, T, d)``; the senders in any order (the first
+    one read makes the sum, the others are added into it; a one-node sender read alone is used as is)."""
     from circuits.acdc.attention.scorer import Scorer
 
     g = torch.Generator().manual_seed(seed)
@@ -170,20 +174,26 @@ def test_pattern_sums_equal_the_sum_over_present_senders(seed, u, level):
     scorer = Scorer.__new__(Scorer)
     scorer.pos = {1: P, 2: torch.arange(T)}
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    parts = [(r(a, n, B, T, d), r(a, B, T, d), 2),  # heads at every position
+    kinds = [(r(a, n, B, T, d), r(a, B, T, d), 2),  # heads at every position
              (r(a, n, B, 2, d), r(a, B, 2, d), 1),  # heads known at P only
              (r(1, n, B, T, d), r(1, B, T, d), 2)]  # an MLP
-    patterns = torch.rand(u, 2 * a + 1, generator=g) < 0.6
-    patterns[:, 0] = True  # every pattern reads something
+    columns = {0: range(0, a), 1: range(a, 2 * a), 2: range(2 * a, 2 * a + 1)}
+    read = torch.rand(u, 2 * a + 1, generator=g) < 0.6
+    read[:, 2 * a] |= ~read.any(1)  # every pattern reads something
+    parts = [kinds[i] for i in order]
+    before = [(t.clone(), old.clone()) for t, old, _ in kinds]
+    patterns = torch.cat([read[:, list(columns[i])] for i in order], 1)
     got = scorer._sums(parts, patterns, level)  # level 1: at the metric positions P only
     expected = torch.zeros(u, n, B, T, d, dtype=torch.float64)
     for k in range(u):
         for s in range(a):
-            if patterns[k, s]:
-                expected[k] += parts[0][0][s] - parts[0][1][s]
-            if patterns[k, a + s]:
-                expected[k, :, :, P] += parts[1][0][s] - parts[1][1][s]
-        if patterns[k, 2 * a]:
-            expected[k] += parts[2][0][0] - parts[2][1][0]
+            if read[k, s]:
+                expected[k] += kinds[0][0][s] - kinds[0][1][s]
+            if read[k, a + s]:
+                expected[k, :, :, P] += kinds[1][0][s] - kinds[1][1][s]
+        if read[k, 2 * a]:
+            expected[k] += kinds[2][0][0] - kinds[2][1][0]
     expected = expected if level == 2 else expected[:, :, :, P]
     assert torch.allclose(got.expand_as(expected), expected, rtol=0, atol=1e-12)
+    for (t, old, _), (t0, old0) in zip(kinds, before):  # the senders' outputs are read, never written
+        assert torch.equal(t, t0) and torch.equal(old, old0)
