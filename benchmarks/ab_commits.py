@@ -41,20 +41,34 @@ def main() -> None:
     ap.add_argument("--arch", default="gpt2", choices=["gpt2", "neox", "qwen3", "llama"])
     args = ap.parse_args()
     repo = Path(__file__).resolve().parent.parent
+    if args.repeats < 1:
+        ap.error(f"--repeats must be at least 1, got {args.repeats}")
+    if len(set(args.commits)) != len(args.commits):
+        ap.error(f"each commit once, got {args.commits}")
+    for commit in args.commits:  # before any work: a name git cannot resolve to a commit of this repository
+        found = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
+                               capture_output=True, text=True)
+        if found.returncode != 0:
+            ap.error(f"not a commit of this repository: {commit!r}")
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {}
-        for commit in args.commits:
-            tree = Path(tmp) / f"tree{len(trees)}"
-            subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(tree), commit], check=True)
-            trees[commit] = tree
+        trees: dict[str, Path] = {}
         times: dict[str, list[float]] = {c: [] for c in args.commits}
         try:
+            for commit in args.commits:
+                tree = Path(tmp) / f"tree{len(trees)}"
+                subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(tree), commit],
+                               check=True)
+                trees[commit] = tree
             for rep in range(args.repeats):
                 for commit, tree in trees.items():
                     code = _RUN.format(bench=str(tree / "benchmarks"), layers=args.layers, arch=args.arch)
                     env = {**os.environ, "PYTHONPATH": str(tree)}
-                    out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True,
-                                         text=True, check=True).stdout.split()
+                    run = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True,
+                                         text=True)
+                    if run.returncode != 0:
+                        sys.exit(f"ab_commits: the run at {commit} failed (exit {run.returncode}):\n"
+                                 f"{run.stderr[-2000:]}")
+                    out = run.stdout.split()
                     times[commit].append(float(out[0]))
                     print(f"repeat {rep}: {commit}: {float(out[0]):.2f} s CPU, {out[1]} edges kept, {out[2]} passes",
                           flush=True)
