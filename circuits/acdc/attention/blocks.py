@@ -260,7 +260,7 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 
 def gelu_tanh(x: Tensor) -> Tensor:
     """GELU's tanh form ``0.5 x (1 + tanh(y))``, ``y = sqrt(2/pi) (x + 0.044715 x^3)``, computed as the equal
-    ``x / (1 + exp(-2y))``: ~15 ns per float64 element on the 2-core VM against ~17 for torch's
+    ``x / (1 + exp(-2y))``: 9-15 ns per float64 element on the 2-core VM (by host and day) against ~17 for torch's
     ``gelu(approximate="tanh")`` kernel (``benchmarks/bench_gelu.py``), within 1e-15 of it. Large negative ``x`` gives
     ``x / inf = -0``, the function's limit."""
     y = x * x
