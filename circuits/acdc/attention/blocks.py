@@ -224,7 +224,7 @@ class BridgeBlocks:
 
     def result(self, layer: int, z: Float[Tensor, "*b pos h dh"], heads: Tensor) -> Float[Tensor, "*b pos h d"]:
         """``hook_result``: each head's output ``z_h W_O[h]`` (without b_O)."""
-        return torch.einsum("...he,hed->...hd", z, self.layers[layer].W_O[heads])
+        return self.result_by_head(layer, z, heads).movedim(0, -2)
 
     def result_by_head(self, layer: int, z: Float[Tensor, "*b pos h dh"], heads: Tensor) -> Float[Tensor, "h *b pos d"]:
         """``result``, head axis first: one batched product over the heads, no copy of the output."""
@@ -242,8 +242,9 @@ class BridgeBlocks:
         w_in, b_in, w_gate, w_out, b_out = L.mlp
         h = norm(x, L.norm2)
         pre = F.linear(h, w_in, b_in)
-        mid = self.act(pre) if w_gate is None else self.act(F.linear(h, w_gate)) * pre
-        return F.linear(mid, w_out, b_out)
+        if w_gate is None:
+            return self.mlp_out(layer, pre)
+        return F.linear(self.act(F.linear(h, w_gate)) * pre, w_out, b_out)
 
     def mlp_out(self, layer: int, pre: Float[Tensor, "*b m"]) -> Float[Tensor, "*b d"]:
         """An ungated MLP from its first map's output ``pre = norm2(x) W_in + b_in`` on."""
