@@ -37,6 +37,7 @@ def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: T
         taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
         extra = torch.cumsum(taken, dim=0) - taken + c[pos:end]  # exclusive prefix of predicted removals + own
         scores = stack.score(r, extra if offset is None else extra + offset).tolist()
+        premised = _premised(scores, guess, current)
         cur = current
         for i, new in enumerate(scores):
             conn, s = cands[pos + i]
@@ -52,7 +53,20 @@ def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: T
                     offset += c[pos + i]
             if removed[-1] != guess[i]:
                 for j in range(i + 1, len(scores)):
-                    rescored[pos + j] = scores[j] - cur < p.threshold
+                    rescored[pos + j] = premised[j] < p.threshold
                 break
         current, pos = cur, pos + i + 1
     return effects, removed, current
+
+
+def _premised(scores: list[float], guess: list[bool], current: float) -> list[float]:
+    """Each state's effect in the chain the pass was built on: ``scores[j]`` minus the metric of the circuit the chain
+    reached before ``j`` (the last state guessed removed, else ``current``). After a wrong guess at ``i`` this is the
+    next guesses' estimate for ``j > i``: the effect of ``j`` with ``i``'s decision the other way (to first order the
+    same), where ``scores[j]`` minus the true current would carry ``i``'s own effect too."""
+    out, cur = [], current
+    for new, removed in zip(scores, guess):
+        out.append(new - cur)
+        if removed:
+            cur = new
+    return out
