@@ -96,8 +96,9 @@ class DeltaStack:
         return out
 
 
-def _verified_baseline(p: Problem) -> Optional[tuple[Any, bridge_delta.Baseline]]:
-    """``(BridgeBlocks, baseline)`` when the functional blocks reproduce this bridge's patched forward on the clean
+def _verified_baseline(p: Problem) -> tuple[Optional[tuple[Any, bridge_delta.Baseline]], Tensor]:
+    """The bridge's own logits of the starting circuit (its patched forward on the clean batch), and ``(BridgeBlocks,
+    baseline)`` when the functional blocks reproduce this bridge's patched forward on the clean
     batch (logits within 1e-5 of their scale in float64, where HF still takes some norms and softmaxes in float32;
     1e-3 in lower precision), else None with a warning (an error with ``Options.strict``): a configuration the blocks do not model is scored by
     stacked bridge forwards rather than wrongly."""
@@ -110,13 +111,13 @@ def _verified_baseline(p: Problem) -> Optional[tuple[Any, bridge_delta.Baseline]
     err = float((st.logits - want).abs().max())
     rel = 1e-5 if want.dtype == torch.float64 else 1e-3  # a block computing something else is off by far more
     if err <= rel * (1.0 + float(want.abs().max())):
-        return bb, st
+        return (bb, st), want
     msg = (f"circuits: the fast engine's functional blocks differ from this bridge's forward (largest logit "
            f"difference {err:.3g})")
     if p.options.strict:
         raise RuntimeError(f"{msg}; Options.strict forbids falling back to stacked bridge forwards")
     warnings.warn(f"{msg}; scoring by stacked bridge forwards instead (slower, same circuit)")
-    return None
+    return None, want
 
 
 class Attention:
@@ -136,8 +137,9 @@ class Attention:
         self.p, self.o = p, p.options.attention
         self.stats = Stats()
         verified = None
+        self.start_logits: Optional[Tensor] = None  # the starting circuit's, from the bridge (``start``)
         if self.o.delta and blocks.supported(p.model, p.clean.shape[1]):
-            verified = _verified_baseline(p)
+            verified, self.start_logits = _verified_baseline(p)
         self.bb, self.base = verified if verified is not None else (None, None)
         self.path = "attention.delta" if verified is not None else "attention.stacked"
         make = self.o.guesser or speculate.Guesser
@@ -147,7 +149,10 @@ class Attention:
         self.c = torch.empty(0)
 
     def start(self) -> float:
-        return self.p.score(self.p.mask)
+        """The starting circuit's metric, from the bridge's forward the blocks were checked against (when they were)."""
+        if self.start_logits is None:
+            return self.p.score(self.p.mask)
+        return float(self.p.metric(self.start_logits, self.p.full_logits))
 
     def enter(self, receiver: str) -> None:
         p = self.p
