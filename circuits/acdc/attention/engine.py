@@ -174,7 +174,7 @@ class Attention:
         cands = [(s.conn, i) for s in node.spans for i in s.senders.tolist()]
         c = _contributions(p, node.receiver, node.index, cands, self.acts)
         zero = c.reshape(len(cands), -1).pow(2).sum(dim=1) == 0
-        self.c = c[~zero]
+        self.c = c[~zero] if bool(zero.any()) else c  # a boolean gather copies every contribution
         return tuple(torch.split(zero, [len(s.senders) for s in node.spans]))
 
     def decide(self, node: Node, current: Any) -> Decisions:

@@ -68,11 +68,11 @@ def _normalised(moved: Tensor, mean_t: Tensor, var_t: Tensor, dots: Tensor, var:
 
 
 class Plan(NamedTuple):
-    """How ``project`` multiplies: per pattern read, its index, the heads reading it and their ``W^`` as one
-    ``(|sel| dh, d)`` matrix (``F.linear``'s faster layout); every head's ``W^`` summed over ``d``; all ``W^``;
+    """How ``project`` multiplies: per pattern read, its index, the heads reading it (a slice when they are a run) and
+    their ``W^`` as one ``(|sel| dh, d)`` matrix (``F.linear``'s faster layout); every head's ``W^`` summed over ``d``; all ``W^``;
     the pattern each head reads (``inverse`` as ints)."""
 
-    groups: list[tuple[int, Tensor, Tensor]]
+    groups: list[tuple[int, Any, Tensor]]
     colsum: Tensor
     w_hat: Tensor
     reads: list[int]
@@ -81,11 +81,13 @@ class Plan(NamedTuple):
 def plan(w_hat: Float[Tensor, "k d dh"], inverse: Tensor, u: int) -> Plan:
     """``project``'s ``Plan`` for ``k`` heads reading ``u`` patterns (head ``h`` reads pattern ``inverse[h]``)."""
     k, d, dh = w_hat.shape
-    groups = []
+    groups: list[tuple[int, Any, Tensor]] = []
     for p in range(u):
         sel = torch.nonzero(inverse == p).flatten()
         if sel.numel():
-            groups.append((p, sel, w_hat[sel].transpose(1, 2).reshape(sel.numel() * dh, d).contiguous()))
+            lo, hi = int(sel[0]), int(sel[-1]) + 1
+            where = slice(lo, hi) if hi - lo == sel.numel() else sel  # a run of heads: written by a plain copy
+            groups.append((p, where, w_hat[sel].transpose(1, 2).reshape(sel.numel() * dh, d).contiguous()))
     return Plan(groups, w_hat.sum(1), w_hat, inverse.tolist())
 
 
@@ -126,7 +128,7 @@ def project(c: Float[Tensor, "batch pos k d"], var: Float[Tensor, "batch pos k"]
         var_t, mean_t = var_t[inverse].permute(1, 2, 3, 0), mean_t[inverse].permute(1, 2, 3, 0)
         moved = t.new_empty(n, B, T, k, dh)
         for p, sel, w in how.groups:
-            moved[:, :, :, sel] = F.linear(t[p], w).view(n, B, T, sel.numel(), dh)
+            moved[:, :, :, sel] = F.linear(t[p], w).view(n, B, T, w.shape[0] // dh, dh)
     return _normalised(moved, mean_t, var_t, dots, var, R, how.colsum, bias, eps, d)
 
 

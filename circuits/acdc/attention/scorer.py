@@ -239,7 +239,8 @@ class Scorer:
             out = new
         else:
             out = cur.unsqueeze(0).expand(new.shape[0], *cur.shape).clone()
-            out[:, :, :, keep] = new
+            run = keep[-1] + 1 - keep[0] == len(keep)  # a run of nodes: written by a plain copy
+            out[:, :, :, slice(keep[0], keep[-1] + 1) if run else keep] = new
         self.writes.append(lambda j: _put(proj, positions, idx, (self.st.T, proj.shape[2]), out[j]))
         return out
 
