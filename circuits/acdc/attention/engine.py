@@ -48,12 +48,13 @@ from circuits.graph import Graph
 from circuits.patching import run_with_mask
 
 
-def _contributions(p: Problem, receiver: str, r: int, cands: list[tuple[Any, int]], acts: dict[str, Tensor]) -> Tensor:
+def _contributions(p: Problem, cands: list[tuple[Any, int]], acts: dict[str, Tensor], diffs: dict[str, Tensor]
+                   ) -> Tensor:
     """``c_{s->r}`` of each candidate edge (module docstring), stacked: ``(n_cand, batch, *node_shape)``. With SPEC 7's
     contributions (``Attention.supports``: a sender's output summed into the residual stream, copied to every receiver
-    node) this is sender node ``s``'s own ``a'_s - a_s`` whatever ``r`` (the sum over the other, zero, nodes is exact)."""
+    node) this is sender node ``s``'s own ``a'_s - a_s`` whatever ``r`` (the sum over the other, zero, nodes is exact).
+    ``diffs``: each sender hook's ``a' - a``, filled as needed (valid while ``acts`` are)."""
     graph = p.graph
-    diffs: dict[str, Tensor] = {}
     out = []
     for conn, s in cands:
         if conn.sender not in diffs:
@@ -158,6 +159,7 @@ class Attention:
         p = self.p
         self.guesser.start(receiver)
         self.acts: Optional[dict[str, Tensor]] = self.base.acts if self.base is not None else None
+        self.diffs: dict[str, Tensor] = {}  # senders' ``a' - a``: fixed while the receiver is processed, as ``acts``
         if self.base is not None:
             self.lvl = bridge_delta.levels(self.bb, p.graph, p.mask)
             self.stack: Any = DeltaStack(p, None, receiver, self.guesser)
@@ -172,7 +174,7 @@ class Attention:
             senders = tuple(dict.fromkeys(s.conn.sender for s in node.spans))
             _, self.acts = run_with_mask(p.model, p.clean, p.a_prime, p.mask, p.graph, senders)
         cands = [(s.conn, i) for s in node.spans for i in s.senders.tolist()]
-        c = _contributions(p, node.receiver, node.index, cands, self.acts)
+        c = _contributions(p, cands, self.acts, self.diffs)
         zero = c.reshape(len(cands), -1).pow(2).sum(dim=1) == 0
         self.c = c[~zero] if bool(zero.any()) else c  # a boolean gather copies every contribution
         return tuple(torch.split(zero, [len(s.senders) for s in node.spans]))

@@ -35,8 +35,8 @@ def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: T
         end = pos + stack.guesser.block(q, k_max)
         pred = torch.tensor(guess[:end - pos], dtype=torch.bool, device=c.device)
         taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
-        extra = torch.cumsum(taken, dim=0) - taken + c[pos:end]  # exclusive prefix of predicted removals + own
-        scores = stack.score(r, extra if offset is None else extra + offset).tolist()
+        extra = torch.cumsum(taken, dim=0).sub_(taken).add_(c[pos:end])  # exclusive prefix of guessed removals + own
+        scores = stack.score(r, extra if offset is None else extra.add_(offset)).tolist()
         premised = _premised(scores, guess, current)
         cur = current
         for i, new in enumerate(scores):
