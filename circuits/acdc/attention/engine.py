@@ -148,6 +148,7 @@ class Attention:
         self.copy: dict[str, bool] = {}  # per copy point: whether states may be copied there (``Stacked``)
         self.P = bridge_delta.metric_positions(p.metric, p.full_logits) if verified is not None else None
         self.c = torch.empty(0)
+        self.lasting: dict = {}  # ``Scorer._lasting``: shared by the scorers of every node of this discovery
 
     def start(self) -> float:
         """The starting circuit's metric, from the bridge's forward the blocks were checked against (when they were)."""
@@ -184,7 +185,8 @@ class Attention:
         cands = [(s.conn, i) for s in node.spans for i in s.senders.tolist()]
         offset = None
         if self.base is not None:
-            self.stack.scorer = bridge_scorer.Scorer(self.bb, p.graph, p.mask, self.base, self.lvl, self.P)
+            self.stack.scorer = bridge_scorer.Scorer(self.bb, p.graph, p.mask, self.base, self.lvl, self.P,
+                                                     self.lasting)
             offset = torch.zeros_like(c[0])
         before = self.stack.passes
         k_max = _block(tuple(c.shape[1:]), self.o.state_elements, self.o.max_block)

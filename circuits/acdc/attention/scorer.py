@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from circuits.acdc.attention import fold as bridge_fold
+from circuits.acdc.attention import fold as bridge_fold, recipes
 from circuits.acdc.attention.delta import ROLES, Baseline
 from circuits.graph import Graph
 from circuits.acdc.attention.blocks import BridgeBlocks
@@ -56,35 +56,6 @@ def _put(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int], val
         t[:, positions.unsqueeze(1), nodes.unsqueeze(0)] = value
 
 
-def _recipe(patterns: Tensor, sizes: list[int], dtype: torch.dtype) -> list[tuple[Optional[str], Optional[Tensor]]]:
-    """How ``_pattern_sum`` takes each part (``sizes``: its nodes) into the ``U`` pattern sums: None (no pattern
-    reads it), "all" (one pattern reading its one node), "sum" (one pattern reading all its nodes), "scale" (one
-    node: times each pattern's 0/1) or "mm" (the ``(U, a)`` 0/1 matrix)."""
-    out: list[tuple[Optional[str], Optional[Tensor]]] = []
-    off, U = 0, patterns.shape[0]
-    for a in sizes:
-        p = patterns[:, off:off + a]
-        off += a
-        if not bool(p.any()):
-            out.append((None, None))
-        elif U == 1 and bool(p.all()):
-            out.append(("all" if a == 1 else "sum", None))
-        else:
-            out.append(("scale" if a == 1 else "mm", p.to(dtype).reshape(U, a) if a > 1 else p[:, 0].to(dtype)))
-    return out
-
-
-def _term(t: Tensor, how: str, w: Optional[Tensor]) -> Tensor:
-    """One node-first part ``t (a, ...)`` taken into the pattern sums as ``_recipe`` says (``how`` not None)."""
-    if how == "all":
-        return t
-    if how == "sum":
-        return t.sum(0, keepdim=True)
-    if how == "scale":
-        return w.view(-1, *[1] * (t.dim() - 1)) * t
-    return (w @ t.reshape(t.shape[0], -1)).view(w.shape[0], *t.shape[1:])
-
-
 def _per_node(t: Tensor, inverse: Tensor) -> Tensor:
     """Pattern-first changes ``(U, n, B, T, d)`` as each receiver node's, ``(n, B, T, k, d)``."""
     return t[inverse].permute(1, 2, 3, 0, 4)
@@ -93,8 +64,12 @@ def _per_node(t: Tensor, inverse: Tensor) -> Tensor:
 class Scorer:
     """Scores stacked candidate states of receiver nodes of one hook against a ``baseline`` (module docstring)."""
 
-    def __init__(self, bb: BridgeBlocks, graph: Graph, mask: Any, st: Baseline, lvl: dict, P: Tensor) -> None:
+    def __init__(self, bb: BridgeBlocks, graph: Graph, mask: Any, st: Baseline, lvl: dict, P: Tensor,
+                 lasting: Optional[dict] = None) -> None:
         self.bb, self.graph, self.mask, self.st, self.lvl = bb, graph, mask, st, lvl
+        # what depends only on the weights and on masks of receivers already decided (final: ACDC runs output-first),
+        # kept across the nodes of one discovery (``_lasting``)
+        self.lasting: dict[Any, Any] = {} if lasting is None else lasting
         dev = st.logits.device
         self.pos = {1: P, 2: torch.arange(st.T, device=dev)}
         self.group = torch.arange(bb.n_heads, device=dev) // (bb.n_heads // bb.n_kv)
@@ -116,41 +91,55 @@ class Scorer:
             self.memo[key] = make()
         return self.memo[key]
 
+    def _lasting(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()`` the first time ``key`` is asked for in the discovery: what is a function of the weights and of
+        the masks into receivers already decided, which no later step changes (the key names everything else it
+        depends on)."""
+        if key not in self.lasting:
+            self.lasting[key] = make()
+        return self.lasting[key]
+
     def _changes(self, receiver: str) -> tuple[list[int], Optional[Tensor], _Parts]:
         """Receiver nodes with a present edge from a changed sender, their present-edge rows over the changed
-        sender nodes ``(k, K)``, and the changed senders' deltas in the rows' column order."""
+        sender nodes ``(k, K)``, and the changed senders' deltas in the rows' column order. The rows depend on the
+        changed senders' nodes and on the masks into ``receiver``, final (it is downstream of the node decided)."""
         if receiver not in self.memo:
-            senders, cols = [], []
-            for conn in self.graph.connections_into(receiver):
-                if conn.sender in self.delta:
-                    idx, m = self.delta[conn.sender][0], self.mask[(conn.sender, receiver)]
-                    cols.append(m[:, idx] if idx is not None else m[:, :1])
-                    senders.append(conn.sender)
-            if not senders:
-                self.memo[receiver] = [], None, senders
-            else:
-                present = torch.cat(cols, 1)
-                hit = present.any(1)
-                self.memo[receiver] = torch.nonzero(hit).flatten().tolist(), present[hit], senders
+            changed = tuple((c.sender, None if (idx := self.delta[c.sender][0]) is None else tuple(idx.tolist()))
+                            for c in self.graph.connections_into(receiver) if c.sender in self.delta)
+            self.memo[("changed", receiver)] = changed
+            self.memo[receiver] = self._lasting(("rows", receiver, changed), lambda: self._rows(receiver, changed))
         rows, present, senders = self.memo[receiver]
         parts = [(new, old, slevel) for _, new, old, slevel in (self.delta[s] for s in senders)]
         return rows, present, parts
 
-    def _sums(self, parts: _Parts, patterns: Tensor, level: int, key: Any = None) -> Tensor:
+    def _rows(self, receiver: str, changed: tuple) -> tuple[list[int], Optional[Tensor], list[str]]:
+        """``_changes``'s rows and present-edge matrix for the changed senders ``changed`` (hook, nodes or None)."""
+        if not changed:
+            return [], None, []
+        cols = []
+        for sender, idx in changed:
+            m = self.mask[(sender, receiver)]
+            cols.append(m[:, list(idx)] if idx is not None else m[:, :1])
+        present = torch.cat(cols, 1)
+        hit = present.any(1)
+        return torch.nonzero(hit).flatten().tolist(), present[hit], [sender for sender, _ in changed]
+
+    def _sums(self, parts: _Parts, patterns: Tensor, level: int, key: Any = None, structure: Any = None) -> Tensor:
         """``t_u = sum_{s in pattern u} (new_s - cached_s)`` at ``level``'s positions, ``(U, n, B, T_level, d)``:
         the new outputs summed into one tensor, the cached ones (no state axis) apart and, under ``key``, once per
         node; one difference at the end. A sender known at the metric positions only but read at every position
         adds there alone (the other positions feed only outputs nothing reads)."""
         sizes = [t.shape[0] for t, _, _ in parts]
-        make_recipe = lambda: _recipe(patterns, sizes, parts[0][0].dtype)  # noqa: E731
-        recipe = make_recipe() if key is None else self._once(("recipe", key), make_recipe)
+        make_recipe = lambda: recipes.recipe(patterns, sizes, parts[0][0].dtype)  # noqa: E731
+        recipe = make_recipe() if structure is None else self._lasting(("recipe", structure, tuple(sizes)),
+                                                                       make_recipe)
         new, fresh = self._pattern_sum([(t, slevel) for t, _, slevel in parts], recipe, level)
         make = lambda: self._pattern_sum([(t, slevel) for _, t, slevel in parts], recipe, level)[0]  # noqa: E731
         old = (make() if key is None else self._once(("cached sums", key, level), make)).unsqueeze(1)
         return new.sub_(old) if fresh else new - old
 
     def _pattern_sum(self, parts: list[tuple[Tensor, int]], recipe: list, level: int) -> tuple[Tensor, bool]:
-        """Per pattern, the sum of the node-first parts ``(t (a, ..., T_l, d), level of t)`` it reads (``_recipe``),
+        """Per pattern, the sum of the node-first parts ``(t (a, ..., T_l, d), level of t)`` it reads (``recipes.recipe``),
         at ``level``'s positions, pattern-first; and whether the result is a new tensor (else a view of a part).
         The first part read makes the result, the others are added into it in place (one pass over it each)."""
         out: Optional[Tensor] = None
@@ -161,7 +150,7 @@ class Scorer:
             if slevel > level:
                 t = t.index_select(-2, self.pos[level])
             if out is None or not fresh or slevel < level:
-                term = _term(t, how, w)
+                term = recipes.term(t, how, w)
                 if slevel < level:
                     term = self._widen(term) if out is None else term
                 if out is None:
@@ -198,11 +187,13 @@ class Scorer:
             x = self._once(("input", hook), lambda: _take(st.x[hook], positions, nodes, full)) + _per_node(t, inverse)
             out = bb.project(layer, role, x, nodes, st.rot, positions)
         else:
-            def cached() -> tuple[Any, ...]:
+            def weights() -> tuple[bridge_fold.Plan, Tensor]:
                 w_hat, bias = st.fold_w[hook]
-                return (*(_take(fold[key], positions, nodes, full) for key in ("c", "var", "R")),
-                        bridge_fold.plan(w_hat[nodes], inverse, t.shape[0]), bias[nodes])
-            c, var, R, plan, bias = self._once(("input", hook, t.shape[0]), cached)
+                return bridge_fold.plan(w_hat[nodes], inverse, t.shape[0]), bias[nodes]
+            c, var, R = self._once(("input", hook), lambda: tuple(_take(fold[key], positions, nodes, full)
+                                                                  for key in ("c", "var", "R")))
+            plan, bias = self._lasting(("plan", hook, tuple(nodes.tolist()), tuple(inverse.tolist()), t.shape[0]),
+                                      weights)
             out = bridge_fold.project(c, var, R, t, inverse, plan, bias, bb.layers[layer].norm1.eps)
             out = bb.rotate(out, role, st.rot, positions, layer)
         def write(j: int) -> None:
@@ -228,12 +219,14 @@ class Scorer:
             t, inverse = start[:, :, positions].unsqueeze(0), torch.zeros(1, dtype=torch.long, device=idx.device)
         else:
             key = (layer, role, tuple(keep))
-            if key not in self.memo:
+            structure = (self.memo[("changed", qkv_hook(layer, role))], key)
+
+            def unique() -> tuple[Tensor, Tensor]:
                 sub = present[[rows.index(h) for h in nodes.tolist()]]
                 patterns, inverse = torch.unique(sub.to(torch.uint8), dim=0, return_inverse=True)
-                self.memo[key] = patterns.bool(), inverse
-            patterns, inverse = self.memo[key]
-            t = self._sums(parts, patterns, level, key)
+                return patterns.bool(), inverse
+            patterns, inverse = self._lasting(("patterns", structure), unique)
+            t = self._sums(parts, patterns, level, key, structure)
         new = self._project(layer, role, nodes, t, inverse, positions)
         if len(keep) == len(ids):
             out = new
@@ -290,7 +283,7 @@ class Scorer:
             rows, present, parts = self._changes(hook)
             if not rows:
                 return
-            d = self._sums(parts, present, level, hook)[0]
+            d = self._sums(parts, present, level, hook, self.memo[("changed", hook)])[0]
         st = self.st
         x_cached, out_cached = self._once(("mlp", layer), lambda: (st.x[hook][:, positions],
                                                                   st.acts[out][:, positions]))
@@ -359,7 +352,7 @@ class Scorer:
                 if mlp_in_hook(later) in graph.nodes:
                     self._mlp(later, None)
             rows, present, parts = self._changes(graph.output)
-            d = self._sums(parts, present, 1, graph.output)[0] if rows else None
+            d = self._sums(parts, present, 1, graph.output, self.memo[("changed", graph.output)])[0] if rows else None
         logits = st.logits.unsqueeze(0).expand(n, *st.logits.shape)
         if d is None:
             return logits
