@@ -21,7 +21,8 @@ def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: T
 
     Which states a pass scores (how many, under which guesses) is ``stack.guesser``'s choice; after a miss, the
     states scored past it give the next guesses. ``offset`` (delta path: states are scored against a cached
-    baseline taken before this node's removals) accumulates the accepted removals' contributions."""
+    baseline taken before this node's removals) becomes, after each pass, the input change of the state of the node's
+    last removal so far (the sum of the removed contributions)."""
     sizes = c.reshape(len(cands), -1).pow(2).sum(dim=1).tolist()
     rescored: list[Optional[bool]] = [None] * len(cands)  # guesses read from states scored in an earlier pass
     effects: list[float] = []
@@ -38,7 +39,7 @@ def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: T
         extra = torch.cumsum(taken, dim=0).sub_(taken).add_(c[pos:end])  # exclusive prefix of guessed removals + own
         scores = stack.score(r, extra if offset is None else extra.add_(offset)).tolist()
         premised = _premised(scores, guess, current)
-        cur = current
+        cur, last = current, None
         for i, new in enumerate(scores):
             conn, s = cands[pos + i]
             effects.append(new - cur)
@@ -49,12 +50,13 @@ def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: T
                 p.mask[(conn.sender, receiver)][r, s] = False
                 cur = new
                 stack.accepted(i)
-                if offset is not None:
-                    offset += c[pos + i]
+                last = i
             if removed[-1] != guess[i]:
                 for j in range(i + 1, len(scores)):
                     rescored[pos + j] = premised[j] < p.threshold
                 break
+        if offset is not None and last is not None:  # the input change of the last removal's state, as scored
+            offset.copy_(extra[last])
         current, pos = cur, pos + i + 1
     return effects, removed, current
 
