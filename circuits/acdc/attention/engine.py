@@ -98,11 +98,11 @@ class DeltaStack:
 
 
 def _verified_baseline(p: Problem) -> tuple[Optional[tuple[Any, bridge_delta.Baseline]], Tensor]:
-    """The bridge's own logits of the starting circuit (its patched forward on the clean batch), and ``(BridgeBlocks,
-    baseline)`` when the functional blocks reproduce this bridge's patched forward on the clean
+    """``(BridgeBlocks, baseline)`` when the functional blocks reproduce this bridge's patched forward on the clean
     batch (logits within 1e-5 of their scale in float64, where HF still takes some norms and softmaxes in float32;
-    1e-3 in lower precision), else None with a warning (an error with ``Options.strict``): a configuration the blocks do not model is scored by
-    stacked bridge forwards rather than wrongly."""
+    1e-3 in lower precision), else None with a warning (an error with ``Options.strict``): a configuration the blocks
+    do not model is scored by stacked bridge forwards rather than wrongly. Returned with that forward's logits (the
+    starting circuit's, the bridge's own)."""
     from circuits.acdc.attention.blocks import BridgeBlocks
 
     bb = BridgeBlocks(p.model)

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.acdc.attention.gather import run
+
 
 def usable(bb: Any, layer: int) -> bool:
     """Whether layer ``layer``'s attention norm is a LayerNorm with weights computed in the input's dtype."""
@@ -68,9 +70,9 @@ def _normalised(moved: Tensor, mean_t: Tensor, var_t: Tensor, dots: Tensor, var:
 
 
 class Plan(NamedTuple):
-    """How ``project`` multiplies: per pattern read, its index, the heads reading it (a slice when they are a run) and
-    their ``W^`` as one ``(|sel| dh, d)`` matrix (``F.linear``'s faster layout); every head's ``W^`` summed over ``d``; all ``W^``;
-    the pattern each head reads (``inverse`` as ints)."""
+    """How ``project`` multiplies: per pattern read, its index, the heads reading it (``gather.run``: a slice when they
+    are a run) and their ``W^`` as one ``(|sel| dh, d)`` matrix (``F.linear``'s faster layout); every head's ``W^``
+    summed over ``d``; all ``W^``; the pattern each head reads (``inverse`` as ints)."""
 
     groups: list[tuple[int, Any, Tensor]]
     colsum: Tensor
@@ -85,9 +87,7 @@ def plan(w_hat: Float[Tensor, "k d dh"], inverse: Tensor, u: int) -> Plan:
     for p in range(u):
         sel = torch.nonzero(inverse == p).flatten()
         if sel.numel():
-            lo, hi = int(sel[0]), int(sel[-1]) + 1
-            where = slice(lo, hi) if hi - lo == sel.numel() else sel  # a run of heads: written by a plain copy
-            groups.append((p, where, w_hat[sel].transpose(1, 2).reshape(sel.numel() * dh, d).contiguous()))
+            groups.append((p, run(sel), w_hat[sel].transpose(1, 2).reshape(sel.numel() * dh, d).contiguous()))
     return Plan(groups, w_hat.sum(1), w_hat, inverse.tolist())
 
 

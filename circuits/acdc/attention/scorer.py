@@ -28,37 +28,12 @@ from torch import Tensor
 
 from circuits.acdc.attention import fold as bridge_fold, recipes
 from circuits.acdc.attention.delta import ROLES, Baseline
+from circuits.acdc.attention.gather import per_node, put, run, take
 from circuits.graph import Graph
 from circuits.acdc.attention.blocks import BridgeBlocks
 from circuits.models.transformer_bridge import mlp_in_hook, mlp_out_hook, qkv_hook, result_hook
 
 _Parts = list[tuple[Tensor, Tensor, int]]  # (new (a, n, B, T_l, d), cached (a, B, T_l, d), level)
-
-
-def _take(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int]) -> Tensor:
-    """``t[:, positions][:, :, nodes]``, without copying when both are everything."""
-    if positions.numel() != full[0]:
-        t = t[:, positions]
-    return t if nodes.numel() == full[1] else t[:, :, nodes]
-
-
-def _put(t: Tensor, positions: Tensor, nodes: Tensor, full: tuple[int, int], value: Tensor) -> None:
-    """``t[:, positions][:, :, nodes] = value`` in place (``_take``'s inverse), by plain copies where either index is
-    everything (an advanced-index write costs ~3x a copy)."""
-    all_pos, all_nodes = positions.numel() == full[0], nodes.numel() == full[1]
-    if all_pos and all_nodes:
-        t.copy_(value)
-    elif all_nodes:
-        t[:, positions] = value
-    elif all_pos:
-        t[:, :, nodes] = value
-    else:
-        t[:, positions.unsqueeze(1), nodes.unsqueeze(0)] = value
-
-
-def _per_node(t: Tensor, inverse: Tensor) -> Tensor:
-    """Pattern-first changes ``(U, n, B, T, d)`` as each receiver node's, ``(n, B, T, k, d)``."""
-    return t[inverse].permute(1, 2, 3, 0, 4)
 
 
 class Scorer:
@@ -139,9 +114,10 @@ class Scorer:
         return new.sub_(old) if fresh else new - old
 
     def _pattern_sum(self, parts: list[tuple[Tensor, int]], recipe: list, level: int) -> tuple[Tensor, bool]:
-        """Per pattern, the sum of the node-first parts ``(t (a, ..., T_l, d), level of t)`` it reads (``recipes.recipe``),
-        at ``level``'s positions, pattern-first; and whether the result is a new tensor (else a view of a part).
-        The first part read makes the result, the others are added into it in place (one pass over it each)."""
+        """Per pattern, the sum of the node-first parts ``(t (a, ..., T_l, d), level of t)`` it reads
+        (``recipes.recipe``), at ``level``'s positions, pattern-first; and whether the result is a new tensor (else a
+        view of a part). The first part read makes the result, the others are added into it in place (one pass over
+        it each)."""
         out: Optional[Tensor] = None
         fresh = False
         for (t, slevel), (how, w) in zip(parts, recipe):
@@ -184,31 +160,31 @@ class Scorer:
         full = (st.T, st.x[hook].shape[2])
         fold = st.fold.get(hook)
         if fold is None:
-            x = self._once(("input", hook), lambda: _take(st.x[hook], positions, nodes, full)) + _per_node(t, inverse)
+            x = self._once(("input", hook), lambda: take(st.x[hook], positions, nodes, full)) + per_node(t, inverse)
             out = bb.project(layer, role, x, nodes, st.rot, positions)
         else:
             def weights() -> tuple[bridge_fold.Plan, Tensor]:
                 w_hat, bias = st.fold_w[hook]
                 return bridge_fold.plan(w_hat[nodes], inverse, t.shape[0]), bias[nodes]
-            c, var, R = self._once(("input", hook), lambda: tuple(_take(fold[key], positions, nodes, full)
+            c, var, R = self._once(("input", hook), lambda: tuple(take(fold[key], positions, nodes, full)
                                                                   for key in ("c", "var", "R")))
             plan, bias = self._lasting(("plan", hook, tuple(nodes.tolist()), tuple(inverse.tolist()), t.shape[0]),
                                       weights)
             out = bridge_fold.project(c, var, R, t, inverse, plan, bias, bb.layers[layer].norm1.eps)
             out = bb.rotate(out, role, st.rot, positions, layer)
         def write(j: int) -> None:
-            x = _take(st.x[hook], positions, nodes, full) + _per_node(t[:, j:j + 1], inverse)[0]
-            _put(st.x[hook], positions, nodes, full, x)
+            x = take(st.x[hook], positions, nodes, full) + per_node(t[:, j:j + 1], inverse)[0]
+            put(st.x[hook], positions, nodes, full, x)
             if fold is not None:
                 for key, value in bridge_fold.cache(x, st.fold_w[hook][0][nodes]).items():
-                    _put(fold[key], positions, nodes, full, value)
+                    put(fold[key], positions, nodes, full, value)
         self.writes.append(write)
         return out
 
     def _role(self, layer: int, role: str, idx: Tensor, positions: Tensor, level: int, plan: tuple) -> Tensor:
         """q/k/v of receiver nodes ``idx`` at ``positions`` for the ``n`` states: recomputed where changed."""
         proj = self.st.proj[layer][role]
-        cur = self._once(("proj", layer, role), lambda: _take(proj, positions, idx, (self.st.T, proj.shape[2])))
+        cur = self._once(("proj", layer, role), lambda: take(proj, positions, idx, (self.st.T, proj.shape[2])))
         rows, present, parts, start = plan
         ids = idx.tolist()
         keep = [i for i, h in enumerate(ids) if h in rows]
@@ -232,9 +208,8 @@ class Scorer:
             out = new
         else:
             out = cur.unsqueeze(0).expand(new.shape[0], *cur.shape).clone()
-            run = keep[-1] + 1 - keep[0] == len(keep)  # a run of nodes: written by a plain copy
-            out[:, :, :, slice(keep[0], keep[-1] + 1) if run else keep] = new
-        self.writes.append(lambda j: _put(proj, positions, idx, (self.st.T, proj.shape[2]), out[j]))
+            out[:, :, :, run(keep)] = new
+        self.writes.append(lambda j: put(proj, positions, idx, (self.st.T, proj.shape[2]), out[j]))
         return out
 
     def _attention(self, layer: int, start: Optional[tuple[str, int, Tensor]]) -> None:
@@ -266,10 +241,10 @@ class Scorer:
         self.z[layer] = bb.attend(new["q"], kv_k, kv_v, qp)
         res = bb.result_by_head(layer, self.z[layer], A)  # (|A|, n, B, T_q, d)
         acts = st.acts[result_hook(layer)]
-        cached = self._once(("result", layer), lambda: _take(acts, qp, A, (st.T, bb.n_heads)).permute(2, 0, 1, 3)
+        cached = self._once(("result", layer), lambda: take(acts, qp, A, (st.T, bb.n_heads)).permute(2, 0, 1, 3)
                             .contiguous())
         self.delta[result_hook(layer)] = (A, res, cached, level)
-        self.writes.append(lambda j: _put(acts, qp, A, (st.T, bb.n_heads), res[:, j].permute(1, 2, 0, 3)))
+        self.writes.append(lambda j: put(acts, qp, A, (st.T, bb.n_heads), res[:, j].permute(1, 2, 0, 3)))
 
     def _mlp(self, layer: int, start: Optional[Tensor]) -> None:
         hook, out = mlp_in_hook(layer), mlp_out_hook(layer)

@@ -1,4 +1,4 @@
-"""Pieces of the delta scorer (``circuits.acdc.attention.scorer``) written against plain loops."""
+"""Pieces of the delta scorer (``circuits.acdc.attention.gather``) written against plain loops."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from circuits.acdc.attention.scorer import _put, _take
+from circuits.acdc.attention.gather import put as _put, take as _take
 
 
 @settings(max_examples=100, deadline=None)
@@ -27,3 +27,16 @@ def test_put_writes_each_position_and_node_and_nothing_else(positions, nodes, ex
     _put(t, pos, nod, (6, 4), value)
     assert torch.equal(t, want)
     assert torch.equal(_take(t, pos, nod, (6, 4)), value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sets(st.integers(0, 7), min_size=1))
+def test_run_selects_the_same_nodes_and_is_a_slice_exactly_for_runs(nodes):
+    """``run(index)`` indexes the same nodes as ``index`` (list or tensor), and is a slice iff they are consecutive."""
+    from circuits.acdc.attention.gather import run
+
+    index = sorted(nodes)
+    t = torch.arange(8 * 3).view(8, 3)
+    for ix in (index, torch.tensor(index)):
+        assert torch.equal(t[run(ix)], t[ix])
+    assert isinstance(run(index), slice) == (index == list(range(index[0], index[-1] + 1)))
