@@ -102,13 +102,17 @@ def _verified_baseline(p: Problem) -> tuple[Optional[tuple[Any, bridge_delta.Bas
     batch (logits within 1e-5 of their scale in float64, where HF still takes some norms and softmaxes in float32;
     1e-3 in lower precision), else None with a warning (an error with ``Options.strict``): a configuration the blocks
     do not model is scored by stacked bridge forwards rather than wrongly. Returned with that forward's logits (the
-    starting circuit's, the bridge's own)."""
+    starting circuit's, the bridge's own; with every edge present, the clean run's ``full_logits``: the patching
+    hooks would add nothing)."""
     from circuits.acdc.attention.blocks import BridgeBlocks
 
     bb = BridgeBlocks(p.model)
     with torch.no_grad():
         st = bridge_delta.baseline(bb, p.graph, p.clean, p.a_prime, p.mask)
-        want, _ = run_with_mask(p.model, p.clean, p.a_prime, p.mask, p.graph)
+        if all(bool(m.all()) for m in p.mask.values()):  # nothing patched: the bridge's forward is ``full_logits``
+            want = p.full_logits
+        else:
+            want, _ = run_with_mask(p.model, p.clean, p.a_prime, p.mask, p.graph)
     err = float((st.logits - want).abs().max())
     rel = 1e-5 if want.dtype == torch.float64 else 1e-3  # a block computing something else is off by far more
     if err <= rel * (1.0 + float(want.abs().max())):

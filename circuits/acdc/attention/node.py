@@ -34,10 +34,8 @@ def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: T
         again = stack.guesser.rescored()
         q = [miss[i - pos] if rescored[i] is None else again for i in range(pos, len(cands))]
         end = pos + stack.guesser.block(q, k_max)
-        pred = torch.tensor(guess[:end - pos], dtype=torch.bool, device=c.device)
-        taken = c[pos:end] * pred.view(-1, *([1] * (c.dim() - 1))).to(c.dtype)
-        extra = torch.cumsum(taken, dim=0).sub_(taken).add_(c[pos:end])  # exclusive prefix of guessed removals + own
-        scores = stack.score(r, extra if offset is None else extra.add_(offset)).tolist()
+        extra = _chain(c[pos:end], guess[:end - pos], offset)
+        scores = stack.score(r, extra).tolist()
         premised = _premised(scores, guess, current)
         cur, last = current, None
         for i, new in enumerate(scores):
@@ -59,6 +57,18 @@ def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: T
             offset.copy_(extra[last])
         current, pos = cur, pos + i + 1
     return effects, removed, current
+
+
+def _chain(c: Tensor, guess: list[bool], offset: Optional[Tensor]) -> Tensor:
+    """The input changes of the chain of states: state ``j`` adds the contributions guessed removed before it, its
+    own, and ``offset`` (when given): one product ``offset + M c`` with ``M`` lower triangular (the guesses below
+    the diagonal, ones on it)."""
+    k = c.shape[0]
+    M = torch.tril(torch.tensor(guess, dtype=c.dtype, device=c.device).expand(k, k), diagonal=-1)
+    M.diagonal().fill_(1.0)
+    flat = c.reshape(k, -1)
+    out = torch.mm(M, flat) if offset is None else torch.addmm(offset.reshape(1, -1), M, flat)
+    return out.view(c.shape)
 
 
 def _premised(scores: list[float], guess: list[bool], current: float) -> list[float]:
