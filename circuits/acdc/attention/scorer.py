@@ -47,7 +47,7 @@ class Scorer:
         self.lasting: dict[Any, Any] = {} if lasting is None else lasting
         dev = st.logits.device
         self.pos = {1: P, 2: torch.arange(st.T, device=dev)}
-        self.group = torch.arange(bb.n_heads, device=dev) // (bb.n_heads // bb.n_kv)
+        self.group = [h // (bb.n_heads // bb.n_kv) for h in range(bb.n_heads)]  # each head's KV group
         # changed sender hook -> (its changed nodes or None, new and cached outputs at its level's positions, level)
         self.delta: dict[str, tuple[Optional[Tensor], Tensor, Tensor, int]] = {}
         self.writes: list[Callable[[int], None]] = []  # the last pass's cache updates, run by ``keep(j)``
@@ -168,8 +168,8 @@ class Scorer:
                 return bridge_fold.plan(w_hat[nodes], inverse, t.shape[0]), bias[nodes]
             c, var, R = self._once(("input", hook), lambda: tuple(take(fold[key], positions, nodes, full)
                                                                   for key in ("c", "var", "R")))
-            plan, bias = self._lasting(("plan", hook, tuple(nodes.tolist()), tuple(inverse.tolist()), t.shape[0]),
-                                      weights)
+            plan, bias = self._once(("plan", hook), lambda: self._lasting(
+                ("plan", hook, tuple(nodes.tolist()), tuple(inverse.tolist()), t.shape[0]), weights))
             out = bridge_fold.project(c, var, R, t, inverse, plan, bias, bb.layers[layer].norm1.eps)
             out = bb.rotate(out, role, st.rot, positions, layer)
         def write(j: int) -> None:
@@ -186,25 +186,16 @@ class Scorer:
         proj = self.st.proj[layer][role]
         cur = self._once(("proj", layer, role), lambda: take(proj, positions, idx, (self.st.T, proj.shape[2])))
         rows, present, parts, start = plan
-        ids = idx.tolist()
-        keep = [i for i, h in enumerate(ids) if h in rows]
+        keep, nodes, patterns, inverse, key, structure = self._once(
+            ("role", layer, role), lambda: self._receivers(layer, role, idx, rows, present, start is not None))
         if not keep:
             return cur.unsqueeze(0)
-        nodes = idx[keep]
         if start is not None:
-            t, inverse = start[:, :, positions].unsqueeze(0), torch.zeros(1, dtype=torch.long, device=idx.device)
+            t = start[:, :, positions].unsqueeze(0)
         else:
-            key = (layer, role, tuple(keep))
-            structure = (self.memo[("changed", qkv_hook(layer, role))], key)
-
-            def unique() -> tuple[Tensor, Tensor]:
-                sub = present[[rows.index(h) for h in nodes.tolist()]]
-                patterns, inverse = torch.unique(sub.to(torch.uint8), dim=0, return_inverse=True)
-                return patterns.bool(), inverse
-            patterns, inverse = self._lasting(("patterns", structure), unique)
             t = self._sums(parts, patterns, level, key, structure)
         new = self._project(layer, role, nodes, t, inverse, positions)
-        if len(keep) == len(ids):
+        if len(keep) == idx.numel():
             out = new
         else:
             out = cur.unsqueeze(0).expand(new.shape[0], *cur.shape).clone()
@@ -212,31 +203,56 @@ class Scorer:
         self.writes.append(lambda j: put(proj, positions, idx, (self.st.T, proj.shape[2]), out[j]))
         return out
 
+    def _receivers(self, layer: int, role: str, idx: Tensor, rows: list[int], present: Optional[Tensor],
+                   start: bool) -> tuple:
+        """``_role``'s receiver nodes with a changed input (positions in ``idx``, and as nodes), their patterns and
+        pattern index (one pattern: the receiver node of a ``start``), and the keys of their pattern sums."""
+        keep = [i for i, h in enumerate(idx.tolist()) if h in rows]
+        nodes = idx[keep]
+        if start or not keep:
+            return keep, nodes, None, torch.zeros(1, dtype=torch.long, device=idx.device), None, None
+        key = (layer, role, tuple(keep))
+        structure = (self.memo[("changed", qkv_hook(layer, role))], key)
+
+        def unique() -> tuple[Tensor, Tensor]:
+            sub = present[[rows.index(h) for h in nodes.tolist()]]
+            patterns, inverse = torch.unique(sub.to(torch.uint8), dim=0, return_inverse=True)
+            return patterns.bool(), inverse
+        patterns, inverse = self._lasting(("patterns", structure), unique)
+        return keep, nodes, patterns, inverse, key, structure
+
+    def _heads(self, layer: int, plans: dict) -> Optional[tuple]:
+        """The heads of ``layer`` to recompute (needed, and a changed q or KV group), their level, and as tensors:
+        the heads, their KV groups, and each head's group among those (None when the groups are the heads)."""
+        dev, heads_lvl = self.st.logits.device, self.lvl[result_hook(layer)]
+        q, k, v = (set(plans[role][0]) for role in ROLES)
+        group = self.group
+        affected = [h for h in range(self.bb.n_heads) if heads_lvl[h] and (h in q or group[h] in k or group[h] in v)]
+        if not affected:
+            return None
+        groups = sorted({group[h] for h in affected})
+        where = None if groups == affected else torch.tensor([groups.index(group[h]) for h in affected], device=dev)
+        return (max(heads_lvl[h] for h in affected), torch.tensor(affected, device=dev),
+                torch.tensor(groups, device=dev), where)
+
     def _attention(self, layer: int, start: Optional[tuple[str, int, Tensor]]) -> None:
-        bb, st, dev = self.bb, self.st, self.st.logits.device
-        heads_lvl = self.lvl[result_hook(layer)]
+        bb, st = self.bb, self.st
         plans = {}
         for role in ROLES:
             if start is not None and start[0] == role:
                 plans[role] = ([start[1]], None, [], start[2])
             else:
                 plans[role] = (*self._changes(qkv_hook(layer, role)), None)
-        q, k, v = (set(plans[role][0]) for role in ROLES)
-        affected = [h for h in range(bb.n_heads) if heads_lvl[h] and (h in q or int(self.group[h]) in k
-                                                                       or int(self.group[h]) in v)]
-        if not affected:
+        heads = self._once(("heads", layer), lambda: self._heads(layer, plans))
+        if heads is None:
             return
-        level = max(heads_lvl[h] for h in affected)
+        level, A, G, where = heads
         qp = self.pos[level]
-        A = torch.tensor(affected, device=dev)
-        groups = sorted({int(self.group[h]) for h in affected})
-        G = torch.tensor(groups, device=dev)
         every = self.pos[2]
         new = {role: self._role(layer, role, idx, positions, lv, plans[role])
                for role, idx, positions, lv in (("q", A, qp, level), ("k", G, every, 2), ("v", G, every, 2))}
         kv_k, kv_v = new["k"], new["v"]
-        if groups != affected:
-            where = torch.tensor([groups.index(int(self.group[h])) for h in affected], device=dev)
+        if where is not None:
             kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
         self.z[layer] = bb.attend(new["q"], kv_k, kv_v, qp)
         res = bb.result_by_head(layer, self.z[layer], A)  # (|A|, n, B, T_q, d)
