@@ -104,10 +104,11 @@ class Scorer:
         the new outputs summed into one tensor, the cached ones (no state axis) apart and, under ``key``, once per
         node; one difference at the end. A sender known at the metric positions only but read at every position
         adds there alone (the other positions feed only outputs nothing reads)."""
-        sizes = [t.shape[0] for t, _, _ in parts]
-        make_recipe = lambda: recipes.recipe(patterns, sizes, parts[0][0].dtype)  # noqa: E731
-        recipe = make_recipe() if structure is None else self._lasting(("recipe", structure, tuple(sizes)),
-                                                                       make_recipe)
+        def make_recipe() -> list:
+            sizes = [t.shape[0] for t, _, _ in parts]
+            make = lambda: recipes.recipe(patterns, sizes, parts[0][0].dtype)  # noqa: E731
+            return make() if structure is None else self._lasting(("recipe", structure, tuple(sizes)), make)
+        recipe = make_recipe() if key is None else self._once(("recipe", key, level), make_recipe)
         new, fresh = self._pattern_sum([(t, slevel) for t, _, slevel in parts], recipe, level)
         make = lambda: self._pattern_sum([(t, slevel) for _, t, slevel in parts], recipe, level)[0]  # noqa: E731
         old = (make() if key is None else self._once(("cached sums", key, level), make)).unsqueeze(1)
