@@ -158,16 +158,14 @@ def levels(bb: BridgeBlocks, graph: Graph, mask: Any) -> dict[str, list[int]]:
     need[graph.output] = [1]
 
     def sender_level(hook: str) -> list[int]:
-        out = [0] * graph.nodes[hook].count
+        out = torch.zeros(graph.nodes[hook].count, dtype=torch.long)
         for conn in graph.connections:
             if conn.sender != hook or conn.receiver not in need:
                 continue
-            m = mask[(hook, conn.receiver)]
-            for r, level in enumerate(need[conn.receiver]):
-                if level:
-                    for s in torch.nonzero(m[r]).flatten().tolist():
-                        out[s] = max(out[s], level)
-        return out
+            m = mask[(hook, conn.receiver)].cpu()
+            level = torch.tensor(need[conn.receiver], dtype=torch.long).unsqueeze(1)  # (receiver nodes, 1)
+            out = torch.maximum(out, (m * level).amax(0))  # a sender node's largest level over its present edges
+        return out.tolist()
 
     per_group = bb.n_heads // bb.n_kv
     for layer in reversed(range(bb.n_layers)):
