@@ -176,8 +176,8 @@ class Scorer:
         def write(j: int) -> None:
             x = take(st.x[hook], positions, nodes, full) + per_node(t[:, j:j + 1], inverse)[0]
             put(st.x[hook], positions, nodes, full, x)
-            if fold is not None:
-                for key, value in bridge_fold.cache(x, st.fold_w[hook][0][nodes]).items():
+            if fold is not None:  # ``plan.w_hat``: ``W^`` of ``nodes``
+                for key, value in bridge_fold.cache(x, plan.w_hat).items():
                     put(fold[key], positions, nodes, full, value)
         self.writes.append(write)
         return out
