@@ -212,14 +212,18 @@ class BridgeBlocks:
 
     def attend(self, q: Float[Tensor, "*b qpos h dh"], k: Float[Tensor, "*b pos h dh"], v: Float[Tensor, "*b pos h dh"],
                qpos: Tensor) -> Float[Tensor, "*b qpos h dh"]:
-        """Causal attention of queries at positions ``qpos`` over every key: ``softmax(q k^T / sqrt(dh)) v``."""
-        scores = torch.einsum("...qhe,...khe->...hqk", q, k) * self.scale
+        """Causal attention of queries at positions ``qpos`` over every key: ``softmax(q k^T / sqrt(dh)) v``; leading
+        axes broadcast. A softmax in the inputs' dtype is torch's fused ``scaled_dot_product_attention`` (one call in
+        place of six ops: 3x faster for one query position, 4 states of 16 x 12 tokens, 8 heads of 16, float64)."""
         allowed = torch.arange(k.shape[-3], device=q.device).unsqueeze(0) <= qpos.unsqueeze(1)  # (qpos, pos)
+        if not self.softmax32:
+            lead = torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+            q, k, v = (t.expand(*lead, *t.shape[-3:]).reshape(-1, *t.shape[-3:]).transpose(1, 2) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scale)
+            return out.transpose(1, 2).reshape(*lead, *out.shape[-2:-1], out.shape[1], out.shape[-1])
+        scores = torch.einsum("...qhe,...khe->...hqk", q, k) * self.scale
         scores = scores.masked_fill(~allowed, float("-inf"))
-        if self.softmax32:  # as HF's Llama attention: the softmax in float32, cast back
-            pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        else:
-            pattern = torch.softmax(scores, dim=-1)
+        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # as HF's Llama: float32, cast back
         return torch.einsum("...hqk,...khe->...qhe", pattern, v)
 
     def result(self, layer: int, z: Float[Tensor, "*b pos h dh"], heads: Tensor) -> Float[Tensor, "*b pos h d"]:
