@@ -112,12 +112,12 @@ def test_every_edge_kept_or_removed_gives_the_clean_or_corrupted_logits(works):
                                rtol=0, atol=1e-10)
 
 
-def _middling(bridge, clean, corrupted) -> float:
+def _middling(bridge, clean, corrupted, metric="kl") -> float:
     """A threshold that keeps some edges and removes others, away from every effect of a low-threshold run: the
     middle of the widest gap between the middle half of its sorted effects. (An effect equal to the threshold is a
     tie that rounding decides: on families whose attention softmax HF takes in float32 the engines' effects differ
     by ~1e-8, and a tie would flip with them.)"""
-    probe = circuits.acdc(bridge, clean, corrupted, threshold=1e-9, engine="fast")
+    probe = circuits.acdc(bridge, clean, corrupted, threshold=1e-9, metric=metric, engine="fast")
     effects = sorted(v for v in probe.effects.values() if v > 0)
     middle = effects[len(effects) // 4: 3 * len(effects) // 4 + 1]
     gap, lo = max((b - a, a) for a, b in zip(middle, middle[1:]))

@@ -46,7 +46,10 @@ class Scorer:
         # kept across the nodes of one discovery (``_lasting``)
         self.lasting: dict[Any, Any] = {} if lasting is None else lasting
         dev = st.logits.device
-        self.pos = {1: P, 2: torch.arange(st.T, device=dev)}
+        self.every = torch.arange(st.T, device=dev)
+        # positions recomputed per level (absolute), and level 1's within level 2's (``_first``: position 0 may be left
+        # out of level 2, set per receiver in ``logits``)
+        self.pos, self.rel = {1: P, 2: self.every}, {1: P}
         self.group = [h // (bb.n_heads // bb.n_kv) for h in range(bb.n_heads)]  # each head's KV group
         # changed sender hook -> (its changed nodes or None, new and cached outputs at its level's positions, level)
         self.delta: dict[str, tuple[Optional[Tensor], Tensor, Tensor, int]] = {}
@@ -125,7 +128,7 @@ class Scorer:
             if how is None:
                 continue
             if slevel > level:
-                t = t.index_select(-2, self.pos[level])
+                t = t.index_select(-2, self.rel[level])
             if out is None or not fresh or slevel < level:
                 term = recipes.term(t, how, w)
                 if slevel < level:
@@ -135,7 +138,7 @@ class Scorer:
                 elif slevel < level:
                     if not fresh:
                         out, fresh = out.clone(), True
-                    out.index_add_(out.dim() - 2, self.pos[1], term)
+                    out.index_add_(out.dim() - 2, self.rel[1], term)
                 else:
                     out, fresh = out + term, True
             elif how in ("all", "sum"):
@@ -152,7 +155,7 @@ class Scorer:
         shape = list(t.shape)
         shape[-2] = self.pos[2].numel()
         full = t.new_zeros(shape)
-        full.index_copy_(t.dim() - 2, self.pos[1], t)
+        full.index_copy_(t.dim() - 2, self.rel[1], t)
         return full
 
     def _project(self, layer: int, role: str, nodes: Tensor, t: Tensor, inverse: Tensor, positions: Tensor) -> Tensor:
@@ -248,20 +251,36 @@ class Scorer:
         if heads is None:
             return
         level, A, G, where = heads
-        qp = self.pos[level]
-        every = self.pos[2]
+        # the receiver's own layer at every position (its q or k input changed there); the output at position 0, v_0,
+        # is then unchanged when position 0 is left out (``_first``)
+        qp = self.every if start is not None and level == 2 else self.pos[level]
+        kvp = self.every if start is not None else self.pos[2]
         new = {role: self._role(layer, role, idx, positions, lv, plans[role])
-               for role, idx, positions, lv in (("q", A, qp, level), ("k", G, every, 2), ("v", G, every, 2))}
+               for role, idx, positions, lv in (("q", A, qp, level), ("k", G, kvp, 2), ("v", G, kvp, 2))}
         kv_k, kv_v = new["k"], new["v"]
+        if kvp.numel() < st.T:
+            kv_k, kv_v = self._first(layer, "k", G, kv_k), self._first(layer, "v", G, kv_v)
         if where is not None:
             kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
-        self.z[layer] = bb.attend(new["q"], kv_k, kv_v, qp)
-        res = bb.result_by_head(layer, self.z[layer], A)  # (|A|, n, B, T_q, d)
+        z = bb.attend(new["q"], kv_k, kv_v, qp)
+        if qp.numel() > self.pos[level].numel():
+            z = z[:, :, 1:]
+        qp = self.pos[level]
+        self.z[layer] = z
+        res = bb.result_by_head(layer, z, A)  # (|A|, n, B, T_q, d)
         acts = st.acts[result_hook(layer)]
         cached = self._once(("result", layer), lambda: take(acts, qp, A, (st.T, bb.n_heads)).permute(2, 0, 1, 3)
                             .contiguous())
         self.delta[result_hook(layer)] = (A, res, cached, level)
         self.writes.append(lambda j: put(acts, qp, A, (st.T, bb.n_heads), res[:, j].permute(1, 2, 0, 3)))
+
+    def _first(self, layer: int, role: str, G: Tensor, new: Tensor) -> Tensor:
+        """Keys or values ``new`` of KV groups ``G`` from position 1 on, with position 0's as cached in front. Left out
+        of a state of a receiver's q or k input (``logits``): position 0 attends to itself alone, so every head's
+        output there is its ``v_0``, and no input at position 0 changes, in that layer or later."""
+        proj = self.st.proj[layer][role]
+        first = self._once(("first", layer, role), lambda: take(proj, self.every[:1], G, (self.st.T, proj.shape[2])))
+        return torch.cat((first.expand(new.shape[0], *first.shape), new), dim=2)
 
     def _mlp(self, layer: int, start: Optional[Tensor]) -> None:
         hook, out = mlp_in_hook(layer), mlp_out_hook(layer)
@@ -307,9 +326,9 @@ class Scorer:
             return None
         weights, present = self.st.mlp_fold_w[layer], self.memo[hook][1][0].to(cached.dtype)  # (|A|,)
         positions = self.pos[level]
-        z = self.z[layer] if head_level == level else self.z[layer][:, :, positions]
+        z = self.z[layer] if head_level == level else self.z[layer][:, :, self.rel[level]]
         if head_level != level:
-            cached = cached[:, :, positions]
+            cached = cached[:, :, self.rel[level]]
 
         def fixed() -> tuple[Tensor, ...]:
             w = (weights.per_head[A] * present.view(-1, 1, 1)).permute(1, 0, 2).reshape(-1, n_z)
@@ -328,6 +347,9 @@ class Scorer:
         P = self.pos[1]
         d: Optional[Tensor]
         self.layer = bb.n_layers if receiver == graph.output else int(receiver.split(".")[1])
+        first = receiver.endswith(("hook_q_input", "hook_k_input")) and int(P[0]) > 0  # ``_first``
+        self.pos[2] = self.every[1:] if first else self.every
+        self.rel[1] = P - 1 if first else P
         if receiver == graph.output:
             d = extra[:, :, P]
         else:

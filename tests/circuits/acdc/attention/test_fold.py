@@ -172,7 +172,7 @@ def test_pattern_sums_equal_the_sum_over_present_senders(seed, u, level, order):
     n, B, T, d, a = 2, 3, 5, 4, 3
     P = torch.tensor([1, 4])
     scorer = Scorer.__new__(Scorer)
-    scorer.pos = {1: P, 2: torch.arange(T)}
+    scorer.pos, scorer.rel = {1: P, 2: torch.arange(T)}, {1: P}
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     kinds = [(r(a, n, B, T, d), r(a, B, T, d), 2),  # heads at every position
              (r(a, n, B, 2, d), r(a, B, 2, d), 1),  # heads known at P only
