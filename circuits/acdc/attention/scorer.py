@@ -14,6 +14,9 @@ per-head product ``z_h W_O[h]`` comes out of a batched matrix product; a pattern
 ``(U, a) @ (a, n B T_l d)`` and the sums come out pattern-first, ``(U, n, B, T_l, d)``, each pattern's change one
 contiguous block for the projections that read it.
 
+Position 0 attends to itself alone, so a change of a q or k input leaves every output at position 0 as it was: from
+the receiver's next layer on, such a state is recomputed at positions 1.. only (``_first``).
+
 Each ``logits`` call records its cache updates instead of writing them; ``keep(j)`` makes state ``j`` of that
 call the new baseline (the engine keeps the state of a node's last removal, which it has already scored).
 """
