@@ -85,14 +85,19 @@ class DeltaStack:
 
     def commit(self) -> None:
         if self.last is not None:
-            self.scorer.keep(self.last[1], self.last[0])
+            with torch.inference_mode():  # see ``score``
+                self.scorer.keep(self.last[1], self.last[0])
         self.last = None
 
     def score(self, r: int, extra: Tensor) -> Tensor:
+        """The metric of each state. The scorer's tensors never meet autograd or the model's modules (the blocks are
+        functions of the weights): inference mode, which spares each of a pass's hundreds of small ops some dispatch
+        work; what it creates is read only here and in ``commit``, and the baseline it updates stays a plain tensor."""
         t0 = time.perf_counter()
-        logits = self.scorer.logits(self.receiver, r, extra)
+        with torch.inference_mode():
+            logits = self.scorer.logits(self.receiver, r, extra)
+            out = self.p.metric.many(logits, self.p.full_logits).reshape(extra.shape[0])
         self.passes += 1
-        out = self.p.metric.many(logits, self.p.full_logits).reshape(extra.shape[0])
         self.guesser.timed(extra.shape[0], time.perf_counter() - t0)
         return out
 
