@@ -156,7 +156,7 @@ class Attention:
         self.guesser = make(self.o.delta_overhead if verified is not None else self.o.stacked_overhead)
         self.copy: dict[str, bool] = {}  # per copy point: whether states may be copied there (``Stacked``)
         self.P = bridge_delta.metric_positions(p.metric, p.full_logits) if verified is not None else None
-        self.c = torch.empty(0)
+        self.c, self.sizes = torch.empty(0), []  # the live candidates' contributions and ``||c||^2`` (``unchanged``)
         self.lasting: dict = {}  # ``Scorer._lasting``: shared by the scorers of every node of this discovery
 
     def start(self) -> float:
@@ -185,8 +185,10 @@ class Attention:
             _, self.acts = run_with_mask(p.model, p.clean, p.a_prime, p.mask, p.graph, senders)
         cands = [(s.conn, i) for s in node.spans for i in s.senders.tolist()]
         c = _contributions(p, cands, self.acts, self.diffs)
-        zero = c.reshape(len(cands), -1).pow(2).sum(dim=1) == 0
+        size = c.reshape(len(cands), -1).pow(2).sum(dim=1)  # ``||c||^2``, also the guesses' feature (``decide``)
+        zero = size == 0
         self.c = c[~zero] if bool(zero.any()) else c  # a boolean gather copies every contribution
+        self.sizes = size[~zero].tolist()
         return tuple(torch.split(zero, [len(s.senders) for s in node.spans]))
 
     def decide(self, node: Node, current: Any) -> Decisions:
@@ -199,7 +201,8 @@ class Attention:
             offset = torch.zeros_like(c[0])
         before = self.stack.passes
         k_max = _block(tuple(c.shape[1:]), self.o.state_elements, self.o.max_block)
-        effects, removed, current = decide_node(p, self.stack, node.receiver, r, cands, c, current, k_max, offset)
+        effects, removed, current = decide_node(p, self.stack, node.receiver, r, cands, c, self.sizes, current, k_max,
+                                                offset)
         self.stats.passes += self.stack.passes - before
         self.offset = offset
         sizes = [len(s.senders) for s in node.spans]

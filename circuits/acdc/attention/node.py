@@ -12,18 +12,17 @@ from torch import Tensor
 from circuits.acdc.loop import Problem
 
 
-def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: Tensor, current: float, k_max: int,
-                offset: Optional[Tensor] = None) -> tuple[list[float], list[bool], float]:
-    """Decide the candidate edges ``cands`` (``(connection, sender node)``, contributions ``c``, none exactly 0)
-    into ``R[r]`` in the sequential order, up to ``k_max`` states per pass; returns each edge's effect, whether
-    it was removed (also cleared in ``p.mask`` as the loop goes: later states are scored without it), and the
-    metric after them.
+def decide_node(p: Problem, stack: Any, receiver: str, r: int, cands: list, c: Tensor, sizes: list[float],
+                current: float, k_max: int, offset: Optional[Tensor] = None) -> tuple[list[float], list[bool], float]:
+    """Decide the candidate edges ``cands`` (``(connection, sender node)``, contributions ``c`` of squared norms
+    ``sizes``, none exactly 0) into ``R[r]`` in the sequential order, up to ``k_max`` states per pass; returns each
+    edge's effect, whether it was removed (also cleared in ``p.mask`` as the loop goes: later states are scored
+    without it), and the metric after them.
 
     Which states a pass scores (how many, under which guesses) is ``stack.guesser``'s choice; after a miss, the
     states scored past it give the next guesses. ``offset`` (delta path: states are scored against a cached
     baseline taken before this node's removals) becomes, after each pass, the input change of the state of the node's
     last removal so far (the sum of the removed contributions)."""
-    sizes = c.reshape(len(cands), -1).pow(2).sum(dim=1).tolist()
     rescored: list[Optional[bool]] = [None] * len(cands)  # guesses read from states scored in an earlier pass
     effects: list[float] = []
     removed: list[bool] = []
