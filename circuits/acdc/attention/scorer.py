@@ -256,20 +256,18 @@ class Scorer:
         level, A, G, where = heads
         # the receiver's own layer at every position (its q or k input changed there); the output at position 0, v_0,
         # is then unchanged when position 0 is left out (``_first``)
-        qp = self.every if start is not None and level == 2 else self.pos[level]
+        qp = self.pos[level]  # where the heads' outputs are needed
+        q_at = self.every if start is not None and level == 2 else qp  # where their queries are computed
         kvp = self.every if start is not None else self.pos[2]
         new = {role: self._role(layer, role, idx, positions, lv, plans[role])
-               for role, idx, positions, lv in (("q", A, qp, level), ("k", G, kvp, 2), ("v", G, kvp, 2))}
+               for role, idx, positions, lv in (("q", A, q_at, level), ("k", G, kvp, 2), ("v", G, kvp, 2))}
         kv_k, kv_v = new["k"], new["v"]
         if kvp.numel() < st.T:
             kv_k, kv_v = self._first(layer, "k", G, kv_k), self._first(layer, "v", G, kv_v)
         if where is not None:
             kv_k, kv_v = kv_k[..., where, :], kv_v[..., where, :]
-        z = bb.attend(new["q"], kv_k, kv_v, qp)
-        if qp.numel() > self.pos[level].numel():
-            z = z[:, :, 1:]
-        qp = self.pos[level]
-        self.z[layer] = z
+        z = bb.attend(new["q"], kv_k, kv_v, q_at)
+        z = self.z[layer] = z[:, :, 1:] if q_at.numel() > qp.numel() else z  # position 0 left out: its output is v_0
         res = bb.result_by_head(layer, z, A)  # (|A|, n, B, T_q, d)
         acts = st.acts[result_hook(layer)]
         cached = self._once(("result", layer), lambda: take(acts, qp, A, (st.T, bb.n_heads)).permute(2, 0, 1, 3)
